@@ -1,0 +1,118 @@
+//! Administration: schema, queues, metrics, dead letters, workers.
+
+use crate::error::{Error, Result};
+use crate::store::{validate_queue_name, Store};
+use crate::types::*;
+
+/// Administrative operations on a store. Get one with [`admin`].
+#[derive(Debug, Clone, Copy)]
+pub struct Admin<'a> {
+    pub(crate) store: &'a Store,
+}
+
+/// Administrative operations on `store`.
+pub fn admin(store: &Store) -> Admin<'_> {
+    Admin { store }
+}
+
+impl<'a> Admin<'a> {
+    /// Create or upgrade pgqrs's tables. Idempotent: safe to call at every start. Refuses a
+    /// database whose schema is newer than this version of pgqrs.
+    pub async fn install(&self) -> Result<()> {
+        self.store.backend_impl().install().await
+    }
+
+    /// Apply migrations up to `version` only. For tests of the upgrade path; use
+    /// [`install`](Self::install) otherwise.
+    #[doc(hidden)]
+    pub async fn install_up_to(&self, version: i64) -> Result<()> {
+        self.store.backend_impl().install_up_to(version).await
+    }
+
+    /// Check that every table and index pgqrs needs exists at the current version.
+    pub async fn verify(&self) -> Result<()> {
+        self.store.backend_impl().verify().await
+    }
+
+    /// The installed schema version, or `None` before [`install`](Self::install).
+    pub async fn schema_version(&self) -> Result<Option<i64>> {
+        self.store.backend_impl().schema_version().await
+    }
+
+    /// Create a queue. Names: letters, digits, `_` and `-`, 1 to 48 characters.
+    pub async fn create_queue(&self, name: &str) -> Result<QueueInfo> {
+        validate_queue_name(name)?;
+        self.store.backend_impl().create_queue(name).await
+    }
+
+    /// Delete a queue with its jobs, archive and dead letters. Refused with
+    /// [`Error::QueueInUse`] while jobs are leased, unless `force` is true.
+    pub async fn delete_queue(&self, name: &str, force: bool) -> Result<()> {
+        validate_queue_name(name)?;
+        self.store.backend_impl().delete_queue(name, force).await
+    }
+
+    /// Delete every pending job (ready, delayed and leased) of a queue; returns how many.
+    /// The archive and dead letters are kept.
+    pub async fn purge_queue(&self, name: &str) -> Result<u64> {
+        validate_queue_name(name)?;
+        self.store.backend_impl().purge_queue(name).await
+    }
+
+    /// All queues, by name.
+    pub async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
+        self.store.backend_impl().list_queues().await
+    }
+
+    /// Counts of ready, delayed, leased, archived and dead jobs, and the oldest ready job's age.
+    pub async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics> {
+        validate_queue_name(name)?;
+        self.store.backend_impl().queue_metrics(name).await
+    }
+
+    /// Dead letters of a queue, oldest first, at most `limit`.
+    pub async fn dead_letters(&self, queue: &str, limit: i64) -> Result<Vec<DeadLetter>> {
+        validate_queue_name(queue)?;
+        check_limit(limit)?;
+        self.store.backend_impl().dead_letters(queue, limit).await
+    }
+
+    /// Put the given dead letters back in their queue, ready now, with their attempt count
+    /// reset. Returns how many were re-queued (ids that are not dead letters of this queue are
+    /// skipped).
+    pub async fn requeue_dead(&self, queue: &str, ids: &[i64]) -> Result<u64> {
+        validate_queue_name(queue)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.store.backend_impl().requeue_dead(queue, Some(ids)).await
+    }
+
+    /// Put every dead letter of the queue back, ready now. Returns how many.
+    pub async fn requeue_all_dead(&self, queue: &str) -> Result<u64> {
+        validate_queue_name(queue)?;
+        self.store.backend_impl().requeue_dead(queue, None).await
+    }
+
+    /// Completed jobs kept in the archive, newest first, at most `limit`.
+    pub async fn archived_jobs(&self, queue: &str, limit: i64) -> Result<Vec<ArchivedJob>> {
+        validate_queue_name(queue)?;
+        check_limit(limit)?;
+        self.store.backend_impl().archived_jobs(queue, limit).await
+    }
+
+    /// Registered workers, newest first. See [`WorkerInfo::is_healthy`].
+    pub async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
+        self.store.backend_impl().list_workers().await
+    }
+}
+
+fn check_limit(limit: i64) -> Result<()> {
+    if limit <= 0 {
+        return Err(Error::validation(
+            "limit",
+            format!("must be at least 1, got {limit}"),
+        ));
+    }
+    Ok(())
+}

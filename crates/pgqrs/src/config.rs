@@ -1,0 +1,353 @@
+//! Connection string parsing and settings.
+//!
+//! Settings come from a [`Config`] built in code, or from query parameters on the connection
+//! string (`postgresql://host/db?schema=jobs&pool_size=20`). pgqrs removes its own parameters
+//! before handing the rest to the database driver.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Which database a connection string selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// PostgreSQL (`postgresql://`, `postgres://`).
+    Postgres,
+    /// SQLite through sqlx (`sqlite://PATH`, `sqlite::memory:`).
+    Sqlite,
+    /// Turso, the embedded SQLite-compatible engine (`turso://PATH`, `turso::memory:`).
+    Turso,
+}
+
+impl BackendKind {
+    /// The short name: `postgres`, `sqlite` or `turso`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Postgres => "postgres",
+            BackendKind::Sqlite => "sqlite",
+            BackendKind::Turso => "turso",
+        }
+    }
+}
+
+/// How hard SQLite/Turso work to make a commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: a committed job survives power loss. The default.
+    Full,
+    /// `synchronous=NORMAL` in WAL mode: faster; a power loss (not a process crash) may lose
+    /// the last commits. Opt-in.
+    Normal,
+}
+
+/// pgqrs settings. Build with [`Config::new`] and the setters, or let
+/// [`connect`](crate::connect) read them from the connection string's query parameters.
+///
+/// | query parameter | setter | default |
+/// |---|---|---|
+/// | `pool_size` | [`pool_size`](Config::pool_size) | 10 (PostgreSQL), 4 (SQLite) |
+/// | `schema` | [`schema`](Config::schema) | `public` (PostgreSQL only) |
+/// | `visibility_timeout` (seconds) | [`visibility_timeout`](Config::visibility_timeout) | 30 s |
+/// | `max_attempts` | [`max_attempts`](Config::max_attempts) | 5 |
+/// | `poll_interval_ms` | [`poll_interval`](Config::poll_interval) | 200 ms |
+/// | `max_payload_bytes` | [`max_payload_bytes`](Config::max_payload_bytes) | 1 MiB |
+/// | `connect_timeout` (seconds) | [`connect_timeout`](Config::connect_timeout) | 5 s |
+/// | `busy_timeout_ms` | [`busy_timeout`](Config::busy_timeout) | 5000 ms (SQLite/Turso) |
+/// | `synchronous` (`full`/`normal`) | [`durability`](Config::durability) | `full` (SQLite/Turso) |
+/// | `statement_cache` (`true`/`false`) | [`statement_cache`](Config::statement_cache) | `true`; `false` for PgBouncer transaction pooling |
+/// | `notify` (`true`/`false`) | [`notify`](Config::notify) | `true` (PostgreSQL LISTEN/NOTIFY wake-ups) |
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) kind: BackendKind,
+    /// The DSN without pgqrs's own query parameters.
+    pub(crate) driver_dsn: String,
+    pub(crate) redacted: String,
+    pub(crate) pool_size: Option<u32>,
+    pub(crate) schema: String,
+    pub(crate) visibility_timeout: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) poll_interval: Duration,
+    pub(crate) max_payload_bytes: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) durability: Durability,
+    pub(crate) statement_cache: bool,
+    pub(crate) notify: bool,
+}
+
+/// Longest identifier PostgreSQL keeps.
+const MAX_SCHEMA_LEN: usize = 63;
+
+impl Config {
+    /// Parse a connection string, including pgqrs's query parameters.
+    pub fn new(dsn: &str) -> Result<Self> {
+        let redacted = redact(dsn);
+        let bad = |reason: String| Error::InvalidDsn {
+            dsn: redacted.clone(),
+            reason,
+        };
+        let dsn = dsn.trim();
+        if dsn.is_empty() {
+            return Err(bad(
+                "it is empty; use postgresql://user@host/db, sqlite://path/to/file.db or sqlite::memory:".into(),
+            ));
+        }
+        let scheme = dsn.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let kind = match scheme.as_str() {
+            "postgres" | "postgresql" => BackendKind::Postgres,
+            "sqlite" => BackendKind::Sqlite,
+            "turso" => BackendKind::Turso,
+            _ if !dsn.contains(':') => {
+                return Err(bad(
+                    "no scheme; start it with postgresql://, sqlite:// or turso://".into(),
+                ))
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown scheme {other:?}; pgqrs speaks postgresql://, postgres://, sqlite:// and turso://"
+                )))
+            }
+        };
+
+        let (base, query) = match dsn.split_once('?') {
+            Some((b, q)) => (b.to_string(), q.to_string()),
+            None => (dsn.to_string(), String::new()),
+        };
+        let mut cfg = Config {
+            kind,
+            driver_dsn: String::new(),
+            redacted: redacted.clone(),
+            pool_size: None,
+            schema: "public".into(),
+            visibility_timeout: Duration::from_secs(30),
+            max_attempts: 5,
+            poll_interval: Duration::from_millis(200),
+            max_payload_bytes: 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_millis(5000),
+            durability: Durability::Full,
+            statement_cache: true,
+            notify: true,
+        };
+        let mut passthrough = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let num = |what: &str| -> Result<u64> {
+                v.parse::<u64>().map_err(|_| {
+                    bad(format!("{what} must be a whole number, got {v:?}"))
+                })
+            };
+            let boolean = || -> Result<bool> {
+                match v.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Ok(true),
+                    "false" | "0" | "no" | "off" => Ok(false),
+                    _ => Err(bad(format!("{k} must be true or false, got {v:?}"))),
+                }
+            };
+            match k {
+                "pool_size" => cfg.pool_size = Some(num(k)?.clamp(1, 10_000) as u32),
+                "schema" => cfg.schema = v.to_string(),
+                "visibility_timeout" => cfg.visibility_timeout = Duration::from_secs(num(k)?),
+                "max_attempts" => cfg.max_attempts = num(k)?.min(u32::MAX as u64) as u32,
+                "poll_interval_ms" => cfg.poll_interval = Duration::from_millis(num(k)?),
+                "max_payload_bytes" => cfg.max_payload_bytes = num(k)? as usize,
+                "connect_timeout" => cfg.connect_timeout = Duration::from_secs(num(k)?),
+                "busy_timeout_ms" => cfg.busy_timeout = Duration::from_millis(num(k)?),
+                "statement_cache" => cfg.statement_cache = boolean()?,
+                "notify" => cfg.notify = boolean()?,
+                "synchronous" => {
+                    cfg.durability = match v.to_ascii_lowercase().as_str() {
+                        "full" => Durability::Full,
+                        "normal" => Durability::Normal,
+                        _ => {
+                            return Err(bad(format!(
+                                "synchronous must be full or normal, got {v:?}"
+                            )))
+                        }
+                    }
+                }
+                _ => passthrough.push(pair.to_string()),
+            }
+        }
+        cfg.driver_dsn = if passthrough.is_empty() {
+            base
+        } else {
+            format!("{base}?{}", passthrough.join("&"))
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.kind == BackendKind::Postgres {
+            let s = &self.schema;
+            let ok = !s.is_empty()
+                && s.len() <= MAX_SCHEMA_LEN
+                && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(Error::validation(
+                    "schema",
+                    format!("{s:?} is not a plain identifier: use letters, digits and _ (at most {MAX_SCHEMA_LEN}, not starting with a digit)"),
+                ));
+            }
+        }
+        if self.max_attempts == 0 {
+            return Err(Error::validation("max_attempts", "must be at least 1"));
+        }
+        if self.visibility_timeout.is_zero() {
+            return Err(Error::validation(
+                "visibility_timeout",
+                "must be at least 1 second",
+            ));
+        }
+        if self.max_payload_bytes == 0 {
+            return Err(Error::validation("max_payload_bytes", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The backend this configuration selects.
+    pub fn backend(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// Connections in the pool.
+    pub fn pool_size(mut self, n: u32) -> Self {
+        self.pool_size = Some(n.max(1));
+        self
+    }
+
+    /// PostgreSQL schema that holds pgqrs's tables (created by `install`). Ignored by
+    /// SQLite/Turso.
+    pub fn schema(mut self, name: impl Into<String>) -> Result<Self> {
+        self.schema = name.into();
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Default lease length for claimed jobs.
+    pub fn visibility_timeout(mut self, d: Duration) -> Result<Self> {
+        self.visibility_timeout = d;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Default attempts before a job becomes a dead letter.
+    pub fn max_attempts(mut self, n: u32) -> Result<Self> {
+        self.max_attempts = n;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// How often an idle worker polls (it backs off up to 10× this when idle).
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll_interval = d;
+        self
+    }
+
+    /// Largest accepted payload, in bytes of serialized JSON.
+    pub fn max_payload_bytes(mut self, n: usize) -> Result<Self> {
+        self.max_payload_bytes = n;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// How long `connect` waits for the database before giving up.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// SQLite/Turso: how long a writer waits for the lock.
+    pub fn busy_timeout(mut self, d: Duration) -> Self {
+        self.busy_timeout = d;
+        self
+    }
+
+    /// SQLite/Turso: commit durability. [`Durability::Full`] by default.
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// PostgreSQL: use prepared statements (default). Turn off behind PgBouncer in
+    /// transaction pooling mode.
+    pub fn statement_cache(mut self, on: bool) -> Self {
+        self.statement_cache = on;
+        self
+    }
+
+    /// PostgreSQL: wake idle workers with LISTEN/NOTIFY (default). Turn off behind PgBouncer
+    /// in transaction pooling mode; workers then only poll.
+    pub fn notify(mut self, on: bool) -> Self {
+        self.notify = on;
+        self
+    }
+
+    /// The connection string with the password hidden, for messages.
+    pub fn redacted_dsn(&self) -> &str {
+        &self.redacted
+    }
+}
+
+/// Replace the password in `scheme://user:password@host` with `***`.
+pub(crate) fn redact(dsn: &str) -> String {
+    let Some(start) = dsn.find("://").map(|i| i + 3) else {
+        return dsn.to_string();
+    };
+    let rest = &dsn[start..];
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..auth_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &dsn[..start],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => dsn.to_string(),
+        },
+        None => dsn.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes() {
+        assert_eq!(Config::new("postgresql://h/db").unwrap().kind, BackendKind::Postgres);
+        assert_eq!(Config::new("postgres://h/db").unwrap().kind, BackendKind::Postgres);
+        assert_eq!(Config::new("sqlite::memory:").unwrap().kind, BackendKind::Sqlite);
+        assert_eq!(Config::new("sqlite://x.db").unwrap().kind, BackendKind::Sqlite);
+        assert_eq!(Config::new("turso://x.db").unwrap().kind, BackendKind::Turso);
+        for bad in ["", "   ", "mysql://h/db", "nonsense", "http://x"] {
+            assert!(matches!(Config::new(bad), Err(Error::InvalidDsn { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn params_are_stripped_and_parsed() {
+        let c = Config::new("postgresql://u:secret@h/db?schema=jobs&sslmode=disable&pool_size=3&visibility_timeout=7").unwrap();
+        assert_eq!(c.schema, "jobs");
+        assert_eq!(c.pool_size, Some(3));
+        assert_eq!(c.visibility_timeout, Duration::from_secs(7));
+        assert_eq!(c.driver_dsn, "postgresql://u:secret@h/db?sslmode=disable");
+        assert_eq!(c.redacted_dsn(), "postgresql://u:***@h/db?schema=jobs&sslmode=disable&pool_size=3&visibility_timeout=7");
+        assert!(matches!(
+            Config::new("postgresql://h/db?pool_size=x"),
+            Err(Error::InvalidDsn { .. })
+        ));
+        assert!(matches!(
+            Config::new("postgresql://h/db?schema=a;drop"),
+            Err(Error::Validation { field: "schema", .. })
+        ));
+        assert!(matches!(
+            Config::new("sqlite::memory:?max_attempts=0"),
+            Err(Error::Validation { .. })
+        ));
+    }
+}

@@ -1,0 +1,323 @@
+//! Consuming: the one-shot [`dequeue`] builder and the low-level [`Consumer`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{BoxError, Error, Result};
+use crate::retry::RetryPolicy;
+use crate::store::{validate_queue_name, ClaimParams, Completion, Failure, Store};
+use crate::types::{Lease, Message};
+use crate::worker::{run_handler, FnHandler, Handler, Outcome};
+
+/// Largest batch one claim may ask for.
+pub(crate) const MAX_BATCH: usize = 10_000;
+
+pub(crate) fn validate_batch(n: usize) -> Result<()> {
+    if n == 0 || n > MAX_BATCH {
+        return Err(Error::validation(
+            "batch_size",
+            format!("must be between 1 and {MAX_BATCH}, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_lease(d: Duration) -> Result<()> {
+    if d < Duration::from_millis(1) {
+        return Err(Error::validation(
+            "visibility_timeout",
+            format!("must be positive, got {d:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Builds a one-shot consume. Start with [`dequeue`].
+#[must_use = "a dequeue does nothing until .handle(..).execute(&store) is awaited"]
+#[derive(Debug, Default, Clone)]
+pub struct DequeueBuilder {
+    queue: Option<String>,
+    batch: Option<usize>,
+    visibility_timeout: Option<Duration>,
+    retry: RetryPolicy,
+}
+
+/// Start building a one-shot consume: claim what is ready now (up to the batch size), run the
+/// handler on each message, archive the successes, apply the retry policy to the failures, and
+/// return how many messages were handled.
+pub fn dequeue() -> DequeueBuilder {
+    DequeueBuilder::default()
+}
+
+impl DequeueBuilder {
+    /// The queue to consume.
+    pub fn from(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// How many messages to claim at most (default 1). They are handled concurrently.
+    pub fn batch(mut self, n: usize) -> Self {
+        self.batch = Some(n);
+        self
+    }
+
+    /// Lease length (default from the store's config).
+    pub fn visibility_timeout(mut self, d: Duration) -> Self {
+        self.visibility_timeout = Some(d);
+        self
+    }
+
+    /// What happens when the handler fails (default: [`RetryPolicy::default`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The handler: `Ok(())` archives the message; `Err` (or a panic) records a failed attempt.
+    pub fn handle<F, Fut>(self, f: F) -> DequeueWith
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), BoxError>> + Send + 'static,
+    {
+        self.handler(Arc::new(FnHandler(f)))
+    }
+
+    /// Like [`handle`](Self::handle) with a [`Handler`] object (used by language bindings).
+    pub fn handler(self, h: Arc<dyn Handler>) -> DequeueWith {
+        DequeueWith {
+            builder: self,
+            handler: h,
+        }
+    }
+}
+
+/// A [`DequeueBuilder`] with its handler; run it with [`execute`](Self::execute).
+#[must_use = "a dequeue does nothing until .execute(&store) is awaited"]
+pub struct DequeueWith {
+    builder: DequeueBuilder,
+    handler: Arc<dyn Handler>,
+}
+
+impl DequeueWith {
+    /// Claim, handle and complete. Returns how many messages were handled (successfully or
+    /// not); 0 when nothing was ready.
+    pub async fn execute(self, store: &Store) -> Result<usize> {
+        let b = self.builder;
+        let queue = b.queue.ok_or_else(|| {
+            Error::validation("queue", "no queue given: call .from(\"queue-name\")")
+        })?;
+        validate_queue_name(&queue)?;
+        let batch = b.batch.unwrap_or(1);
+        validate_batch(batch)?;
+        let lease = b
+            .visibility_timeout
+            .unwrap_or(store.config().visibility_timeout);
+        validate_lease(lease)?;
+        let backend = store.backend_impl();
+        let msgs = backend
+            .claim_jobs(ClaimParams {
+                queue: &queue,
+                limit: batch,
+                lease,
+                worker_id: None,
+            })
+            .await?;
+        let n = msgs.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let handler = self.handler;
+        let results = futures_util::future::join_all(msgs.into_iter().map(|m| {
+            let h = handler.clone();
+            async move {
+                let lease = m.lease();
+                let attempts = m.attempts;
+                let max = m.max_attempts;
+                (lease, attempts, max, run_handler(&*h, m).await)
+            }
+        }))
+        .await;
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for (lease, attempts, max, outcome) in results {
+            match outcome {
+                Outcome::Ok => ok.push(lease),
+                Outcome::Err(error) => {
+                    failed.push(failure(&b.retry, lease, attempts, max, error));
+                }
+            }
+        }
+        if !ok.is_empty() {
+            backend.complete_jobs(&ok, Completion::Archive).await?;
+        }
+        if !failed.is_empty() {
+            backend.fail_jobs(&failed).await?;
+        }
+        Ok(n)
+    }
+}
+
+/// The failure record for a failed attempt under `policy`.
+pub(crate) fn failure(
+    policy: &RetryPolicy,
+    lease: Lease,
+    attempts: i32,
+    max_attempts: i32,
+    error: String,
+) -> Failure {
+    let attempts = attempts.max(0) as u32;
+    let retry_in = policy
+        .allows_retry(attempts, max_attempts.max(1) as u32)
+        .then(|| policy.delay_after(attempts));
+    Failure {
+        lease,
+        error,
+        retry_in,
+    }
+}
+
+/// Low-level access to one queue: claim messages and settle each one yourself.
+///
+/// The consumer remembers the lease of every message it claimed, so settling takes just the
+/// message id. Settling a message whose lease was lost fails with [`Error::LeaseLost`].
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    store: Store,
+    queue: String,
+    leases: Arc<Mutex<HashMap<i64, i64>>>,
+}
+
+impl Consumer {
+    /// A consumer of `queue`. Fails with [`Error::QueueNotFound`] if the queue does not exist.
+    pub async fn new(store: &Store, queue: &str) -> Result<Self> {
+        validate_queue_name(queue)?;
+        store.backend_impl().get_queue(queue).await?;
+        Ok(Consumer {
+            store: store.clone(),
+            queue: queue.to_string(),
+            leases: Arc::default(),
+        })
+    }
+
+    /// The queue name.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Claim up to `batch` messages that are ready now, leased for `visibility_timeout`
+    /// (the store's default when `None`). Returns an empty list when nothing is ready.
+    pub async fn dequeue(
+        &self,
+        batch: usize,
+        visibility_timeout: Option<Duration>,
+    ) -> Result<Vec<Message>> {
+        validate_batch(batch)?;
+        let lease = visibility_timeout.unwrap_or(self.store.config().visibility_timeout);
+        validate_lease(lease)?;
+        let msgs = self
+            .store
+            .backend_impl()
+            .claim_jobs(ClaimParams {
+                queue: &self.queue,
+                limit: batch,
+                lease,
+                worker_id: None,
+            })
+            .await?;
+        let mut l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for m in &msgs {
+            l.insert(m.id, m.lease_token);
+        }
+        Ok(msgs)
+    }
+
+    fn leases_of(&self, ids: &[i64]) -> Result<Vec<Lease>> {
+        let l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        ids.iter()
+            .map(|&id| {
+                l.get(&id)
+                    .map(|&token| Lease { id, token })
+                    .ok_or(Error::JobNotFound { id })
+            })
+            .collect()
+    }
+
+    /// Drop leases that were settled (or found lost).
+    fn forget(&self, leases: &[Lease]) {
+        let mut l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for lease in leases {
+            l.remove(&lease.id);
+        }
+    }
+
+    fn one(id: i64, r: Vec<bool>) -> Result<()> {
+        if r.first().copied().unwrap_or(false) {
+            Ok(())
+        } else {
+            Err(Error::LeaseLost { id })
+        }
+    }
+
+    async fn complete(&self, ids: &[i64], how: Completion) -> Result<Vec<bool>> {
+        let leases = self.leases_of(ids)?;
+        let r = self.store.backend_impl().complete_jobs(&leases, how).await?;
+        self.forget(&leases);
+        Ok(r)
+    }
+
+    /// Archive a message this consumer claimed.
+    pub async fn archive(&self, id: i64) -> Result<()> {
+        Self::one(id, self.complete(&[id], Completion::Archive).await?)
+    }
+
+    /// Archive many; returns, per id, whether it was archived (`false`: lease lost).
+    pub async fn archive_many(&self, ids: &[i64]) -> Result<Vec<bool>> {
+        self.complete(ids, Completion::Archive).await
+    }
+
+    /// Delete a message this consumer claimed.
+    pub async fn delete(&self, id: i64) -> Result<()> {
+        Self::one(id, self.complete(&[id], Completion::Delete).await?)
+    }
+
+    /// Delete many; returns, per id, whether it was deleted (`false`: lease lost).
+    pub async fn delete_many(&self, ids: &[i64]) -> Result<Vec<bool>> {
+        self.complete(ids, Completion::Delete).await
+    }
+
+    /// Extend the lease: the message stays invisible for `by` from now.
+    pub async fn extend(&self, id: i64, by: Duration) -> Result<()> {
+        validate_lease(by)?;
+        let leases = self.leases_of(&[id])?;
+        let r = self.store.backend_impl().extend_leases(&leases, by).await?;
+        Self::one(id, r)
+    }
+
+    /// Give the message back unhandled: claimable again after `delay` (zero: at once). The
+    /// attempt it used is given back too.
+    pub async fn release(&self, id: i64, delay: Duration) -> Result<()> {
+        let leases = self.leases_of(&[id])?;
+        let r = self.store.backend_impl().release_jobs(&leases, delay).await?;
+        self.forget(&leases);
+        Self::one(id, r)
+    }
+
+    /// Record a failed attempt under `policy`: the message is retried later, or becomes a
+    /// dead letter with `error` as its last error if no attempt is left.
+    pub async fn fail(&self, msg: &Message, error: &str, policy: &RetryPolicy) -> Result<()> {
+        let leases = self.leases_of(&[msg.id])?;
+        let f = failure(
+            policy,
+            leases[0],
+            msg.attempts,
+            msg.max_attempts,
+            error.to_string(),
+        );
+        let r = self.store.backend_impl().fail_jobs(&[f]).await?;
+        self.forget(&leases);
+        Self::one(msg.id, r)
+    }
+}

@@ -1,0 +1,297 @@
+//! The one error type of pgqrs.
+//!
+//! Every fallible operation returns [`Result<T>`](crate::Result). Database driver errors are
+//! normalised into kinds a caller can match on ([`Error::Busy`], [`Error::ConnectionLost`],
+//! [`Error::LeaseLost`], …) and never leak a driver's string as the only information.
+
+use std::time::Duration;
+
+/// The error type of every pgqrs operation.
+///
+/// Each variant's message says what went wrong and what to do about it. The enum is
+/// `#[non_exhaustive]`: new kinds may be added in minor releases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection string could not be understood.
+    #[error("invalid connection string {dsn:?}: {reason}")]
+    InvalidDsn {
+        /// The connection string, with any password replaced by `***`.
+        dsn: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// The connection string names a backend this build of pgqrs does not include.
+    #[error("the {scheme:?} backend is not compiled into this build of pgqrs: enable the Cargo feature `{feature}` (or `full`)")]
+    BackendNotEnabled {
+        /// The URL scheme, e.g. `sqlite`.
+        scheme: String,
+        /// The Cargo feature that provides it.
+        feature: &'static str,
+    },
+
+    /// The database could not be reached.
+    #[error("cannot connect to {target}: {message} (is the server running and reachable?)")]
+    Connection {
+        /// `host:port` or the database file.
+        target: String,
+        /// What the driver said.
+        message: String,
+    },
+
+    /// An established connection broke while an operation was running; the operation may or
+    /// may not have been applied.
+    #[error("connection lost: {message}")]
+    ConnectionLost {
+        /// What the driver said.
+        message: String,
+    },
+
+    /// The operation did not finish in time (pool exhausted, server too slow).
+    #[error("timed out after {after:?} while {during}")]
+    Timeout {
+        /// What pgqrs was doing.
+        during: String,
+        /// How long it waited.
+        after: Duration,
+    },
+
+    /// The database is locked by another writer (SQLite/Turso) and the busy timeout ran out.
+    #[error("database is busy (locked by another writer): {message}; retry, raise busy_timeout, or use PostgreSQL for many concurrent writers")]
+    Busy {
+        /// What the driver said.
+        message: String,
+    },
+
+    /// An argument was rejected before anything was written.
+    #[error("invalid {field}: {message}")]
+    Validation {
+        /// Which argument.
+        field: &'static str,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
+
+    /// The payload is larger than the configured maximum.
+    #[error("payload of {size} bytes exceeds the maximum of {max} bytes (raise max_payload_bytes, or store large data elsewhere and enqueue a reference)")]
+    PayloadTooLarge {
+        /// Serialized size in bytes.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
+    /// A value could not be converted to or from JSON.
+    #[error("JSON serialization failed: {message}")]
+    Serialization {
+        /// What serde said.
+        message: String,
+    },
+
+    /// The queue does not exist.
+    #[error("queue {queue:?} does not exist (create it with admin.create_queue)")]
+    QueueNotFound {
+        /// The queue name.
+        queue: String,
+    },
+
+    /// A queue with this name already exists.
+    #[error("queue {queue:?} already exists")]
+    QueueAlreadyExists {
+        /// The queue name.
+        queue: String,
+    },
+
+    /// The queue still has leased jobs and the deletion was not forced.
+    #[error("queue {queue:?} has {leased} leased job(s) in progress; wait for them, or delete with force")]
+    QueueInUse {
+        /// The queue name.
+        queue: String,
+        /// How many jobs are currently leased.
+        leased: u64,
+    },
+
+    /// No job with this id exists (it may have been archived or deleted already).
+    #[error("job {id} not found (already completed, deleted, or never existed)")]
+    JobNotFound {
+        /// The job id.
+        id: i64,
+    },
+
+    /// The caller's lease on the job is gone: it expired and another consumer claimed the job,
+    /// or the job was completed by someone else. Nothing was changed.
+    #[error("lease on job {id} was lost (it expired and the job was claimed again or completed elsewhere); nothing was changed")]
+    LeaseLost {
+        /// The job id.
+        id: i64,
+    },
+
+    /// pgqrs tables are missing: run `admin.install()`.
+    #[error("pgqrs schema is not installed{where_}: run admin(&store).install() first")]
+    SchemaNotInstalled {
+        /// Where it looked (schema name), prefixed with " in ".
+        where_: String,
+    },
+
+    /// The database holds a schema newer than this version of pgqrs understands.
+    #[error("the database schema is at version {found}, newer than the {supported} this pgqrs supports; upgrade pgqrs")]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+
+    /// The schema is incomplete or damaged.
+    #[error("pgqrs schema check failed: {message}")]
+    SchemaInvalid {
+        /// What is missing or wrong.
+        message: String,
+    },
+
+    /// The store was closed; no further operations are possible.
+    #[error("the store is closed")]
+    Closed,
+
+    /// A workflow run does not exist.
+    #[error("workflow run {id} not found")]
+    WorkflowNotFound {
+        /// The run id.
+        id: i64,
+    },
+
+    /// On replay, the workflow called a different step at a recorded position.
+    #[error("non-deterministic workflow run {run_id}: step #{position} was recorded as {recorded:?} but the code now calls {called:?}; workflows must call the same steps in the same order on every execution")]
+    NonDeterministic {
+        /// The run id.
+        run_id: i64,
+        /// The step position.
+        position: i32,
+        /// The step name in the journal.
+        recorded: String,
+        /// The step name the code called.
+        called: String,
+    },
+
+    /// The workflow run was cancelled; no new step starts.
+    #[error("workflow run {run_id} was cancelled")]
+    WorkflowCancelled {
+        /// The run id.
+        run_id: i64,
+    },
+
+    /// The workflow run is owned by another executor whose lease has not expired.
+    #[error("workflow run {run_id} is being executed by another executor (lease held until it expires)")]
+    WorkflowLocked {
+        /// The run id.
+        run_id: i64,
+    },
+
+    /// A workflow step failed permanently (or exhausted its retries) and the run failed.
+    #[error("workflow run {run_id} failed: {message}")]
+    WorkflowFailed {
+        /// The run id.
+        run_id: i64,
+        /// The journaled error text.
+        message: String,
+    },
+
+    /// Any other database error, normalised with its SQLSTATE / result code when there is one.
+    #[error("database error{}: {message}", code.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default())]
+    Database {
+        /// SQLSTATE (PostgreSQL) or result code (SQLite), when known.
+        code: Option<String>,
+        /// What the database said.
+        message: String,
+    },
+
+    /// A message handler failed; used in dead-letter records and results.
+    #[error("handler failed: {message}")]
+    Handler {
+        /// The handler's error text.
+        message: String,
+    },
+}
+
+/// Result alias with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error type handlers and steps return: anything that converts into a boxed error
+/// (including `anyhow::Error`, `std::io::Error`, strings via `.into()`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl Error {
+    pub(crate) fn validation(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Validation {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// True for errors that may go away if the operation is retried (busy, connection lost,
+    /// timeout).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Busy { .. }
+                | Error::ConnectionLost { .. }
+                | Error::Timeout { .. }
+                | Error::Connection { .. }
+        )
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Serialization {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Normalise a sqlx error into a pgqrs [`Error`].
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) fn from_sqlx(e: sqlx::Error, target: &str) -> Error {
+    use sqlx::Error as E;
+    match e {
+        E::PoolTimedOut => Error::Timeout {
+            during: format!("waiting for a connection to {target} from the pool"),
+            after: Duration::ZERO,
+        },
+        E::PoolClosed => Error::Closed,
+        E::Io(io) => Error::ConnectionLost {
+            message: format!("{target}: {io}"),
+        },
+        E::Tls(t) => Error::Connection {
+            target: target.to_string(),
+            message: format!("TLS: {t}"),
+        },
+        E::Database(db) => {
+            let code = db.code().map(|c| c.to_string());
+            let message = db.message().to_string();
+            match code.as_deref() {
+                // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes.
+                Some("5") | Some("6") | Some("261") | Some("517") | Some("262") => {
+                    Error::Busy { message }
+                }
+                // PostgreSQL: undefined_table / invalid_schema_name → schema missing.
+                Some("42P01") | Some("3F000") => Error::SchemaNotInstalled {
+                    where_: format!(" ({message})"),
+                },
+                // admin_shutdown, crash_shutdown, cannot_connect_now
+                Some("57P01") | Some("57P02") | Some("57P03") => {
+                    Error::ConnectionLost { message }
+                }
+                _ if message.contains("no such table") => Error::SchemaNotInstalled {
+                    where_: format!(" ({message})"),
+                },
+                _ => Error::Database { code, message },
+            }
+        }
+        other => Error::Database {
+            code: None,
+            message: other.to_string(),
+        },
+    }
+}

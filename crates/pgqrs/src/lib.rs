@@ -1,0 +1,81 @@
+//! # pgqrs
+//!
+//! A durable job queue (and workflow engine) as a library, stored in your own database:
+//! PostgreSQL for production and many workers, SQLite for CLI tools, tests and embedded apps.
+//! One API; the connection string picks the backend.
+//!
+//! ```no_run
+//! use serde_json::json;
+//!
+//! # async fn run() -> pgqrs::Result<()> {
+//! let store = pgqrs::connect("sqlite://jobs.db").await?;
+//! pgqrs::admin(&store).install().await?;
+//! pgqrs::admin(&store).create_queue("tasks").await?;
+//!
+//! let ids = pgqrs::enqueue()
+//!     .message(&json!({"task": "send_email"}))
+//!     .to("tasks")
+//!     .execute(&store)
+//!     .await?;
+//!
+//! let handled = pgqrs::dequeue()
+//!     .from("tasks")
+//!     .handle(|msg| async move {
+//!         println!("{:?}", msg.payload);
+//!         Ok(())
+//!     })
+//!     .execute(&store)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Job lifecycle
+//!
+//! ```text
+//!  enqueue ──► ready ◄──────────── lease expires (worker died) ──┐
+//!    │ delay     ▲  │ claim (attempts += 1, new lease token)      │
+//!    ▼           │  ▼                                             │
+//!  delayed ──────┘ leased ───────────────────────────────────────┘
+//!                   │ ├─ handler Ok ──► archived (or deleted)
+//!                   │ ├─ handler Err, attempts < max ──► delayed (backoff) ──► ready
+//!                   │ └─ handler Err, attempts = max ──► dead letter ──(requeue)──► ready
+//!                   └─ release ──► ready / delayed
+//! ```
+//!
+//! Every transition out of `leased` is guarded by the lease token: a consumer whose lease
+//! expired and whose job was claimed again gets [`Error::LeaseLost`] and changes nothing.
+
+#![warn(missing_docs)]
+
+mod admin;
+mod config;
+mod consume;
+mod error;
+mod produce;
+mod retry;
+mod store;
+mod types;
+mod worker;
+
+pub use admin::{admin, Admin};
+pub use config::{BackendKind, Config, Durability};
+pub use consume::{dequeue, Consumer, DequeueBuilder, DequeueWith};
+pub use error::{BoxError, Error, Result};
+pub use produce::{enqueue, EnqueueBuilder};
+pub use retry::{Backoff, RetryPolicy};
+pub use store::{connect_with, Store};
+pub use types::{
+    ArchivedJob, DeadLetter, Lease, Message, QueueInfo, QueueMetrics, WorkerInfo, WorkerStatus,
+};
+pub use worker::{worker, BoxFuture, Handler, ShutdownHandle, Worker, WorkerBuilder, WorkerStats};
+
+/// Open a store. The scheme picks the backend:
+///
+/// * `postgresql://user@host:5432/db` or `postgres://…` — PostgreSQL (feature `postgres`)
+/// * `sqlite://path/to/file.db` (created if missing) or `sqlite::memory:` — SQLite (feature
+///   `sqlite`)
+///
+/// Query parameters configure pgqrs (see [`Config`]); the rest go to the driver.
+pub async fn connect(dsn: &str) -> Result<Store> {
+    connect_with(Config::new(dsn)?).await
+}

@@ -1,0 +1,133 @@
+//! Producing: enqueue one job or many, now or later.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::store::{validate_queue_name, Store, Visibility};
+
+/// Builds an enqueue. Start with [`enqueue`].
+///
+/// ```no_run
+/// # async fn run(store: &pgqrs::Store) -> pgqrs::Result<()> {
+/// use std::time::Duration;
+/// let ids = pgqrs::enqueue()
+///     .messages(&[1, 2, 3])
+///     .delay(Duration::from_secs(60))
+///     .to("tasks")
+///     .execute(store)
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+#[must_use = "an enqueue does nothing until .execute(&store) is awaited"]
+pub struct EnqueueBuilder {
+    payloads: Vec<String>,
+    error: Option<Error>,
+    queue: Option<String>,
+    delay: Option<Duration>,
+    at: Option<DateTime<Utc>>,
+    max_attempts: Option<u32>,
+}
+
+/// Start building an enqueue.
+pub fn enqueue() -> EnqueueBuilder {
+    EnqueueBuilder::default()
+}
+
+impl EnqueueBuilder {
+    /// Add one message: any value that serializes to JSON.
+    pub fn message<T: Serialize + ?Sized>(mut self, payload: &T) -> Self {
+        match serde_json::to_string(payload) {
+            Ok(s) => self.payloads.push(s),
+            Err(e) => self.error = self.error.or(Some(e.into())),
+        }
+        self
+    }
+
+    /// Add many messages; they are inserted in one statement.
+    pub fn messages<T: Serialize>(mut self, payloads: impl IntoIterator<Item = T>) -> Self {
+        for p in payloads {
+            self = self.message(&p);
+        }
+        self
+    }
+
+    /// Add one message given as JSON text. The text is checked to be valid JSON.
+    pub fn message_json(mut self, json: impl Into<String>) -> Self {
+        let json = json.into();
+        match serde_json::from_str::<serde::de::IgnoredAny>(&json) {
+            Ok(_) => self.payloads.push(json),
+            Err(e) => self.error = self.error.or(Some(e.into())),
+        }
+        self
+    }
+
+    /// The queue to add to.
+    pub fn to(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Make the jobs claimable only after this delay.
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay = Some(d);
+        self
+    }
+
+    /// Make the jobs claimable only from this time on.
+    pub fn at(mut self, t: DateTime<Utc>) -> Self {
+        self.at = Some(t);
+        self
+    }
+
+    /// Attempts allowed before a job becomes a dead letter (default from the store's config).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// Insert the jobs, in one statement. Returns their ids in order. An empty builder
+    /// inserts nothing and returns an empty list.
+    pub async fn execute(self, store: &Store) -> Result<Vec<i64>> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let queue = self.queue.ok_or_else(|| {
+            Error::validation("queue", "no queue given: call .to(\"queue-name\")")
+        })?;
+        validate_queue_name(&queue)?;
+        let cfg = store.config();
+        let max_attempts = self.max_attempts.unwrap_or(cfg.max_attempts);
+        if max_attempts == 0 || max_attempts > i32::MAX as u32 {
+            return Err(Error::validation(
+                "max_attempts",
+                format!("must be between 1 and {}, got {max_attempts}", i32::MAX),
+            ));
+        }
+        if self.payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let max = cfg.max_payload_bytes;
+        if let Some(p) = self.payloads.iter().find(|p| p.len() > max) {
+            return Err(Error::PayloadTooLarge { size: p.len(), max });
+        }
+        let visibility = match (self.at, self.delay) {
+            (Some(_), Some(_)) => {
+                return Err(Error::validation(
+                    "delay",
+                    "give either .delay(..) or .at(..), not both",
+                ))
+            }
+            (Some(t), None) => Visibility::At(t),
+            (None, Some(d)) if !d.is_zero() => Visibility::After(d),
+            (None, _) => Visibility::Now,
+        };
+        store
+            .backend_impl()
+            .enqueue_jobs(&queue, self.payloads, visibility, max_attempts as i32)
+            .await
+    }
+}

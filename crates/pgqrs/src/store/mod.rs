@@ -1,0 +1,305 @@
+//! The store: one internal trait of domain operations, one module per backend.
+//!
+//! Core logic (producers, consumers, workers, workflows) only calls [`Backend`] methods; it
+//! never sees SQL. Each backend module keeps its SQL and its numbered migrations next to it.
+//! The trait is internal and may change freely between releases.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::{BackendKind, Config};
+use crate::error::{Error, Result};
+use crate::types::*;
+
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+
+/// Largest queue name length.
+pub(crate) const MAX_QUEUE_NAME: usize = 48;
+
+/// What to do with jobs whose handler succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Completion {
+    /// Move to the archive.
+    Archive,
+    /// Delete outright.
+    Delete,
+}
+
+/// When newly enqueued jobs become claimable.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Visibility {
+    /// At once.
+    Now,
+    /// After a delay, measured from the database's clock.
+    After(Duration),
+    /// At an absolute time.
+    At(DateTime<Utc>),
+}
+
+/// A failed attempt to record.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub lease: Lease,
+    pub error: String,
+    /// `Some(d)`: claimable again `d` from now (database clock). `None`: the job becomes a
+    /// dead letter.
+    pub retry_in: Option<Duration>,
+}
+
+/// Parameters of [`Backend::claim_jobs`].
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimParams<'a> {
+    pub queue: &'a str,
+    pub limit: usize,
+    pub lease: Duration,
+    pub worker_id: Option<i64>,
+}
+
+/// A worker registering itself.
+#[derive(Debug, Clone)]
+pub(crate) struct NewWorker {
+    pub hostname: String,
+    pub pid: i64,
+    pub queue: String,
+}
+
+/// The domain operations every backend provides.
+///
+/// Batch operations take and return slices in the same order; a `false` in a returned vector
+/// means "that job's lease was lost or it no longer exists; nothing changed for it".
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
+    fn config(&self) -> &Config;
+
+    // schema
+    async fn install(&self) -> Result<()>;
+    /// Apply migrations up to `version` only (tests of the upgrade path).
+    async fn install_up_to(&self, version: i64) -> Result<()>;
+    async fn verify(&self) -> Result<()>;
+    async fn schema_version(&self) -> Result<Option<i64>>;
+    async fn close(&self);
+
+    // queues
+    async fn create_queue(&self, name: &str) -> Result<QueueInfo>;
+    /// The queue, or [`Error::QueueNotFound`].
+    async fn get_queue(&self, name: &str) -> Result<QueueInfo>;
+    async fn delete_queue(&self, name: &str, force: bool) -> Result<()>;
+    async fn purge_queue(&self, name: &str) -> Result<u64>;
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>>;
+    async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics>;
+
+    // jobs
+    async fn enqueue_jobs(
+        &self,
+        queue: &str,
+        payloads: Vec<String>,
+        visibility: Visibility,
+        max_attempts: i32,
+    ) -> Result<Vec<i64>>;
+    async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>>;
+    async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>>;
+    async fn fail_jobs(&self, failures: &[Failure]) -> Result<Vec<bool>>;
+    async fn extend_leases(&self, leases: &[Lease], by: Duration) -> Result<Vec<bool>>;
+    async fn release_jobs(&self, leases: &[Lease], delay: Duration) -> Result<Vec<bool>>;
+    async fn dead_letters(&self, queue: &str, limit: i64) -> Result<Vec<DeadLetter>>;
+    async fn requeue_dead(&self, queue: &str, ids: Option<&[i64]>) -> Result<u64>;
+    async fn archived_jobs(&self, queue: &str, limit: i64) -> Result<Vec<ArchivedJob>>;
+    /// Dead-letter jobs whose final attempt's lease expired (their consumer died).
+    async fn rescue_expired(&self, queue: &str) -> Result<u64>;
+
+    // workers
+    async fn register_worker(&self, w: NewWorker) -> Result<i64>;
+    async fn worker_heartbeat(&self, id: i64, status: WorkerStatus) -> Result<()>;
+    async fn list_workers(&self) -> Result<Vec<WorkerInfo>>;
+
+    /// Tell idle workers of `queue` that jobs arrived (PostgreSQL NOTIFY); a no-op elsewhere.
+    async fn wait_for_jobs(&self, queue: &str, timeout: Duration);
+}
+
+/// A connection to a pgqrs database: cheap to clone, safe to share across tasks.
+///
+/// Create one with [`connect`](crate::connect).
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend().name())
+            .field("dsn", &self.inner.config().redacted_dsn())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Which backend this store talks to.
+    pub fn backend(&self) -> BackendKind {
+        self.inner.config().kind
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        self.inner.config()
+    }
+
+    /// Close the pool. Operations after this fail with [`Error::Closed`].
+    pub async fn close(&self) {
+        self.inner.close().await
+    }
+
+    pub(crate) fn backend_impl(&self) -> &dyn Backend {
+        &*self.inner
+    }
+}
+
+/// Open a store for a configuration.
+pub async fn connect_with(config: Config) -> Result<Store> {
+    let inner: Arc<dyn Backend> = match config.kind {
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => Arc::new(postgres::PgBackend::connect(config).await?),
+        #[cfg(feature = "sqlite")]
+        BackendKind::Sqlite => Arc::new(sqlite::SqliteBackend::connect(config).await?),
+        #[allow(unreachable_patterns)]
+        kind => {
+            return Err(Error::BackendNotEnabled {
+                scheme: kind.name().into(),
+                feature: kind.name(),
+            })
+        }
+    };
+    Ok(Store { inner })
+}
+
+/// In-process wake-ups: an enqueue wakes this process's idle workers of that queue at once.
+/// Other processes notice new jobs by polling (or, on PostgreSQL, by LISTEN/NOTIFY).
+#[derive(Default)]
+pub(crate) struct Wakers {
+    by_queue: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
+}
+
+impl Wakers {
+    fn get(&self, queue: &str) -> Arc<tokio::sync::Notify> {
+        let mut m = self.by_queue.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(queue.to_string()).or_default().clone()
+    }
+
+    /// Wake every worker of `queue` waiting now.
+    pub(crate) fn wake(&self, queue: &str) {
+        let n = self
+            .by_queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(queue)
+            .cloned();
+        if let Some(n) = n {
+            n.notify_waiters();
+        }
+    }
+
+    /// Wake every waiting worker of every queue.
+    pub(crate) fn wake_all(&self) {
+        for n in self
+            .by_queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            n.notify_waiters();
+        }
+    }
+
+    /// Wait until woken or `timeout` passes.
+    pub(crate) async fn wait(&self, queue: &str, timeout: Duration) {
+        let n = self.get(queue);
+        let _ = tokio::time::timeout(timeout, n.notified()).await;
+    }
+}
+
+/// Cache of queue name → id. A deleted queue is forgotten by the process that deletes it;
+/// other processes find out from the foreign-key error on their next enqueue.
+#[derive(Default)]
+pub(crate) struct QueueIds(std::sync::RwLock<std::collections::HashMap<String, i64>>);
+
+impl QueueIds {
+    pub(crate) fn get(&self, name: &str) -> Option<i64> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    pub(crate) fn put(&self, name: &str, id: i64) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), id);
+    }
+
+    pub(crate) fn forget(&self, name: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+}
+
+/// Turn the ids a statement returned into per-lease flags, in the leases' order.
+pub(crate) fn mark(leases: &[Lease], done: impl IntoIterator<Item = i64>) -> Vec<bool> {
+    let done: std::collections::HashSet<i64> = done.into_iter().collect();
+    leases.iter().map(|l| done.contains(&l.id)).collect()
+}
+
+/// Check a queue name: letters, digits, `_` and `-`, 1 to 48 characters.
+pub(crate) fn validate_queue_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_QUEUE_NAME {
+        return Err(Error::validation(
+            "queue name",
+            format!(
+                "{name:?} must be 1 to {MAX_QUEUE_NAME} characters long (got {})",
+                name.chars().count()
+            ),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(Error::validation(
+            "queue name",
+            format!("{name:?} contains {c:?}; use only letters, digits, '_' and '-'"),
+        ));
+    }
+    Ok(())
+}
+
+/// The hostname of this machine, best effort.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Microseconds since the epoch, the timestamp format of the SQLite-dialect backends.
+#[allow(dead_code)]
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// Inverse of [`micros`].
+#[allow(dead_code)]
+pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default()
+}

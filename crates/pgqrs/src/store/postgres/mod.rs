@@ -1,0 +1,636 @@
+//! PostgreSQL backend: `FOR UPDATE SKIP LOCKED` claims, one statement per batch operation.
+
+mod queries;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Row};
+
+use self::queries::{Queries, INDEXES, MIGRATIONS, TABLES, VERSION_TABLE};
+use super::*;
+use crate::error::from_sqlx;
+
+/// Text appended to the last error of a job whose final attempt's lease expired.
+pub(super) const EXPIRED_FINAL: &str =
+    "lease expired during the final attempt (the consumer stopped or crashed without completing the job)";
+
+pub(crate) struct PgBackend {
+    cfg: Config,
+    pool: PgPool,
+    q: Queries,
+    schema: String,
+    target: String,
+    queue_ids: QueueIds,
+    wakers: Wakers,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn queue_info(r: &PgRow) -> Result<QueueInfo, sqlx::Error> {
+    Ok(QueueInfo {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        created_at: r.try_get(2)?,
+    })
+}
+
+impl PgBackend {
+    pub(crate) async fn connect(cfg: Config) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(&cfg.driver_dsn).map_err(|e| Error::InvalidDsn {
+            dsn: cfg.redacted.clone(),
+            reason: e.to_string(),
+        })?;
+        let target = format!("{}:{}", opts.get_host(), opts.get_port());
+        let opts = opts
+            .application_name("pgqrs")
+            .statement_cache_capacity(if cfg.statement_cache { 100 } else { 0 });
+        let pool_fut = PgPoolOptions::new()
+            .max_connections(cfg.pool_size.unwrap_or(10))
+            .min_connections(0)
+            .acquire_timeout(cfg.connect_timeout)
+            .connect_with(opts);
+        let pool = match tokio::time::timeout(cfg.connect_timeout + Duration::from_secs(1), pool_fut)
+            .await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                return Err(Error::Connection {
+                    target,
+                    message: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Connection {
+                    target,
+                    message: format!("no answer within {:?}", cfg.connect_timeout),
+                })
+            }
+        };
+        let schema = cfg.schema.clone();
+        let quoted = format!("\"{schema}\"");
+        Ok(PgBackend {
+            q: Queries::new(&quoted),
+            cfg,
+            pool,
+            schema,
+            target,
+            queue_ids: QueueIds::default(),
+            wakers: Wakers::default(),
+        })
+    }
+
+    fn err(&self, e: sqlx::Error) -> Error {
+        match from_sqlx(e, &self.target) {
+            Error::SchemaNotInstalled { .. } => Error::SchemaNotInstalled {
+                where_: format!(" in schema {:?}", self.schema),
+            },
+            other => other,
+        }
+    }
+
+    fn sql(&self, template: &str) -> sqlx::SqlStr {
+        use sqlx::SqlSafeStr;
+        AssertSqlSafe(template.replace("{s}", &format!("\"{}\"", self.schema))).into_sql_str()
+    }
+
+    /// The queue's id, from the cache or the database.
+    async fn queue_id(&self, name: &str) -> Result<i64> {
+        if let Some(id) = self.queue_ids.get(name) {
+            return Ok(id);
+        }
+        let q = self.get_queue(name).await?;
+        self.queue_ids.put(name, q.id);
+        Ok(q.id)
+    }
+
+    fn forget_queue(&self, name: &str) {
+        self.queue_ids.forget(name);
+    }
+
+    async fn lease_op(
+        &self,
+        sql: &sqlx::SqlStr,
+        leases: &[Lease],
+        secs_arg: Option<f64>,
+    ) -> Result<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = leases.iter().map(|l| l.id).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
+        let mut q = sqlx::query(sql.clone()).bind(&ids).bind(&tokens);
+        if let Some(s) = secs_arg {
+            q = q.bind(s);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
+        Ok(mark(
+            leases,
+            rows.iter().filter_map(|r| r.try_get::<i64, _>(0).ok()),
+        ))
+    }
+
+    async fn apply_migrations(&self, up_to: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pgqrs.install:' || $1))")
+            .bind(&self.schema)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        sqlx::query(self.sql("CREATE SCHEMA IF NOT EXISTS {s}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        sqlx::query(self.sql(VERSION_TABLE))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let current: Option<i64> = sqlx::query_scalar(self.q.schema_version.clone())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let current = current.unwrap_or(0);
+        let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        if current > latest {
+            return Err(Error::SchemaTooNew {
+                found: current,
+                supported: latest,
+            });
+        }
+        for (version, sql) in MIGRATIONS {
+            if *version <= current || *version > up_to {
+                continue;
+            }
+            sqlx::raw_sql(self.sql(sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            sqlx::query(self.sql(
+                "INSERT INTO {s}.pgqrs_schema_version (version) VALUES ($1)",
+            ))
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Install only up to `version` (tests of the upgrade path).
+    pub(crate) async fn install_up_to(&self, version: i64) -> Result<()> {
+        self.apply_migrations(version).await
+    }
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    async fn install(&self) -> Result<()> {
+        self.apply_migrations(i64::MAX).await
+    }
+
+    async fn install_up_to(&self, version: i64) -> Result<()> {
+        PgBackend::install_up_to(self, version).await
+    }
+
+    async fn verify(&self) -> Result<()> {
+        let version = self.schema_version().await?;
+        let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        match version {
+            None => {
+                return Err(Error::SchemaNotInstalled {
+                    where_: format!(" in schema {:?}", self.schema),
+                })
+            }
+            Some(v) if v > latest => {
+                return Err(Error::SchemaTooNew {
+                    found: v,
+                    supported: latest,
+                })
+            }
+            Some(v) if v < latest => {
+                return Err(Error::SchemaInvalid {
+                    message: format!(
+                        "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
+                    ),
+                })
+            }
+            _ => {}
+        }
+        let mut missing = Vec::new();
+        for name in TABLES.iter().chain(INDEXES) {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL",
+            )
+            .bind(&self.schema)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            if !exists {
+                missing.push(*name);
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::SchemaInvalid {
+                message: format!(
+                    "missing in schema {:?}: {}; run install() to repair",
+                    self.schema,
+                    missing.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    async fn schema_version(&self) -> Result<Option<i64>> {
+        let exists: bool = sqlx::query_scalar(self.q.version_table_exists.clone())
+            .bind(format!("\"{}\"", self.schema))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        if !exists {
+            return Ok(None);
+        }
+        sqlx::query_scalar(self.q.schema_version.clone())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await
+    }
+
+    async fn create_queue(&self, name: &str) -> Result<QueueInfo> {
+        let row = sqlx::query(self.q.create_queue.clone())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        match row {
+            Some(r) => queue_info(&r).map_err(|e| self.err(e)),
+            None => Err(Error::QueueAlreadyExists {
+                queue: name.to_string(),
+            }),
+        }
+    }
+
+    async fn get_queue(&self, name: &str) -> Result<QueueInfo> {
+        let row = sqlx::query(self.q.get_queue.clone())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        match row {
+            Some(r) => queue_info(&r).map_err(|e| self.err(e)),
+            None => Err(Error::QueueNotFound {
+                queue: name.to_string(),
+            }),
+        }
+    }
+
+    async fn delete_queue(&self, name: &str, force: bool) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let id: Option<i64> = sqlx::query_scalar(self.q.lock_queue.clone())
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let Some(id) = id else {
+            return Err(Error::QueueNotFound {
+                queue: name.to_string(),
+            });
+        };
+        if !force {
+            let leased: i64 = sqlx::query_scalar(self.q.count_leased.clone())
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            if leased > 0 {
+                return Err(Error::QueueInUse {
+                    queue: name.to_string(),
+                    leased: leased as u64,
+                });
+            }
+        }
+        for sql in [
+            &self.q.delete_queue_archive,
+            &self.q.delete_queue_dead,
+            &self.q.delete_queue,
+        ] {
+            sqlx::query(sql.clone())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        self.forget_queue(name);
+        Ok(())
+    }
+
+    async fn purge_queue(&self, name: &str) -> Result<u64> {
+        let id = self.get_queue(name).await?.id;
+        let r = sqlx::query(self.q.purge_queue.clone())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.rows_affected())
+    }
+
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
+        let rows = sqlx::query(self.q.list_queues.clone())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| queue_info(r).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics> {
+        let id = self.get_queue(name).await?.id;
+        let r = sqlx::query(self.q.queue_metrics.clone())
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let g = |i| r.try_get::<i64, _>(i).map_err(|e| self.err(e));
+        Ok(QueueMetrics {
+            queue: name.to_string(),
+            ready: g(0)?,
+            delayed: g(1)?,
+            leased: g(2)?,
+            oldest_ready_age_secs: r.try_get::<f64, _>(3).map_err(|e| self.err(e))?,
+            archived: g(4)?,
+            dead: g(5)?,
+        })
+    }
+
+    async fn enqueue_jobs(
+        &self,
+        queue: &str,
+        payloads: Vec<String>,
+        visibility: Visibility,
+        max_attempts: i32,
+    ) -> Result<Vec<i64>> {
+        let queue_id = self.queue_id(queue).await?;
+        let (at, delay): (Option<DateTime<Utc>>, f64) = match visibility {
+            Visibility::Now => (None, 0.0),
+            Visibility::After(d) => (None, secs(d)),
+            Visibility::At(t) => (Some(t), 0.0),
+        };
+        let res = if payloads.len() == 1 {
+            sqlx::query_scalar::<_, i64>(self.q.enqueue_one.clone())
+                .bind(queue_id)
+                .bind(&payloads[0])
+                .bind(max_attempts)
+                .bind(at)
+                .bind(delay)
+                .fetch_all(&self.pool)
+                .await
+        } else {
+            sqlx::query_scalar::<_, i64>(self.q.enqueue_many.clone())
+                .bind(queue_id)
+                .bind(&payloads)
+                .bind(max_attempts)
+                .bind(at)
+                .bind(delay)
+                .fetch_all(&self.pool)
+                .await
+        };
+        let mut ids = match res {
+            Ok(ids) => ids,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23503") => {
+                self.forget_queue(queue);
+                return Err(Error::QueueNotFound {
+                    queue: queue.to_string(),
+                });
+            }
+            Err(e) => return Err(self.err(e)),
+        };
+        ids.sort_unstable();
+        if matches!(visibility, Visibility::Now) {
+            self.wakers.wake(queue);
+        }
+        Ok(ids)
+    }
+
+    async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>> {
+        let queue_id = self.queue_id(p.queue).await?;
+        let rows = sqlx::query(self.q.claim.clone())
+            .bind(queue_id)
+            .bind(p.limit as i64)
+            .bind(secs(p.lease))
+            .bind(p.worker_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut msgs = rows
+            .iter()
+            .map(|r| {
+                Ok(Message {
+                    id: r.try_get(0)?,
+                    queue: p.queue.to_string(),
+                    payload: r.try_get::<Json<Value>, _>(1)?.0,
+                    attempts: r.try_get(2)?,
+                    max_attempts: r.try_get(3)?,
+                    enqueued_at: r.try_get(4)?,
+                    visible_at: r.try_get(5)?,
+                    last_error: r.try_get(6)?,
+                    lease_token: r.try_get(7)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| self.err(e))?;
+        msgs.sort_unstable_by_key(|m| m.id);
+        Ok(msgs)
+    }
+
+    async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>> {
+        let sql = match how {
+            Completion::Archive => &self.q.archive,
+            Completion::Delete => &self.q.delete,
+        };
+        self.lease_op(sql, leases, None).await
+    }
+
+    async fn fail_jobs(&self, failures: &[Failure]) -> Result<Vec<bool>> {
+        let (retry, bury): (Vec<&Failure>, Vec<&Failure>) =
+            failures.iter().partition(|f| f.retry_in.is_some());
+        let mut done = Vec::new();
+        if !retry.is_empty() {
+            let rows = sqlx::query(self.q.retry.clone())
+                .bind(retry.iter().map(|f| f.lease.id).collect::<Vec<_>>())
+                .bind(retry.iter().map(|f| f.lease.token).collect::<Vec<_>>())
+                .bind(
+                    retry
+                        .iter()
+                        .map(|f| secs(f.retry_in.unwrap_or_default()))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(retry.iter().map(|f| f.error.as_str()).collect::<Vec<_>>())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            done.extend(rows.iter().filter_map(|r| r.try_get::<i64, _>(0).ok()));
+        }
+        if !bury.is_empty() {
+            let rows = sqlx::query(self.q.bury.clone())
+                .bind(bury.iter().map(|f| f.lease.id).collect::<Vec<_>>())
+                .bind(bury.iter().map(|f| f.lease.token).collect::<Vec<_>>())
+                .bind(bury.iter().map(|f| f.error.as_str()).collect::<Vec<_>>())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            done.extend(rows.iter().filter_map(|r| r.try_get::<i64, _>(0).ok()));
+        }
+        let leases: Vec<Lease> = failures.iter().map(|f| f.lease).collect();
+        Ok(mark(&leases, done))
+    }
+
+    async fn extend_leases(&self, leases: &[Lease], by: Duration) -> Result<Vec<bool>> {
+        self.lease_op(&self.q.extend, leases, Some(secs(by))).await
+    }
+
+    async fn release_jobs(&self, leases: &[Lease], delay: Duration) -> Result<Vec<bool>> {
+        let r = self
+            .lease_op(&self.q.release, leases, Some(secs(delay)))
+            .await?;
+        if delay.is_zero() && r.iter().any(|x| *x) {
+            self.wakers.wake_all();
+        }
+        Ok(r)
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: i64) -> Result<Vec<DeadLetter>> {
+        let id = self.get_queue(queue).await?.id;
+        let rows = sqlx::query(self.q.dead_letters.clone())
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    id: r.try_get(0)?,
+                    queue: queue.to_string(),
+                    payload: r.try_get::<Json<Value>, _>(1)?.0,
+                    attempts: r.try_get(2)?,
+                    last_error: r.try_get(3)?,
+                    enqueued_at: r.try_get(4)?,
+                    failed_at: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+
+    async fn requeue_dead(&self, queue: &str, ids: Option<&[i64]>) -> Result<u64> {
+        let id = self.get_queue(queue).await?.id;
+        let r = sqlx::query(self.q.requeue_dead.clone())
+            .bind(id)
+            .bind(ids.map(|i| i.to_vec()))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        if r.rows_affected() > 0 {
+            self.wakers.wake(queue);
+        }
+        Ok(r.rows_affected())
+    }
+
+    async fn archived_jobs(&self, queue: &str, limit: i64) -> Result<Vec<ArchivedJob>> {
+        let id = self.get_queue(queue).await?.id;
+        let rows = sqlx::query(self.q.archived.clone())
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(ArchivedJob {
+                    id: r.try_get(0)?,
+                    queue: queue.to_string(),
+                    payload: r.try_get::<Json<Value>, _>(1)?.0,
+                    attempts: r.try_get(2)?,
+                    enqueued_at: r.try_get(3)?,
+                    archived_at: r.try_get(4)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+
+    async fn rescue_expired(&self, queue: &str) -> Result<u64> {
+        let id = self.queue_id(queue).await?;
+        let r = sqlx::query(self.q.rescue.clone())
+            .bind(id)
+            .bind(EXPIRED_FINAL)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.rows_affected())
+    }
+
+    async fn register_worker(&self, w: NewWorker) -> Result<i64> {
+        sqlx::query_scalar(self.q.register_worker.clone())
+            .bind(w.hostname)
+            .bind(w.pid)
+            .bind(w.queue)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn worker_heartbeat(&self, id: i64, status: WorkerStatus) -> Result<()> {
+        sqlx::query(self.q.heartbeat.clone())
+            .bind(id)
+            .bind(status.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
+        let rows = sqlx::query(self.q.list_workers.clone())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(WorkerInfo {
+                    id: r.try_get(0)?,
+                    hostname: r.try_get(1)?,
+                    pid: r.try_get(2)?,
+                    queue: r.try_get(3)?,
+                    started_at: r.try_get(4)?,
+                    heartbeat_at: r.try_get(5)?,
+                    status: WorkerStatus::parse(r.try_get::<&str, _>(6)?),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+
+    async fn wait_for_jobs(&self, queue: &str, timeout: Duration) {
+        self.wakers.wait(queue, timeout).await
+    }
+}

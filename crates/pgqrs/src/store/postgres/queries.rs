@@ -1,0 +1,159 @@
+//! The PostgreSQL backend's SQL. `{s}` stands for the quoted schema name.
+
+/// Numbered migrations, applied in order by `install`.
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_queues_and_jobs.sql")),
+    (2, include_str!("migrations/0002_workers.sql")),
+];
+
+pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS {s}.pgqrs_schema_version (
+    version      BIGINT PRIMARY KEY,
+    installed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)";
+
+pub(super) const TABLES: &[&str] = &[
+    "pgqrs_schema_version",
+    "pgqrs_queues",
+    "pgqrs_jobs",
+    "pgqrs_archive",
+    "pgqrs_dead",
+    "pgqrs_workers",
+];
+
+pub(super) const INDEXES: &[&str] = &[
+    "pgqrs_jobs_claim",
+    "pgqrs_jobs_exhausted",
+    "pgqrs_archive_queue",
+    "pgqrs_dead_queue",
+];
+
+macro_rules! queries {
+    ($($name:ident = $sql:expr;)*) => {
+        /// Every statement, with the schema filled in, built once per store.
+        pub(super) struct Queries { $(pub $name: sqlx::SqlStr,)* }
+        impl Queries {
+            pub(super) fn new(schema: &str) -> Self {
+                Queries { $($name: sqlx::AssertSqlSafe(std::sync::Arc::<str>::from(
+                    $sql.replace("{s}", schema))).into_sql_str(),)* }
+            }
+        }
+    };
+}
+
+use sqlx::SqlSafeStr;
+
+queries! {
+    schema_version = "SELECT max(version) FROM {s}.pgqrs_schema_version";
+    version_table_exists = "SELECT to_regclass(format('%s.pgqrs_schema_version', $1::text)) IS NOT NULL";
+
+    create_queue = "INSERT INTO {s}.pgqrs_queues (name) VALUES ($1)
+        ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at";
+    get_queue = "SELECT id, name, created_at FROM {s}.pgqrs_queues WHERE name = $1";
+    list_queues = "SELECT id, name, created_at FROM {s}.pgqrs_queues ORDER BY name";
+    lock_queue = "SELECT id FROM {s}.pgqrs_queues WHERE name = $1 FOR UPDATE";
+    count_leased = "SELECT count(*) FROM {s}.pgqrs_jobs
+        WHERE queue_id = $1 AND leased_at IS NOT NULL AND visible_at > now()";
+    delete_queue_archive = "DELETE FROM {s}.pgqrs_archive WHERE queue_id = $1";
+    delete_queue_dead = "DELETE FROM {s}.pgqrs_dead WHERE queue_id = $1";
+    delete_queue = "DELETE FROM {s}.pgqrs_queues WHERE id = $1";
+    purge_queue = "DELETE FROM {s}.pgqrs_jobs WHERE queue_id = $1";
+    queue_metrics = "SELECT
+            count(*) FILTER (WHERE visible_at <= now() AND attempts < max_attempts),
+            count(*) FILTER (WHERE visible_at > now() AND leased_at IS NULL),
+            count(*) FILTER (WHERE (visible_at > now() AND leased_at IS NOT NULL)
+                                OR (visible_at <= now() AND attempts >= max_attempts)),
+            COALESCE(EXTRACT(EPOCH FROM now() - min(enqueued_at)
+                FILTER (WHERE visible_at <= now() AND attempts < max_attempts)), 0)::float8,
+            (SELECT count(*) FROM {s}.pgqrs_archive WHERE queue_id = $1),
+            (SELECT count(*) FROM {s}.pgqrs_dead WHERE queue_id = $1)
+        FROM {s}.pgqrs_jobs WHERE queue_id = $1";
+
+    enqueue_one = "INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at)
+        VALUES ($1, $2::jsonb, $3, COALESCE($4, now() + make_interval(secs => $5)))
+        RETURNING id";
+    enqueue_many = "INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at)
+        SELECT $1, p::jsonb, $3, COALESCE($4, now() + make_interval(secs => $5))
+        FROM unnest($2::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n
+        RETURNING id";
+
+    claim = "WITH c AS (
+            SELECT id FROM {s}.pgqrs_jobs
+            WHERE queue_id = $1 AND visible_at <= now() AND attempts < max_attempts
+            ORDER BY visible_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE {s}.pgqrs_jobs j
+        SET attempts = j.attempts + 1, lease_token = j.lease_token + 1,
+            visible_at = now() + make_interval(secs => $3), leased_at = now(), worker_id = $4
+        FROM c WHERE j.id = c.id
+        RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, j.visible_at,
+                  j.last_error, j.lease_token";
+
+    archive = "WITH d AS (
+            DELETE FROM {s}.pgqrs_jobs j
+            USING unnest($1::bigint[], $2::bigint[]) AS l(id, token)
+            WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
+            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.enqueued_at, j.last_error
+        ), a AS (
+            INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, last_error)
+            SELECT id, queue_id, payload, attempts, enqueued_at, last_error FROM d
+        )
+        SELECT id FROM d";
+    delete = "DELETE FROM {s}.pgqrs_jobs j
+        USING unnest($1::bigint[], $2::bigint[]) AS l(id, token)
+        WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
+        RETURNING j.id";
+    retry = "UPDATE {s}.pgqrs_jobs j
+        SET visible_at = now() + make_interval(secs => l.delay), leased_at = NULL,
+            worker_id = NULL, last_error = l.err
+        FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::text[]) AS l(id, token, delay, err)
+        WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
+        RETURNING j.id";
+    bury = "WITH d AS (
+            DELETE FROM {s}.pgqrs_jobs j
+            USING unnest($1::bigint[], $2::bigint[], $3::text[]) AS l(id, token, err)
+            WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
+            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, l.err
+        ), a AS (
+            INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error)
+            SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err FROM d
+        )
+        SELECT id FROM d";
+    extend = "UPDATE {s}.pgqrs_jobs j SET visible_at = now() + make_interval(secs => $3)
+        FROM unnest($1::bigint[], $2::bigint[]) AS l(id, token)
+        WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
+        RETURNING j.id";
+    release = "UPDATE {s}.pgqrs_jobs j
+        SET visible_at = now() + make_interval(secs => $3), leased_at = NULL, worker_id = NULL,
+            attempts = greatest(j.attempts - 1, 0)
+        FROM unnest($1::bigint[], $2::bigint[]) AS l(id, token)
+        WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
+        RETURNING j.id";
+    rescue = "WITH d AS (
+            DELETE FROM {s}.pgqrs_jobs
+            WHERE id IN (SELECT id FROM {s}.pgqrs_jobs
+                         WHERE queue_id = $1 AND visible_at <= now() AND attempts >= max_attempts
+                         FOR UPDATE SKIP LOCKED)
+            RETURNING id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error
+        )
+        INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error)
+        SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at,
+               concat_ws(E'\\n', last_error, $2::text) FROM d";
+    dead_letters = "SELECT d.id, d.payload, d.attempts, d.last_error, d.enqueued_at, d.failed_at
+        FROM {s}.pgqrs_dead d WHERE d.queue_id = $1 ORDER BY d.id LIMIT $2";
+    requeue_dead = "WITH d AS (
+            DELETE FROM {s}.pgqrs_dead
+            WHERE queue_id = $1 AND ($2::bigint[] IS NULL OR id = ANY($2))
+            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error
+        )
+        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
+        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error FROM d";
+    archived = "SELECT id, payload, attempts, enqueued_at, archived_at
+        FROM {s}.pgqrs_archive WHERE queue_id = $1 ORDER BY archived_at DESC, id DESC LIMIT $2";
+
+    register_worker = "INSERT INTO {s}.pgqrs_workers (hostname, pid, queue) VALUES ($1, $2, $3) RETURNING id";
+    heartbeat = "UPDATE {s}.pgqrs_workers SET heartbeat_at = now(), status = $2 WHERE id = $1";
+    list_workers = "SELECT id, hostname, pid, queue, started_at, heartbeat_at, status
+        FROM {s}.pgqrs_workers ORDER BY id DESC";
+}

@@ -1,0 +1,173 @@
+//! The SQLite backend's SQL. Timestamps are microseconds since the epoch.
+//!
+//! Batch statements over leases are built for the batch's size: `{leases}` is replaced by
+//! `(?, ?), (?, ?), …` — one `(job id, lease token)` pair per lease.
+
+/// Numbered migrations, applied in order by `install`.
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_queues_and_jobs.sql")),
+    (2, include_str!("migrations/0002_workers.sql")),
+];
+
+pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgqrs_schema_version (
+    version      INTEGER PRIMARY KEY,
+    installed_at INTEGER NOT NULL
+)";
+pub(super) const SCHEMA_VERSION: &str = "SELECT max(version) FROM pgqrs_schema_version";
+pub(super) const INSERT_VERSION: &str =
+    "INSERT INTO pgqrs_schema_version (version, installed_at) VALUES (?, ?)";
+pub(super) const OBJECT_EXISTS: &str =
+    "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'index') AND name = ?";
+
+pub(super) const TABLES: &[&str] = &[
+    "pgqrs_schema_version",
+    "pgqrs_queues",
+    "pgqrs_jobs",
+    "pgqrs_archive",
+    "pgqrs_dead",
+    "pgqrs_workers",
+];
+pub(super) const INDEXES: &[&str] = &[
+    "pgqrs_jobs_claim",
+    "pgqrs_jobs_exhausted",
+    "pgqrs_archive_queue",
+    "pgqrs_dead_queue",
+];
+
+pub(super) const CREATE_QUEUE: &str = "INSERT INTO pgqrs_queues (name, created_at) VALUES (?, ?)
+    ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at";
+pub(super) const GET_QUEUE: &str = "SELECT id, name, created_at FROM pgqrs_queues WHERE name = ?";
+pub(super) const LIST_QUEUES: &str = "SELECT id, name, created_at FROM pgqrs_queues ORDER BY name";
+pub(super) const COUNT_LEASED: &str = "SELECT count(*) FROM pgqrs_jobs
+    WHERE queue_id = ? AND leased_at IS NOT NULL AND visible_at > ?";
+pub(super) const DELETE_QUEUE_JOBS: &str = "DELETE FROM pgqrs_jobs WHERE queue_id = ?";
+pub(super) const DELETE_QUEUE_ARCHIVE: &str = "DELETE FROM pgqrs_archive WHERE queue_id = ?";
+pub(super) const DELETE_QUEUE_DEAD: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?";
+pub(super) const DELETE_QUEUE: &str = "DELETE FROM pgqrs_queues WHERE id = ?";
+pub(super) const QUEUE_METRICS: &str = "SELECT
+        coalesce(sum(visible_at <= ?2 AND attempts < max_attempts), 0),
+        coalesce(sum(visible_at > ?2 AND leased_at IS NULL), 0),
+        coalesce(sum((visible_at > ?2 AND leased_at IS NOT NULL)
+                     OR (visible_at <= ?2 AND attempts >= max_attempts)), 0),
+        min(CASE WHEN visible_at <= ?2 AND attempts < max_attempts THEN enqueued_at END),
+        (SELECT count(*) FROM pgqrs_archive WHERE queue_id = ?1),
+        (SELECT count(*) FROM pgqrs_dead WHERE queue_id = ?1)
+    FROM pgqrs_jobs WHERE queue_id = ?1";
+
+pub(super) const CLAIM: &str = "UPDATE pgqrs_jobs
+    SET attempts = attempts + 1, lease_token = lease_token + 1,
+        visible_at = ?3, leased_at = ?2, worker_id = ?5
+    WHERE id IN (SELECT id FROM pgqrs_jobs
+                 WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts < max_attempts
+                 ORDER BY visible_at, id LIMIT ?4)
+    RETURNING id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error,
+              lease_token";
+
+/// The jobs of a lease list that are still held: `SELECT j.id FROM … WHERE …`.
+const HELD: &str = "SELECT j.id FROM (VALUES {leases}) AS l
+    JOIN pgqrs_jobs j ON j.id = l.column1 AND j.lease_token = l.column2
+    WHERE j.leased_at IS NOT NULL";
+
+pub(super) fn held(n: usize) -> String {
+    HELD.replace("{leases}", &placeholders(n, 2))
+}
+
+pub(super) fn archive(n: usize) -> String {
+    format!(
+        "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error)
+         SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error FROM pgqrs_jobs
+         WHERE id IN ({})",
+        held(n)
+    )
+}
+
+pub(super) fn bury(n: usize) -> String {
+    format!(
+        "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error)
+         SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ? FROM pgqrs_jobs
+         WHERE id IN ({})",
+        held(n)
+    )
+}
+
+pub(super) fn delete(n: usize) -> String {
+    format!(
+        "DELETE FROM pgqrs_jobs WHERE id IN ({}) RETURNING id",
+        held(n)
+    )
+}
+
+pub(super) fn extend(n: usize) -> String {
+    format!(
+        "UPDATE pgqrs_jobs SET visible_at = ? WHERE id IN ({}) RETURNING id",
+        held(n)
+    )
+}
+
+pub(super) fn release(n: usize) -> String {
+    format!(
+        "UPDATE pgqrs_jobs SET visible_at = ?, leased_at = NULL, worker_id = NULL,
+             attempts = max(attempts - 1, 0)
+         WHERE id IN ({}) RETURNING id",
+        held(n)
+    )
+}
+
+pub(super) fn retry(n: usize) -> String {
+    format!(
+        "UPDATE pgqrs_jobs SET visible_at = ?, leased_at = NULL, worker_id = NULL, last_error = ?
+         WHERE id IN ({}) RETURNING id",
+        held(n)
+    )
+}
+
+/// Multi-row insert: `?1` queue, `?2` max attempts, `?3` enqueued at, `?4` visible at, then one
+/// payload per row.
+pub(super) fn enqueue(n: usize) -> String {
+    let mut s = String::from(
+        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, payload) VALUES ",
+    );
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!("(?1, ?2, ?3, ?4, ?{})", i + 5));
+    }
+    s.push_str(" RETURNING id");
+    s
+}
+
+/// `(?, ?), (?, ?)` for `rows` rows of `cols` columns.
+fn placeholders(rows: usize, cols: usize) -> String {
+    let row = format!("({})", vec!["?"; cols].join(", "));
+    vec![row; rows].join(", ")
+}
+
+pub(super) const RESCUE_SELECT: &str = "SELECT id FROM pgqrs_jobs
+    WHERE queue_id = ? AND visible_at <= ? AND attempts >= max_attempts";
+pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error)
+    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?2,
+           CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END
+    FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
+pub(super) const RESCUE_DELETE: &str =
+    "DELETE FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
+
+pub(super) const DEAD_LETTERS: &str = "SELECT id, payload, attempts, last_error, enqueued_at, failed_at
+    FROM pgqrs_dead WHERE queue_id = ? ORDER BY id LIMIT ?";
+pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error
+    FROM pgqrs_dead WHERE queue_id = ?1";
+pub(super) const DELETE_DEAD_ALL: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1";
+pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error
+    FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3";
+pub(super) const DELETE_DEAD_ONE: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3";
+pub(super) const ARCHIVED: &str = "SELECT id, payload, attempts, enqueued_at, archived_at
+    FROM pgqrs_archive WHERE queue_id = ? ORDER BY archived_at DESC, id DESC LIMIT ?";
+
+pub(super) const REGISTER_WORKER: &str = "INSERT INTO pgqrs_workers
+    (hostname, pid, queue, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) RETURNING id";
+pub(super) const HEARTBEAT: &str =
+    "UPDATE pgqrs_workers SET heartbeat_at = ?, status = ? WHERE id = ?";
+pub(super) const LIST_WORKERS: &str = "SELECT id, hostname, pid, queue, started_at, heartbeat_at, status
+    FROM pgqrs_workers ORDER BY id DESC";

@@ -1,0 +1,178 @@
+//! Records returned by pgqrs: messages, queues, metrics, workers, dead letters.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// A job claimed by a consumer, together with its lease.
+///
+/// The lease is identified by `(id, lease_token)`: completing, extending or releasing the job
+/// succeeds only while nobody else has claimed it since.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Job id, unique across queues.
+    pub id: i64,
+    /// Queue name.
+    pub queue: String,
+    /// The JSON payload.
+    pub payload: Value,
+    /// How many times the job has been claimed, this claim included.
+    pub attempts: i32,
+    /// Attempts allowed before the job becomes a dead letter.
+    pub max_attempts: i32,
+    /// When it was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// When the current lease expires (the job becomes claimable again then).
+    pub visible_at: DateTime<Utc>,
+    /// Error text of the previous failed attempt, if any.
+    pub last_error: Option<String>,
+    /// Identifies this claim; changes every time the job is claimed.
+    pub lease_token: i64,
+}
+
+impl Message {
+    /// The lease held on this message.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            token: self.lease_token,
+        }
+    }
+}
+
+/// A claim on a job: its id and the token of the claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// Job id.
+    pub id: i64,
+    /// Lease token (see [`Message::lease_token`]).
+    pub token: i64,
+}
+
+/// A queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueInfo {
+    /// Internal id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Counts for one queue at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueMetrics {
+    /// Queue name.
+    pub queue: String,
+    /// Claimable now.
+    pub ready: i64,
+    /// Waiting for a delay or a retry backoff to pass.
+    pub delayed: i64,
+    /// Claimed, lease not yet expired.
+    pub leased: i64,
+    /// Completed and kept in the archive.
+    pub archived: i64,
+    /// Dead letters: failed on every allowed attempt.
+    pub dead: i64,
+    /// Age in seconds of the oldest claimable job (0 when none).
+    pub oldest_ready_age_secs: f64,
+}
+
+impl QueueMetrics {
+    /// Jobs still to be done: ready + delayed + leased.
+    pub fn pending(&self) -> i64 {
+        self.ready + self.delayed + self.leased
+    }
+}
+
+/// A job that failed on its last allowed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Job id (kept from the original job).
+    pub id: i64,
+    /// Queue name.
+    pub queue: String,
+    /// The payload.
+    pub payload: Value,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Error text of the last attempt.
+    pub last_error: Option<String>,
+    /// When it was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// When it died.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// A completed job kept in the archive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedJob {
+    /// Job id.
+    pub id: i64,
+    /// Queue name.
+    pub queue: String,
+    /// The payload.
+    pub payload: Value,
+    /// Attempts made.
+    pub attempts: i32,
+    /// When it was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// When it was archived.
+    pub archived_at: DateTime<Utc>,
+}
+
+/// Lifecycle of a worker: `running` → `stopping` → `stopped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerStatus {
+    /// Claiming and handling jobs.
+    Running,
+    /// Shutting down: claims nothing new, finishing what it has.
+    Stopping,
+    /// Exited cleanly.
+    Stopped,
+}
+
+impl WorkerStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            WorkerStatus::Running => "running",
+            WorkerStatus::Stopping => "stopping",
+            WorkerStatus::Stopped => "stopped",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Self {
+        match s {
+            "running" => WorkerStatus::Running,
+            "stopping" => WorkerStatus::Stopping,
+            _ => WorkerStatus::Stopped,
+        }
+    }
+}
+
+/// A registered worker, as listed by [`Admin::list_workers`](crate::Admin::list_workers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerInfo {
+    /// Worker id.
+    pub id: i64,
+    /// Host name of its machine.
+    pub hostname: String,
+    /// Process id.
+    pub pid: i64,
+    /// The queue it consumes.
+    pub queue: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Its declared status.
+    pub status: WorkerStatus,
+}
+
+impl WorkerInfo {
+    /// A running worker whose last heartbeat is older than `stale_after` is presumed dead.
+    pub fn is_healthy(&self, stale_after: std::time::Duration) -> bool {
+        self.status != WorkerStatus::Stopped
+            && (Utc::now() - self.heartbeat_at).to_std().unwrap_or_default() <= stale_after
+    }
+}

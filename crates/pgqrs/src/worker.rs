@@ -1,0 +1,745 @@
+//! The long-running worker: concurrent handlers, claim-ahead, batched completions, heartbeats
+//! with automatic lease extension, and graceful shutdown.
+//!
+//! ```text
+//!            claim (up to the free prefetch room, one round trip)
+//!  database ───────────────────────────────► buffer ──► handler slots (concurrency N)
+//!     ▲                                                      │ outcome
+//!     └──── one statement per flush (every few ms or N jobs) ◄┘ completer
+//! ```
+//!
+//! A crash between a handler's success and the next flush leaves the job leased; its lease
+//! expires and it is delivered again. Delivery is therefore at least once; with no crash and
+//! no lease expiry, exactly once.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::consume::{failure, validate_batch, validate_lease};
+use crate::error::{BoxError, Error, Result};
+use crate::retry::RetryPolicy;
+use crate::store::{
+    hostname, validate_queue_name, Backend, ClaimParams, Completion, Failure, NewWorker, Store,
+};
+use crate::types::{Lease, Message, WorkerStatus};
+
+/// A boxed future, as handlers return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Handles messages. Closures `Fn(Message) -> impl Future<Output = Result<(), BoxError>>` are
+/// turned into handlers by [`WorkerBuilder::handle`]; language bindings implement it directly.
+pub trait Handler: Send + Sync + 'static {
+    /// Handle one message. `Ok` archives it; `Err` records a failed attempt.
+    fn call(&self, msg: Message) -> BoxFuture<std::result::Result<(), BoxError>>;
+
+    /// Handle several messages in one call; the result applies to all of them. By default,
+    /// calls [`call`](Self::call) on each concurrently and fails the batch if any failed.
+    fn call_batch(&self, msgs: Vec<Message>) -> BoxFuture<Vec<std::result::Result<(), BoxError>>> {
+        let futs: Vec<_> = msgs.into_iter().map(|m| self.call(m)).collect();
+        Box::pin(futures_util::future::join_all(futs))
+    }
+}
+
+impl Handler for Arc<dyn Handler> {
+    fn call(&self, msg: Message) -> BoxFuture<std::result::Result<(), BoxError>> {
+        (**self).call(msg)
+    }
+    fn call_batch(&self, msgs: Vec<Message>) -> BoxFuture<Vec<std::result::Result<(), BoxError>>> {
+        (**self).call_batch(msgs)
+    }
+}
+
+/// A closure as a [`Handler`].
+pub(crate) struct FnHandler<F>(pub F);
+
+impl<F, Fut> Handler for FnHandler<F>
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<(), BoxError>> + Send + 'static,
+{
+    fn call(&self, msg: Message) -> BoxFuture<std::result::Result<(), BoxError>> {
+        Box::pin((self.0)(msg))
+    }
+}
+
+/// A batch closure as a [`Handler`].
+struct BatchFnHandler<F>(F);
+
+impl<F, Fut> Handler for BatchFnHandler<F>
+where
+    F: Fn(Vec<Message>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<(), BoxError>> + Send + 'static,
+{
+    fn call(&self, msg: Message) -> BoxFuture<std::result::Result<(), BoxError>> {
+        Box::pin((self.0)(vec![msg]))
+    }
+    fn call_batch(&self, msgs: Vec<Message>) -> BoxFuture<Vec<std::result::Result<(), BoxError>>> {
+        let n = msgs.len();
+        let fut = (self.0)(msgs);
+        Box::pin(async move {
+            match fut.await {
+                Ok(()) => (0..n).map(|_| Ok(())).collect(),
+                Err(e) => {
+                    let text = e.to_string();
+                    (0..n).map(|_| Err(text.clone().into())).collect()
+                }
+            }
+        })
+    }
+}
+
+/// What happened to one message.
+pub(crate) enum Outcome {
+    Ok,
+    Err(String),
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("handler panicked: {what}")
+}
+
+/// Run a handler on one message, turning a panic into an error.
+pub(crate) async fn run_handler<H: Handler + ?Sized>(h: &H, msg: Message) -> Outcome {
+    match AssertUnwindSafe(async { h.call(msg).await }).catch_unwind().await {
+        Ok(Ok(())) => Outcome::Ok,
+        Ok(Err(e)) => Outcome::Err(e.to_string()),
+        Err(p) => Outcome::Err(panic_text(p)),
+    }
+}
+
+async fn run_batch(h: &dyn Handler, msgs: Vec<Message>, batch: bool) -> Vec<Outcome> {
+    let n = msgs.len();
+    let fut = async {
+        if batch {
+            h.call_batch(msgs).await
+        } else {
+            let mut out = Vec::with_capacity(n);
+            for m in msgs {
+                out.push(h.call(m).await);
+            }
+            out
+        }
+    };
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(rs) => rs
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => Outcome::Ok,
+                Err(e) => Outcome::Err(e.to_string()),
+            })
+            .collect(),
+        Err(p) => {
+            let text = panic_text(p);
+            (0..n).map(|_| Outcome::Err(text.clone())).collect()
+        }
+    }
+}
+
+/// Configures a [`Worker`]. Start with [`worker`].
+#[derive(Debug, Clone)]
+#[must_use = "a worker builder does nothing until given a handler and run"]
+pub struct WorkerBuilder {
+    queue: String,
+    concurrency: usize,
+    batch_size: usize,
+    visibility_timeout: Option<Duration>,
+    retry: RetryPolicy,
+    poll_interval: Option<Duration>,
+    grace: Duration,
+    heartbeat: Duration,
+    completion: Completion,
+    flush_interval: Duration,
+    flush_max: usize,
+}
+
+/// Start configuring a long-running worker for `queue`.
+pub fn worker(queue: impl Into<String>) -> WorkerBuilder {
+    WorkerBuilder {
+        queue: queue.into(),
+        concurrency: 1,
+        batch_size: 1,
+        visibility_timeout: None,
+        retry: RetryPolicy::default(),
+        poll_interval: None,
+        grace: Duration::from_secs(30),
+        heartbeat: Duration::from_secs(5),
+        completion: Completion::Archive,
+        flush_interval: Duration::from_millis(2),
+        flush_max: 500,
+    }
+}
+
+impl WorkerBuilder {
+    /// How many handler calls run at once (default 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Messages per handler call for batch handlers, and the claim size per slot (default 1).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// Lease length (default from the store's config). Leases of running handlers are
+    /// extended automatically at each heartbeat while the worker lives.
+    pub fn visibility_timeout(mut self, d: Duration) -> Self {
+        self.visibility_timeout = Some(d);
+        self
+    }
+
+    /// What happens when a handler fails.
+    pub fn retry(mut self, p: RetryPolicy) -> Self {
+        self.retry = p;
+        self
+    }
+
+    /// Idle polling interval (default from the store's config); doubles while idle, up to 10×.
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll_interval = Some(d);
+        self
+    }
+
+    /// How long shutdown waits for running handlers before releasing their jobs (default 30 s).
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.grace = d;
+        self
+    }
+
+    /// Heartbeat (and lease extension) interval (default 5 s).
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.heartbeat = d;
+        self
+    }
+
+    /// Delete jobs on success instead of archiving them.
+    pub fn delete_on_success(mut self, yes: bool) -> Self {
+        self.completion = if yes {
+            Completion::Delete
+        } else {
+            Completion::Archive
+        };
+        self
+    }
+
+    /// Completions are written in one statement every `interval` or every `max` jobs,
+    /// whichever comes first (default 2 ms / 500).
+    pub fn completion_flush(mut self, interval: Duration, max: usize) -> Self {
+        self.flush_interval = interval;
+        self.flush_max = max.max(1);
+        self
+    }
+
+    /// Handle one message per call.
+    pub fn handle<F, Fut>(self, f: F) -> Worker
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), BoxError>> + Send + 'static,
+    {
+        self.handler(Arc::new(FnHandler(f)), false)
+    }
+
+    /// Handle up to `batch_size` messages per call; the result applies to the whole batch.
+    pub fn handle_batch<F, Fut>(self, f: F) -> Worker
+    where
+        F: Fn(Vec<Message>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), BoxError>> + Send + 'static,
+    {
+        self.handler(Arc::new(BatchFnHandler(f)), true)
+    }
+
+    /// A [`Handler`] object; `batch` chooses [`Handler::call_batch`] over [`Handler::call`].
+    pub fn handler(self, h: Arc<dyn Handler>, batch: bool) -> Worker {
+        let (tx, _) = watch::channel(false);
+        Worker {
+            cfg: self,
+            handler: h,
+            batch,
+            shutdown: ShutdownHandle { tx: Arc::new(tx) },
+        }
+    }
+}
+
+/// Stops a running [`Worker`] gracefully. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    /// Ask the worker to stop: it claims nothing new, lets running handlers finish within the
+    /// grace period, releases the rest, and returns from [`Worker::run`].
+    pub fn shutdown(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether shutdown was requested.
+    pub fn is_shutdown(&self) -> bool {
+        *self.tx.borrow()
+    }
+}
+
+/// What a worker did, returned by [`Worker::run`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// The worker's registered id.
+    pub worker_id: i64,
+    /// Messages whose handler returned Ok and whose completion was written.
+    pub succeeded: u64,
+    /// Failed attempts recorded (retried later or dead-lettered).
+    pub failed: u64,
+    /// Of those, how many became dead letters.
+    pub dead: u64,
+    /// Completions refused because the lease had been lost.
+    pub lease_lost: u64,
+    /// Jobs given back unhandled at shutdown.
+    pub released: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    dead: AtomicU64,
+    lease_lost: AtomicU64,
+    released: AtomicU64,
+}
+
+/// Leases this worker holds: job id → (token, lease expiry).
+type Held = Arc<Mutex<HashMap<i64, (i64, Instant)>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A long-running consumer. Build with [`worker`], run with [`run`](Worker::run), stop with
+/// its [`ShutdownHandle`].
+pub struct Worker {
+    cfg: WorkerBuilder,
+    handler: Arc<dyn Handler>,
+    batch: bool,
+    shutdown: ShutdownHandle,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("cfg", &self.cfg).finish()
+    }
+}
+
+struct Done {
+    lease: Lease,
+    attempts: i32,
+    max_attempts: i32,
+    outcome: Outcome,
+}
+
+impl Worker {
+    /// A handle that stops this worker.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Run until shutdown is requested. Returns what the worker did. Transient database
+    /// errors (busy, connection lost) are retried with backoff; a missing queue or schema
+    /// ends the run with an error after releasing what it holds.
+    pub async fn run(&self, store: &Store) -> Result<WorkerStats> {
+        let c = &self.cfg;
+        validate_queue_name(&c.queue)?;
+        validate_batch(c.batch_size)?;
+        if c.concurrency == 0 || c.concurrency > 10_000 {
+            return Err(Error::validation(
+                "concurrency",
+                format!("must be between 1 and 10000, got {}", c.concurrency),
+            ));
+        }
+        let lease = c
+            .visibility_timeout
+            .unwrap_or(store.config().visibility_timeout);
+        validate_lease(lease)?;
+        let poll = c.poll_interval.unwrap_or(store.config().poll_interval);
+        let backend: Arc<dyn Backend> = store.inner.clone();
+        backend.get_queue(&c.queue).await?;
+        let worker_id = backend
+            .register_worker(NewWorker {
+                hostname: hostname(),
+                pid: std::process::id() as i64,
+                queue: c.queue.clone(),
+            })
+            .await?;
+
+        let held: Held = Arc::default();
+        let counters = Arc::new(Counters::default());
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
+        let completer = tokio::spawn(completer_loop(
+            backend.clone(),
+            done_rx,
+            c.completion,
+            c.retry,
+            c.flush_interval,
+            c.flush_max,
+            counters.clone(),
+            held.clone(),
+        ));
+        let (hb_stop_tx, hb_stop_rx) = watch::channel(false);
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            backend.clone(),
+            worker_id,
+            c.heartbeat,
+            lease,
+            c.queue.clone(),
+            held.clone(),
+            hb_stop_rx,
+        ));
+
+        let sem = Arc::new(Semaphore::new(c.concurrency));
+        let prefetch = (c.concurrency * c.batch_size).max(2);
+        let refill_below = prefetch.div_ceil(2);
+        let mut buffer: VecDeque<Message> = VecDeque::with_capacity(prefetch);
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut shutdown_rx = self.shutdown.tx.subscribe();
+        let mut idle = poll;
+        let mut fatal: Option<Error> = None;
+        let mut error_backoff = Duration::from_millis(50);
+
+        'main: loop {
+            if *shutdown_rx.borrow() {
+                break;
+            }
+            while tasks.try_join_next().is_some() {}
+            if buffer.len() < refill_below {
+                let want = prefetch - buffer.len();
+                let claimed = backend
+                    .claim_jobs(ClaimParams {
+                        queue: &c.queue,
+                        limit: want,
+                        lease,
+                        worker_id: Some(worker_id),
+                    })
+                    .await;
+                match claimed {
+                    Ok(msgs) => {
+                        error_backoff = Duration::from_millis(50);
+                        if msgs.is_empty() && buffer.is_empty() {
+                            tokio::select! {
+                                _ = backend.wait_for_jobs(&c.queue, idle) => {}
+                                _ = shutdown_rx.changed() => {}
+                            }
+                            idle = (idle * 2).min(poll * 10);
+                            continue;
+                        }
+                        idle = poll;
+                        let expires = Instant::now() + lease;
+                        let mut h = lock(&held);
+                        for m in &msgs {
+                            h.insert(m.id, (m.lease_token, expires));
+                        }
+                        drop(h);
+                        buffer.extend(msgs);
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %e, queue = %c.queue, "claim failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(error_backoff) => {}
+                            _ = shutdown_rx.changed() => {}
+                        }
+                        error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                        if buffer.is_empty() {
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        fatal = Some(e);
+                        break;
+                    }
+                }
+            }
+            while !buffer.is_empty() {
+                let permit = match sem.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => tokio::select! {
+                        p = sem.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                        _ = shutdown_rx.changed() => break 'main,
+                    },
+                };
+                let take = if self.batch {
+                    c.batch_size.min(buffer.len())
+                } else {
+                    1
+                };
+                let msgs: Vec<Message> = buffer.drain(..take).collect();
+                let handler = self.handler.clone();
+                let tx = done_tx.clone();
+                let batch = self.batch;
+                tasks.spawn(async move {
+                    let meta: Vec<(Lease, i32, i32)> = msgs
+                        .iter()
+                        .map(|m| (m.lease(), m.attempts, m.max_attempts))
+                        .collect();
+                    let outcomes = run_batch(&*handler, msgs, batch).await;
+                    for ((lease, attempts, max_attempts), outcome) in meta.into_iter().zip(outcomes)
+                    {
+                        let _ = tx.send(Done {
+                            lease,
+                            attempts,
+                            max_attempts,
+                            outcome,
+                        });
+                    }
+                    drop(permit);
+                });
+                if buffer.len() < refill_below {
+                    break;
+                }
+            }
+        }
+
+        // Shutdown: claim nothing more; give back what was never started.
+        let _ = backend
+            .worker_heartbeat(worker_id, WorkerStatus::Stopping)
+            .await;
+        if !buffer.is_empty() {
+            let leases: Vec<Lease> = buffer.iter().map(|m| m.lease()).collect();
+            release(&*backend, &leases, &held, &counters).await;
+            buffer.clear();
+        }
+        // Let running handlers finish within the grace period.
+        let drained = tokio::time::timeout(c.grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(queue = %c.queue, "shutdown grace period over; abandoning running handlers and releasing their jobs");
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        drop(done_tx);
+        let _ = completer.await;
+        // Whatever is still held was neither completed nor failed: give it back.
+        let rest: Vec<Lease> = lock(&held)
+            .iter()
+            .map(|(&id, &(token, _))| Lease { id, token })
+            .collect();
+        if !rest.is_empty() {
+            release(&*backend, &rest, &held, &counters).await;
+        }
+        let _ = hb_stop_tx.send(true);
+        let _ = heartbeat.await;
+        let _ = backend
+            .worker_heartbeat(worker_id, WorkerStatus::Stopped)
+            .await;
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        Ok(WorkerStats {
+            worker_id,
+            succeeded: counters.succeeded.load(Ordering::Relaxed),
+            failed: counters.failed.load(Ordering::Relaxed),
+            dead: counters.dead.load(Ordering::Relaxed),
+            lease_lost: counters.lease_lost.load(Ordering::Relaxed),
+            released: counters.released.load(Ordering::Relaxed),
+        })
+    }
+}
+
+async fn release(backend: &dyn Backend, leases: &[Lease], held: &Held, counters: &Counters) {
+    match backend.release_jobs(leases, Duration::ZERO).await {
+        Ok(r) => {
+            let n = r.iter().filter(|x| **x).count() as u64;
+            counters.released.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not release jobs at shutdown; they become claimable when their leases expire");
+        }
+    }
+    let mut h = lock(held);
+    for l in leases {
+        h.remove(&l.id);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn completer_loop(
+    backend: Arc<dyn Backend>,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+    completion: Completion,
+    retry: RetryPolicy,
+    interval: Duration,
+    max: usize,
+    counters: Arc<Counters>,
+    held: Held,
+) {
+    let mut ok: Vec<Lease> = Vec::new();
+    let mut failed: Vec<Failure> = Vec::new();
+    loop {
+        // Wait for the first outcome, then gather more for up to `interval`.
+        let Some(first) = rx.recv().await else { break };
+        let deadline = tokio::time::Instant::now() + interval;
+        let push = |d: Done, ok: &mut Vec<Lease>, failed: &mut Vec<Failure>| match d.outcome {
+            Outcome::Ok => ok.push(d.lease),
+            Outcome::Err(e) => {
+                failed.push(failure(&retry, d.lease, d.attempts, d.max_attempts, e))
+            }
+        };
+        push(first, &mut ok, &mut failed);
+        let mut closed = false;
+        while ok.len() + failed.len() < max {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(d)) => push(d, &mut ok, &mut failed),
+                Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        flush(&*backend, completion, &mut ok, &mut failed, &counters, &held).await;
+        if closed {
+            break;
+        }
+    }
+    flush(&*backend, completion, &mut ok, &mut failed, &counters, &held).await;
+}
+
+async fn flush(
+    backend: &dyn Backend,
+    completion: Completion,
+    ok: &mut Vec<Lease>,
+    failed: &mut Vec<Failure>,
+    counters: &Counters,
+    held: &Held,
+) {
+    let mut attempt = 0u32;
+    while !ok.is_empty() {
+        match backend.complete_jobs(ok, completion).await {
+            Ok(r) => {
+                let good = r.iter().filter(|x| **x).count() as u64;
+                counters.succeeded.fetch_add(good, Ordering::Relaxed);
+                counters
+                    .lease_lost
+                    .fetch_add(r.len() as u64 - good, Ordering::Relaxed);
+                let mut h = lock(held);
+                for l in ok.iter() {
+                    h.remove(&l.id);
+                }
+                ok.clear();
+            }
+            Err(e) if e.is_transient() && attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(error = %e, "completion flush failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            Err(e) => {
+                // The jobs stay leased and come back when their leases expire: never lost.
+                tracing::error!(error = %e, jobs = ok.len(), "could not record completions; the jobs will be delivered again after their leases expire");
+                let mut h = lock(held);
+                for l in ok.iter() {
+                    h.remove(&l.id);
+                }
+                ok.clear();
+            }
+        }
+    }
+    attempt = 0;
+    while !failed.is_empty() {
+        match backend.fail_jobs(failed).await {
+            Ok(r) => {
+                for (f, applied) in failed.iter().zip(&r) {
+                    if *applied {
+                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                        if f.retry_in.is_none() {
+                            counters.dead.fetch_add(1, Ordering::Relaxed);
+                        }
+                    } else {
+                        counters.lease_lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let mut h = lock(held);
+                for f in failed.iter() {
+                    h.remove(&f.lease.id);
+                }
+                failed.clear();
+            }
+            Err(e) if e.is_transient() && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = failed.len(), "could not record failures; the jobs will be delivered again after their leases expire");
+                let mut h = lock(held);
+                for f in failed.iter() {
+                    h.remove(&f.lease.id);
+                }
+                failed.clear();
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(
+    backend: Arc<dyn Backend>,
+    worker_id: i64,
+    every: Duration,
+    lease: Duration,
+    queue: String,
+    held: Held,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if let Err(e) = backend
+            .worker_heartbeat(worker_id, WorkerStatus::Running)
+            .await
+        {
+            tracing::warn!(error = %e, worker_id, "heartbeat failed");
+        }
+        // Keep the leases of running handlers alive while this worker lives.
+        let soon = Instant::now() + lease / 2 + every;
+        let due: Vec<Lease> = lock(&held)
+            .iter()
+            .filter(|(_, (_, exp))| *exp <= soon)
+            .map(|(&id, &(token, _))| Lease { id, token })
+            .collect();
+        if !due.is_empty() {
+            match backend.extend_leases(&due, lease).await {
+                Ok(r) => {
+                    let exp = Instant::now() + lease;
+                    let mut h = lock(&held);
+                    for (l, ok) in due.iter().zip(r) {
+                        if ok {
+                            if let Some(e) = h.get_mut(&l.id) {
+                                e.1 = exp;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "lease extension failed"),
+            }
+        }
+        // Jobs whose final attempt's lease expired (their worker died) become dead letters.
+        if let Err(e) = backend.rescue_expired(&queue).await {
+            tracing::warn!(error = %e, "dead-lettering expired final attempts failed");
+        }
+    }
+}
