@@ -1,6 +1,9 @@
 //! Administration: schema, queues, metrics, dead letters, workers.
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
+use crate::workflow::{run_job_payload, Workflow};
 use crate::store::{validate_queue_name, Store};
 use crate::types::*;
 
@@ -105,6 +108,87 @@ impl<'a> Admin<'a> {
     pub async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
         self.store.backend_impl().list_workers().await
     }
+}
+
+impl<'a> Admin<'a> {
+    /// Create a workflow run (status `pending`) and return its context. Pass the context to
+    /// the workflow function to execute it.
+    pub async fn create_workflow<T: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        input: &T,
+    ) -> Result<Workflow> {
+        validate_workflow_name(name)?;
+        let input = serde_json::to_string(input)?;
+        let run = self.store.backend_impl().create_run(name, input).await?;
+        Ok(Workflow::from_run(self.store, &run))
+    }
+
+    /// The context of an existing run: to resume it after a crash, or to query it.
+    pub async fn get_workflow(&self, id: i64) -> Result<Workflow> {
+        let run = self.store.backend_impl().get_run(id).await?;
+        Ok(Workflow::from_run(self.store, &run))
+    }
+
+    /// Create a workflow run and ask for it on `queue`: a worker built with
+    /// [`WorkflowRegistry::worker`](crate::WorkflowRegistry::worker) will execute it.
+    pub async fn enqueue_workflow<T: Serialize + ?Sized>(
+        &self,
+        queue: &str,
+        name: &str,
+        input: &T,
+    ) -> Result<WorkflowRun> {
+        validate_queue_name(queue)?;
+        validate_workflow_name(name)?;
+        self.store.backend_impl().get_queue(queue).await?;
+        let input = serde_json::to_string(input)?;
+        let run = self.store.backend_impl().create_run(name, input).await?;
+        crate::enqueue()
+            .message(&run_job_payload(run.id))
+            .to(queue)
+            .execute(self.store)
+            .await?;
+        Ok(run)
+    }
+
+    /// A run as stored now.
+    pub async fn workflow_run(&self, id: i64) -> Result<WorkflowRun> {
+        self.store.backend_impl().get_run(id).await
+    }
+
+    /// The journaled steps of a run, in order.
+    pub async fn workflow_steps(&self, id: i64) -> Result<Vec<StepRecord>> {
+        self.store.backend_impl().get_run(id).await?;
+        self.store.backend_impl().list_steps(id).await
+    }
+
+    /// Runs, oldest first, optionally only those with `status`, at most `limit`. Runs whose
+    /// executor died show as `running` with [`WorkflowRun::lease_expired`] true.
+    pub async fn list_workflows(
+        &self,
+        status: Option<RunStatus>,
+        limit: i64,
+    ) -> Result<Vec<WorkflowRun>> {
+        check_limit(limit)?;
+        self.store.backend_impl().list_runs(status, limit).await
+    }
+
+    /// Cancel a run: it starts no new step and ends `cancelled`. Returns `false` if it had
+    /// already finished.
+    pub async fn cancel_workflow(&self, id: i64) -> Result<bool> {
+        self.store.backend_impl().get_run(id).await?;
+        self.store.backend_impl().cancel_run(id).await
+    }
+}
+
+fn validate_workflow_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(Error::validation(
+            "workflow name",
+            format!("{name:?} must be 1 to 200 characters and not blank"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_limit(limit: i64) -> Result<()> {

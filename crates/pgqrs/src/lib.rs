@@ -56,6 +56,7 @@ mod retry;
 mod store;
 mod types;
 mod worker;
+mod workflow;
 
 pub use admin::{admin, Admin};
 pub use config::{BackendKind, Config, Durability};
@@ -65,7 +66,11 @@ pub use produce::{enqueue, EnqueueBuilder};
 pub use retry::{Backoff, RetryPolicy};
 pub use store::{connect_with, Store};
 pub use types::{
-    ArchivedJob, DeadLetter, Lease, Message, QueueInfo, QueueMetrics, WorkerInfo, WorkerStatus,
+    ArchivedJob, DeadLetter, Lease, Message, QueueInfo, QueueMetrics, RunStatus, StepRecord,
+    StepStatus, WorkerInfo, WorkerStatus, WorkflowRun,
+};
+pub use workflow::{
+    Permanent, RunStart, StepError, StepStart, Workflow, WorkflowRegistry, WorkflowWorkerBuilder,
 };
 pub use worker::{worker, BoxFuture, Handler, ShutdownHandle, Worker, WorkerBuilder, WorkerStats};
 

@@ -176,3 +176,147 @@ impl WorkerInfo {
             && (Utc::now() - self.heartbeat_at).to_std().unwrap_or_default() <= stale_after
     }
 }
+
+/// Where a workflow run stands.
+///
+/// ```text
+///  pending ──acquire──► running ──body returns Ok──► succeeded
+///     │                  │  ▲ ──body returns Err / step failed for good──► failed
+///     │                  │  └─ owner's lease expired: another executor acquires it
+///     └──────cancel──────┴──────────────────────────────────────────────► cancelled
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// Created, not started.
+    Pending,
+    /// An executor owns it (or owned it and died; see [`WorkflowRun::lease_expired`]).
+    Running,
+    /// Finished with an output.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled: no new step starts.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => RunStatus::Pending,
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Succeeded, failed or cancelled.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+/// A workflow run as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowRun {
+    /// Run id.
+    pub id: i64,
+    /// Workflow name.
+    pub name: String,
+    /// The input it was created with.
+    pub input: Value,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// The output, once succeeded.
+    pub output: Option<Value>,
+    /// The error, once failed.
+    pub error: Option<String>,
+    /// The executor that owns (or last owned) it.
+    pub owner: Option<String>,
+    /// When the owner's lease expires.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// How many times an executor acquired it.
+    pub attempts: i32,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl WorkflowRun {
+    /// A running run whose owner's lease expired: its executor died and it can be resumed.
+    pub fn lease_expired(&self) -> bool {
+        self.status == RunStatus::Running && self.lease_until.is_none_or(|t| t < Utc::now())
+    }
+}
+
+/// Where a journaled step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepStatus {
+    /// Done; its output is journaled and it never runs again.
+    Succeeded,
+    /// Failed for good; the run failed with its error.
+    Failed,
+    /// Failed an attempt; runs again at `next_retry_at`.
+    Retrying,
+}
+
+impl StepStatus {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Retrying => "retrying",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "succeeded" => StepStatus::Succeeded,
+            "failed" => StepStatus::Failed,
+            "retrying" => StepStatus::Retrying,
+            _ => return None,
+        })
+    }
+}
+
+/// One journaled step of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// The run.
+    pub run_id: i64,
+    /// 0-based position of the step call in the run.
+    pub position: i32,
+    /// Step name.
+    pub name: String,
+    /// Where it stands.
+    pub status: StepStatus,
+    /// Its output, once succeeded.
+    pub output: Option<Value>,
+    /// Its last error.
+    pub error: Option<String>,
+    /// Attempts made.
+    pub attempts: i32,
+    /// When the next attempt may start (retrying only).
+    pub next_retry_at: Option<DateTime<Utc>>,
+}

@@ -69,6 +69,20 @@ pub(crate) struct NewWorker {
     pub queue: String,
 }
 
+/// A step outcome to journal.
+#[derive(Debug, Clone)]
+pub(crate) struct NewStep<'a> {
+    pub run_id: i64,
+    pub position: i32,
+    pub name: &'a str,
+    pub status: StepStatus,
+    /// JSON text.
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub retry_in: Option<Duration>,
+}
+
 /// The domain operations every backend provides.
 ///
 /// Batch operations take and return slices in the same order; a `false` in a returned vector
@@ -117,6 +131,30 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn register_worker(&self, w: NewWorker) -> Result<i64>;
     async fn worker_heartbeat(&self, id: i64, status: WorkerStatus) -> Result<()>;
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>>;
+
+    // workflows
+    async fn create_run(&self, name: &str, input: String) -> Result<WorkflowRun>;
+    async fn get_run(&self, id: i64) -> Result<WorkflowRun>;
+    /// Take ownership of a pending run, a running run whose lease expired, or one this owner
+    /// already holds. `None` when it cannot be acquired.
+    async fn acquire_run(&self, id: i64, owner: &str, lease: Duration)
+        -> Result<Option<WorkflowRun>>;
+    /// Extend the owner's lease; `false` if the run is no longer running under this owner.
+    async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool>;
+    async fn list_steps(&self, run_id: i64) -> Result<Vec<StepRecord>>;
+    /// Journal a step outcome; `false` if the run is no longer running under this owner.
+    async fn record_step(&self, owner: &str, step: NewStep<'_>) -> Result<bool>;
+    /// Record the run's outcome; `false` if it is no longer running under this owner.
+    async fn finish_run(
+        &self,
+        id: i64,
+        owner: &str,
+        status: RunStatus,
+        output: Option<String>,
+        error: Option<String>,
+    ) -> Result<bool>;
+    async fn cancel_run(&self, id: i64) -> Result<bool>;
+    async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>>;
 
     /// Tell idle workers of `queue` that jobs arrived (PostgreSQL NOTIFY); a no-op elsewhere.
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration);

@@ -42,6 +42,25 @@ fn queue_info(r: &PgRow) -> Result<QueueInfo, sqlx::Error> {
     })
 }
 
+fn run(r: &PgRow) -> Result<WorkflowRun, sqlx::Error> {
+    let status: &str = r.try_get(3)?;
+    Ok(WorkflowRun {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        input: r.try_get::<Json<Value>, _>(2)?.0,
+        status: RunStatus::parse(status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown run status {status:?}").into()))?,
+        output: r.try_get::<Option<Json<Value>>, _>(4)?.map(|j| j.0),
+        error: r.try_get(5)?,
+        owner: r.try_get(6)?,
+        lease_until: r.try_get(7)?,
+        attempts: r.try_get(8)?,
+        created_at: r.try_get(9)?,
+        updated_at: r.try_get(10)?,
+        finished_at: r.try_get(11)?,
+    })
+}
+
 impl PgBackend {
     pub(crate) async fn connect(cfg: Config) -> Result<Self> {
         let opts = PgConnectOptions::from_str(&cfg.driver_dsn).map_err(|e| Error::InvalidDsn {
@@ -632,5 +651,138 @@ impl Backend for PgBackend {
 
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration) {
         self.wakers.wait(queue, timeout).await
+    }
+
+    async fn create_run(&self, name: &str, input: String) -> Result<WorkflowRun> {
+        let r = sqlx::query(self.q.create_run.clone())
+            .bind(name)
+            .bind(input)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        run(&r).map_err(|e| self.err(e))
+    }
+
+    async fn get_run(&self, id: i64) -> Result<WorkflowRun> {
+        let r = sqlx::query(self.q.get_run.clone())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        match r {
+            Some(r) => run(&r).map_err(|e| self.err(e)),
+            None => Err(Error::WorkflowNotFound { id }),
+        }
+    }
+
+    async fn acquire_run(
+        &self,
+        id: i64,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<WorkflowRun>> {
+        let r = sqlx::query(self.q.acquire_run.clone())
+            .bind(id)
+            .bind(owner)
+            .bind(secs(lease))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        r.map(|r| run(&r).map_err(|e| self.err(e))).transpose()
+    }
+
+    async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool> {
+        let r = sqlx::query(self.q.renew_run.clone())
+            .bind(id)
+            .bind(owner)
+            .bind(secs(lease))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.is_some())
+    }
+
+    async fn list_steps(&self, run_id: i64) -> Result<Vec<StepRecord>> {
+        let rows = sqlx::query(self.q.list_steps.clone())
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                let status: &str = r.try_get(3)?;
+                Ok(StepRecord {
+                    run_id: r.try_get(0)?,
+                    position: r.try_get(1)?,
+                    name: r.try_get(2)?,
+                    status: StepStatus::parse(status).ok_or_else(|| {
+                        sqlx::Error::Decode(format!("unknown step status {status:?}").into())
+                    })?,
+                    output: r.try_get::<Option<Json<Value>>, _>(4)?.map(|j| j.0),
+                    error: r.try_get(5)?,
+                    attempts: r.try_get(6)?,
+                    next_retry_at: r.try_get(7)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+
+    async fn record_step(&self, owner: &str, s: NewStep<'_>) -> Result<bool> {
+        let r = sqlx::query(self.q.record_step.clone())
+            .bind(s.run_id)
+            .bind(s.position)
+            .bind(s.name)
+            .bind(s.status.as_str())
+            .bind(s.output)
+            .bind(s.error)
+            .bind(s.attempts)
+            .bind(s.retry_in.map(secs))
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.is_some())
+    }
+
+    async fn finish_run(
+        &self,
+        id: i64,
+        owner: &str,
+        status: RunStatus,
+        output: Option<String>,
+        error: Option<String>,
+    ) -> Result<bool> {
+        let r = sqlx::query(self.q.finish_run.clone())
+            .bind(id)
+            .bind(owner)
+            .bind(status.as_str())
+            .bind(output)
+            .bind(error)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.is_some())
+    }
+
+    async fn cancel_run(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query(self.q.cancel_run.clone())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.is_some())
+    }
+
+    async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>> {
+        let rows = sqlx::query(self.q.list_runs.clone())
+            .bind(status.map(|s| s.as_str()))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| run(r).map_err(|e| self.err(e)))
+            .collect()
     }
 }

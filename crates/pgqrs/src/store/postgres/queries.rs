@@ -4,6 +4,7 @@
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_queues_and_jobs.sql")),
     (2, include_str!("migrations/0002_workers.sql")),
+    (3, include_str!("migrations/0003_workflows.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS {s}.pgqrs_schema_version (
@@ -18,6 +19,8 @@ pub(super) const TABLES: &[&str] = &[
     "pgqrs_archive",
     "pgqrs_dead",
     "pgqrs_workers",
+    "pgqrs_workflow_runs",
+    "pgqrs_workflow_steps",
 ];
 
 pub(super) const INDEXES: &[&str] = &[
@@ -25,6 +28,7 @@ pub(super) const INDEXES: &[&str] = &[
     "pgqrs_jobs_exhausted",
     "pgqrs_archive_queue",
     "pgqrs_dead_queue",
+    "pgqrs_workflow_runs_status",
 ];
 
 macro_rules! queries {
@@ -156,4 +160,45 @@ queries! {
     heartbeat = "UPDATE {s}.pgqrs_workers SET heartbeat_at = now(), status = $2 WHERE id = $1";
     list_workers = "SELECT id, hostname, pid, queue, started_at, heartbeat_at, status
         FROM {s}.pgqrs_workers ORDER BY id DESC";
+
+    create_run = "INSERT INTO {s}.pgqrs_workflow_runs (name, input) VALUES ($1, $2::jsonb)
+        RETURNING id, name, input, status, output, error, owner, lease_until, attempts,
+                  created_at, updated_at, finished_at";
+    get_run = "SELECT id, name, input, status, output, error, owner, lease_until, attempts,
+                  created_at, updated_at, finished_at
+        FROM {s}.pgqrs_workflow_runs WHERE id = $1";
+    acquire_run = "UPDATE {s}.pgqrs_workflow_runs
+        SET status = 'running', owner = $2, lease_until = now() + make_interval(secs => $3),
+            attempts = attempts + 1, updated_at = now()
+        WHERE id = $1 AND (status = 'pending'
+              OR (status = 'running' AND (owner = $2 OR lease_until IS NULL OR lease_until < now())))
+        RETURNING id, name, input, status, output, error, owner, lease_until, attempts,
+                  created_at, updated_at, finished_at";
+    renew_run = "UPDATE {s}.pgqrs_workflow_runs
+        SET lease_until = now() + make_interval(secs => $3), updated_at = now()
+        WHERE id = $1 AND owner = $2 AND status = 'running' RETURNING id";
+    list_steps = "SELECT run_id, position, name, status, output, error, attempts, next_retry_at
+        FROM {s}.pgqrs_workflow_steps WHERE run_id = $1 ORDER BY position";
+    record_step = "INSERT INTO {s}.pgqrs_workflow_steps
+            (run_id, position, name, status, output, error, attempts, next_retry_at)
+        SELECT $1, $2, $3, $4, $5::jsonb, $6, $7,
+               CASE WHEN $8::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $8) END
+        WHERE EXISTS (SELECT 1 FROM {s}.pgqrs_workflow_runs
+                      WHERE id = $1 AND owner = $9 AND status = 'running')
+        ON CONFLICT (run_id, position) DO UPDATE
+        SET name = excluded.name, status = excluded.status, output = excluded.output,
+            error = excluded.error, attempts = excluded.attempts,
+            next_retry_at = excluded.next_retry_at, updated_at = now()
+        RETURNING run_id";
+    finish_run = "UPDATE {s}.pgqrs_workflow_runs
+        SET status = $3, output = $4::jsonb, error = $5, finished_at = now(), updated_at = now(),
+            lease_until = NULL
+        WHERE id = $1 AND owner = $2 AND status = 'running' RETURNING id";
+    cancel_run = "UPDATE {s}.pgqrs_workflow_runs
+        SET status = 'cancelled', finished_at = now(), updated_at = now(), lease_until = NULL
+        WHERE id = $1 AND status IN ('pending', 'running') RETURNING id";
+    list_runs = "SELECT id, name, input, status, output, error, owner, lease_until, attempts,
+                  created_at, updated_at, finished_at
+        FROM {s}.pgqrs_workflow_runs WHERE ($1::text IS NULL OR status = $1)
+        ORDER BY id LIMIT $2";
 }

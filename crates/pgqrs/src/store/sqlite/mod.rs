@@ -57,6 +57,25 @@ fn json(text: &str) -> Result<serde_json::Value, sqlx::Error> {
     serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
+fn run(r: &SqliteRow) -> Result<WorkflowRun, sqlx::Error> {
+    let status: &str = r.try_get(3)?;
+    Ok(WorkflowRun {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        input: json(r.try_get::<&str, _>(2)?)?,
+        status: RunStatus::parse(status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown run status {status:?}").into()))?,
+        output: r.try_get::<Option<&str>, _>(4)?.map(json).transpose()?,
+        error: r.try_get(5)?,
+        owner: r.try_get(6)?,
+        lease_until: r.try_get::<Option<i64>, _>(7)?.map(from_micros),
+        attempts: r.try_get(8)?,
+        created_at: from_micros(r.try_get(9)?),
+        updated_at: from_micros(r.try_get(10)?),
+        finished_at: r.try_get::<Option<i64>, _>(11)?.map(from_micros),
+    })
+}
+
 impl SqliteBackend {
     pub(crate) async fn connect(cfg: Config) -> Result<Self> {
         let opts =
@@ -741,5 +760,147 @@ impl Backend for SqliteBackend {
 
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration) {
         self.wakers.wait(queue, timeout).await
+    }
+
+    async fn create_run(&self, name: &str, input: String) -> Result<WorkflowRun> {
+        let r = sqlx::query(CREATE_RUN)
+            .bind(name)
+            .bind(input)
+            .bind(now_us())
+            .fetch_one(&self.writer)
+            .await
+            .map_err(|e| self.err(e))?;
+        run(&r).map_err(|e| self.err(e))
+    }
+
+    async fn get_run(&self, id: i64) -> Result<WorkflowRun> {
+        let r = sqlx::query(GET_RUN)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| self.err(e))?;
+        match r {
+            Some(r) => run(&r).map_err(|e| self.err(e)),
+            None => Err(Error::WorkflowNotFound { id }),
+        }
+    }
+
+    async fn acquire_run(
+        &self,
+        id: i64,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<WorkflowRun>> {
+        let now = now_us();
+        let r = sqlx::query(ACQUIRE_RUN)
+            .bind(id)
+            .bind(owner)
+            .bind(now)
+            .bind(now.saturating_add(us(lease)))
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(|e| self.err(e))?;
+        r.map(|r| run(&r).map_err(|e| self.err(e))).transpose()
+    }
+
+    async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool> {
+        let now = now_us();
+        let r = sqlx::query(RENEW_RUN)
+            .bind(id)
+            .bind(owner)
+            .bind(now)
+            .bind(now.saturating_add(us(lease)))
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.is_some())
+    }
+
+    async fn list_steps(&self, run_id: i64) -> Result<Vec<StepRecord>> {
+        let rows = sqlx::query(LIST_STEPS)
+            .bind(run_id)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                let status: &str = r.try_get(3)?;
+                Ok(StepRecord {
+                    run_id: r.try_get(0)?,
+                    position: r.try_get(1)?,
+                    name: r.try_get(2)?,
+                    status: StepStatus::parse(status).ok_or_else(|| {
+                        sqlx::Error::Decode(format!("unknown step status {status:?}").into())
+                    })?,
+                    output: r.try_get::<Option<&str>, _>(4)?.map(json).transpose()?,
+                    error: r.try_get(5)?,
+                    attempts: r.try_get(6)?,
+                    next_retry_at: r.try_get::<Option<i64>, _>(7)?.map(from_micros),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+
+    async fn record_step(&self, owner: &str, s: NewStep<'_>) -> Result<bool> {
+        let now = now_us();
+        let r = sqlx::query(RECORD_STEP)
+            .bind(s.run_id)
+            .bind(s.position)
+            .bind(s.name)
+            .bind(s.status.as_str())
+            .bind(s.output)
+            .bind(s.error)
+            .bind(s.attempts)
+            .bind(s.retry_in.map(|d| now.saturating_add(us(d))))
+            .bind(owner)
+            .bind(now)
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.is_some())
+    }
+
+    async fn finish_run(
+        &self,
+        id: i64,
+        owner: &str,
+        status: RunStatus,
+        output: Option<String>,
+        error: Option<String>,
+    ) -> Result<bool> {
+        let r = sqlx::query(FINISH_RUN)
+            .bind(id)
+            .bind(owner)
+            .bind(status.as_str())
+            .bind(output)
+            .bind(error)
+            .bind(now_us())
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.is_some())
+    }
+
+    async fn cancel_run(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query(CANCEL_RUN)
+            .bind(id)
+            .bind(now_us())
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.is_some())
+    }
+
+    async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>> {
+        let rows = sqlx::query(LIST_RUNS)
+            .bind(status.map(|s| s.as_str()))
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| run(r).map_err(|e| self.err(e)))
+            .collect()
     }
 }

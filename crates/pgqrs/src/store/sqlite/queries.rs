@@ -7,6 +7,7 @@
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_queues_and_jobs.sql")),
     (2, include_str!("migrations/0002_workers.sql")),
+    (3, include_str!("migrations/0003_workflows.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgqrs_schema_version (
@@ -26,12 +27,15 @@ pub(super) const TABLES: &[&str] = &[
     "pgqrs_archive",
     "pgqrs_dead",
     "pgqrs_workers",
+    "pgqrs_workflow_runs",
+    "pgqrs_workflow_steps",
 ];
 pub(super) const INDEXES: &[&str] = &[
     "pgqrs_jobs_claim",
     "pgqrs_jobs_exhausted",
     "pgqrs_archive_queue",
     "pgqrs_dead_queue",
+    "pgqrs_workflow_runs_status",
 ];
 
 pub(super) const CREATE_QUEUE: &str = "INSERT INTO pgqrs_queues (name, created_at) VALUES (?, ?)
@@ -171,3 +175,42 @@ pub(super) const HEARTBEAT: &str =
     "UPDATE pgqrs_workers SET heartbeat_at = ?, status = ? WHERE id = ?";
 pub(super) const LIST_WORKERS: &str = "SELECT id, hostname, pid, queue, started_at, heartbeat_at, status
     FROM pgqrs_workers ORDER BY id DESC";
+
+macro_rules! run_cols {
+    () => {
+        "id, name, input, status, output, error, owner, lease_until, attempts, created_at, updated_at, finished_at"
+    };
+}
+
+pub(super) const CREATE_RUN: &str = concat!("INSERT INTO pgqrs_workflow_runs (name, input, created_at, updated_at)
+        VALUES (?1, ?2, ?3, ?3) RETURNING ", run_cols!(), "");
+pub(super) const GET_RUN: &str = concat!("SELECT ", run_cols!(), " FROM pgqrs_workflow_runs WHERE id = ?1");
+/// `?1` id, `?2` owner, `?3` now, `?4` lease until.
+pub(super) const ACQUIRE_RUN: &str = concat!("UPDATE pgqrs_workflow_runs
+        SET status = 'running', owner = ?2, lease_until = ?4, attempts = attempts + 1,
+            updated_at = ?3
+        WHERE id = ?1 AND (status = 'pending'
+              OR (status = 'running' AND (owner = ?2 OR lease_until IS NULL OR lease_until < ?3)))
+        RETURNING ", run_cols!(), "");
+pub(super) const LIST_RUNS: &str = concat!("SELECT ", run_cols!(), " FROM pgqrs_workflow_runs WHERE (?1 IS NULL OR status = ?1)
+        ORDER BY id LIMIT ?2");
+pub(super) const RENEW_RUN: &str = "UPDATE pgqrs_workflow_runs SET lease_until = ?4, updated_at = ?3
+    WHERE id = ?1 AND owner = ?2 AND status = 'running' RETURNING id";
+pub(super) const LIST_STEPS: &str = "SELECT run_id, position, name, status, output, error, attempts,
+    next_retry_at FROM pgqrs_workflow_steps WHERE run_id = ? ORDER BY position";
+/// `?9` owner, `?10` now.
+pub(super) const RECORD_STEP: &str = "INSERT INTO pgqrs_workflow_steps
+        (run_id, position, name, status, output, error, attempts, next_retry_at, created_at, updated_at)
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?10
+    WHERE EXISTS (SELECT 1 FROM pgqrs_workflow_runs WHERE id = ?1 AND owner = ?9 AND status = 'running')
+    ON CONFLICT (run_id, position) DO UPDATE
+    SET name = excluded.name, status = excluded.status, output = excluded.output,
+        error = excluded.error, attempts = excluded.attempts,
+        next_retry_at = excluded.next_retry_at, updated_at = excluded.updated_at
+    RETURNING run_id";
+pub(super) const FINISH_RUN: &str = "UPDATE pgqrs_workflow_runs
+    SET status = ?3, output = ?4, error = ?5, finished_at = ?6, updated_at = ?6, lease_until = NULL
+    WHERE id = ?1 AND owner = ?2 AND status = 'running' RETURNING id";
+pub(super) const CANCEL_RUN: &str = "UPDATE pgqrs_workflow_runs
+    SET status = 'cancelled', finished_at = ?2, updated_at = ?2, lease_until = NULL
+    WHERE id = ?1 AND status IN ('pending', 'running') RETURNING id";
