@@ -187,7 +187,8 @@ pub(crate) fn failure(
 pub struct Consumer {
     store: Store,
     queue: String,
-    leases: Arc<Mutex<HashMap<i64, i64>>>,
+    /// Claimed jobs: id → (lease token, attempts, max attempts).
+    leases: Arc<Mutex<HashMap<i64, (i64, i32, i32)>>>,
 }
 
 impl Consumer {
@@ -229,7 +230,7 @@ impl Consumer {
             .await?;
         let mut l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         for m in &msgs {
-            l.insert(m.id, m.lease_token);
+            l.insert(m.id, (m.lease_token, m.attempts, m.max_attempts));
         }
         Ok(msgs)
     }
@@ -239,7 +240,7 @@ impl Consumer {
         ids.iter()
             .map(|&id| {
                 l.get(&id)
-                    .map(|&token| Lease { id, token })
+                    .map(|&(token, _, _)| Lease { id, token })
                     .ok_or(Error::JobNotFound { id })
             })
             .collect()
@@ -305,19 +306,18 @@ impl Consumer {
         Self::one(id, r)
     }
 
-    /// Record a failed attempt under `policy`: the message is retried later, or becomes a
-    /// dead letter with `error` as its last error if no attempt is left.
-    pub async fn fail(&self, msg: &Message, error: &str, policy: &RetryPolicy) -> Result<()> {
-        let leases = self.leases_of(&[msg.id])?;
-        let f = failure(
-            policy,
-            leases[0],
-            msg.attempts,
-            msg.max_attempts,
-            error.to_string(),
-        );
+    /// Record a failed attempt of a message this consumer claimed, under `policy`: it is
+    /// retried later, or becomes a dead letter with `error` as its last error if no attempt
+    /// is left.
+    pub async fn fail(&self, id: i64, error: &str, policy: &RetryPolicy) -> Result<()> {
+        let (token, attempts, max_attempts) = {
+            let l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            *l.get(&id).ok_or(Error::JobNotFound { id })?
+        };
+        let lease = Lease { id, token };
+        let f = failure(policy, lease, attempts, max_attempts, error.to_string());
         let r = self.store.backend_impl().fail_jobs(&[f]).await?;
-        self.forget(&leases);
-        Self::one(msg.id, r)
+        self.forget(&[lease]);
+        Self::one(id, r)
     }
 }

@@ -72,7 +72,10 @@ pub use types::{
 pub use workflow::{
     Permanent, RunStart, StepError, StepStart, Workflow, WorkflowRegistry, WorkflowWorkerBuilder,
 };
-pub use worker::{worker, BoxFuture, Handler, ShutdownHandle, Worker, WorkerBuilder, WorkerStats};
+pub use worker::{
+    worker, BoxFuture, Handler, SessionOptions, ShutdownHandle, Worker, WorkerBuilder,
+    WorkerSession, WorkerStats,
+};
 
 /// Open a store. The scheme picks the backend:
 ///

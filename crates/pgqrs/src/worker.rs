@@ -349,6 +349,235 @@ struct Done {
     outcome: Outcome,
 }
 
+/// Settings of a [`WorkerSession`].
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Lease length (default from the store's config).
+    pub visibility_timeout: Option<Duration>,
+    /// What happens to failed jobs.
+    pub retry: RetryPolicy,
+    /// Delete instead of archive on success.
+    pub delete_on_success: bool,
+    /// Completion batching: flush at least this often…
+    pub flush_interval: Duration,
+    /// …or when this many outcomes are waiting.
+    pub flush_max: usize,
+    /// Heartbeat and lease-extension interval.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            visibility_timeout: None,
+            retry: RetryPolicy::default(),
+            delete_on_success: false,
+            flush_interval: Duration::from_millis(2),
+            flush_max: 500,
+            heartbeat_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The database side of a running worker: its registration and heartbeats, the leases it
+/// holds (extended at each heartbeat while held), and batched completions.
+///
+/// [`Worker`] runs on one; language bindings drive one from their own event loop: `claim`,
+/// then report each outcome with [`complete`](Self::complete) (it returns at once; outcomes
+/// are written in batches), and finally [`stop`](Self::stop).
+pub struct WorkerSession {
+    backend: Arc<dyn Backend>,
+    queue: String,
+    worker_id: i64,
+    lease: Duration,
+    held: Held,
+    counters: Arc<Counters>,
+    done_tx: Mutex<Option<mpsc::UnboundedSender<Done>>>,
+    completer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    hb_stop: watch::Sender<bool>,
+    heartbeat: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for WorkerSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSession")
+            .field("queue", &self.queue)
+            .field("worker_id", &self.worker_id)
+            .finish()
+    }
+}
+
+impl WorkerSession {
+    /// Register a worker for `queue` and start its heartbeat and completion tasks.
+    pub async fn start(store: &Store, queue: &str, opts: SessionOptions) -> Result<Self> {
+        validate_queue_name(queue)?;
+        let lease = opts
+            .visibility_timeout
+            .unwrap_or(store.config().visibility_timeout);
+        validate_lease(lease)?;
+        let backend: Arc<dyn Backend> = store.inner.clone();
+        backend.get_queue(queue).await?;
+        let worker_id = backend
+            .register_worker(NewWorker {
+                hostname: hostname(),
+                pid: std::process::id() as i64,
+                queue: queue.to_string(),
+            })
+            .await?;
+        let held: Held = Arc::default();
+        let counters = Arc::new(Counters::default());
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
+        let completion = if opts.delete_on_success {
+            Completion::Delete
+        } else {
+            Completion::Archive
+        };
+        let completer = tokio::spawn(completer_loop(
+            backend.clone(),
+            done_rx,
+            completion,
+            opts.retry,
+            opts.flush_interval,
+            opts.flush_max.max(1),
+            counters.clone(),
+            held.clone(),
+        ));
+        let (hb_stop, hb_stop_rx) = watch::channel(false);
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            backend.clone(),
+            worker_id,
+            opts.heartbeat_interval.max(Duration::from_millis(10)),
+            lease,
+            queue.to_string(),
+            held.clone(),
+            hb_stop_rx,
+        ));
+        Ok(WorkerSession {
+            backend,
+            queue: queue.to_string(),
+            worker_id,
+            lease,
+            held,
+            counters,
+            done_tx: Mutex::new(Some(done_tx)),
+            completer: tokio::sync::Mutex::new(Some(completer)),
+            hb_stop,
+            heartbeat: tokio::sync::Mutex::new(Some(heartbeat)),
+        })
+    }
+
+    /// The registered worker id.
+    pub fn worker_id(&self) -> i64 {
+        self.worker_id
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Claim up to `limit` ready jobs, leased to this worker.
+    pub async fn claim(&self, limit: usize) -> Result<Vec<Message>> {
+        validate_batch(limit)?;
+        let msgs = self
+            .backend
+            .claim_jobs(ClaimParams {
+                queue: &self.queue,
+                limit,
+                lease: self.lease,
+                worker_id: Some(self.worker_id),
+            })
+            .await?;
+        if !msgs.is_empty() {
+            let expires = Instant::now() + self.lease;
+            let mut h = lock(&self.held);
+            for m in &msgs {
+                h.insert(m.id, (m.lease_token, expires));
+            }
+        }
+        Ok(msgs)
+    }
+
+    /// Report a handler's outcome: `Ok` completes the job (archive or delete), `Err(text)`
+    /// records a failed attempt under the retry policy. Returns at once; the write happens in
+    /// the next batch. Fails only after [`stop`](Self::stop).
+    pub fn complete(
+        &self,
+        lease: Lease,
+        attempts: i32,
+        max_attempts: i32,
+        outcome: std::result::Result<(), String>,
+    ) -> Result<()> {
+        let tx = lock(&self.done_tx);
+        let Some(tx) = tx.as_ref() else {
+            return Err(Error::Closed);
+        };
+        tx.send(Done {
+            lease,
+            attempts,
+            max_attempts,
+            outcome: match outcome {
+                Ok(()) => Outcome::Ok,
+                Err(e) => Outcome::Err(e),
+            },
+        })
+        .map_err(|_| Error::Closed)
+    }
+
+    /// Give jobs back unhandled (claimable at once; the attempt is given back).
+    pub async fn release(&self, leases: &[Lease]) {
+        if !leases.is_empty() {
+            release(&*self.backend, leases, &self.held, &self.counters).await
+        }
+    }
+
+    /// Wait until jobs may have arrived (an enqueue in this process, a notification) or
+    /// `timeout` passes.
+    pub async fn wait_for_jobs(&self, timeout: Duration) {
+        self.backend.wait_for_jobs(&self.queue, timeout).await
+    }
+
+    /// What the session did so far.
+    pub fn stats(&self) -> WorkerStats {
+        let c = &self.counters;
+        WorkerStats {
+            worker_id: self.worker_id,
+            succeeded: c.succeeded.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            dead: c.dead.load(Ordering::Relaxed),
+            lease_lost: c.lease_lost.load(Ordering::Relaxed),
+            released: c.released.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Write every pending outcome, release every job still held, stop heartbeating and mark
+    /// the worker stopped. Idempotent.
+    pub async fn stop(&self) -> WorkerStats {
+        let _ = self
+            .backend
+            .worker_heartbeat(self.worker_id, WorkerStatus::Stopping)
+            .await;
+        drop(lock(&self.done_tx).take());
+        if let Some(c) = self.completer.lock().await.take() {
+            let _ = c.await;
+        }
+        let rest: Vec<Lease> = lock(&self.held)
+            .iter()
+            .map(|(&id, &(token, _))| Lease { id, token })
+            .collect();
+        self.release(&rest).await;
+        let _ = self.hb_stop.send(true);
+        if let Some(h) = self.heartbeat.lock().await.take() {
+            let _ = h.await;
+        }
+        let _ = self
+            .backend
+            .worker_heartbeat(self.worker_id, WorkerStatus::Stopped)
+            .await;
+        self.stats()
+    }
+}
+
 impl Worker {
     /// A handle that stops this worker.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -368,44 +597,21 @@ impl Worker {
                 format!("must be between 1 and 10000, got {}", c.concurrency),
             ));
         }
-        let lease = c
-            .visibility_timeout
-            .unwrap_or(store.config().visibility_timeout);
-        validate_lease(lease)?;
         let poll = c.poll_interval.unwrap_or(store.config().poll_interval);
-        let backend: Arc<dyn Backend> = store.inner.clone();
-        backend.get_queue(&c.queue).await?;
-        let worker_id = backend
-            .register_worker(NewWorker {
-                hostname: hostname(),
-                pid: std::process::id() as i64,
-                queue: c.queue.clone(),
-            })
-            .await?;
-
-        let held: Held = Arc::default();
-        let counters = Arc::new(Counters::default());
-        let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
-        let completer = tokio::spawn(completer_loop(
-            backend.clone(),
-            done_rx,
-            c.completion,
-            c.retry,
-            c.flush_interval,
-            c.flush_max,
-            counters.clone(),
-            held.clone(),
-        ));
-        let (hb_stop_tx, hb_stop_rx) = watch::channel(false);
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            backend.clone(),
-            worker_id,
-            c.heartbeat,
-            lease,
-            c.queue.clone(),
-            held.clone(),
-            hb_stop_rx,
-        ));
+        let session = WorkerSession::start(
+            store,
+            &c.queue,
+            SessionOptions {
+                visibility_timeout: c.visibility_timeout,
+                retry: c.retry,
+                delete_on_success: c.completion == Completion::Delete,
+                flush_interval: c.flush_interval,
+                flush_max: c.flush_max,
+                heartbeat_interval: c.heartbeat,
+            },
+        )
+        .await?;
+        let session = Arc::new(session);
 
         let sem = Arc::new(Semaphore::new(c.concurrency));
         let prefetch = (c.concurrency * c.batch_size).max(2);
@@ -423,33 +629,18 @@ impl Worker {
             }
             while tasks.try_join_next().is_some() {}
             if buffer.len() < refill_below {
-                let want = prefetch - buffer.len();
-                let claimed = backend
-                    .claim_jobs(ClaimParams {
-                        queue: &c.queue,
-                        limit: want,
-                        lease,
-                        worker_id: Some(worker_id),
-                    })
-                    .await;
-                match claimed {
+                match session.claim(prefetch - buffer.len()).await {
                     Ok(msgs) => {
                         error_backoff = Duration::from_millis(50);
                         if msgs.is_empty() && buffer.is_empty() {
                             tokio::select! {
-                                _ = backend.wait_for_jobs(&c.queue, idle) => {}
+                                _ = session.wait_for_jobs(idle) => {}
                                 _ = shutdown_rx.changed() => {}
                             }
                             idle = (idle * 2).min(poll * 10);
                             continue;
                         }
                         idle = poll;
-                        let expires = Instant::now() + lease;
-                        let mut h = lock(&held);
-                        for m in &msgs {
-                            h.insert(m.id, (m.lease_token, expires));
-                        }
-                        drop(h);
                         buffer.extend(msgs);
                     }
                     Err(e) if e.is_transient() => {
@@ -484,7 +675,7 @@ impl Worker {
                 };
                 let msgs: Vec<Message> = buffer.drain(..take).collect();
                 let handler = self.handler.clone();
-                let tx = done_tx.clone();
+                let session = session.clone();
                 let batch = self.batch;
                 tasks.spawn(async move {
                     let meta: Vec<(Lease, i32, i32)> = msgs
@@ -494,12 +685,11 @@ impl Worker {
                     let outcomes = run_batch(&*handler, msgs, batch).await;
                     for ((lease, attempts, max_attempts), outcome) in meta.into_iter().zip(outcomes)
                     {
-                        let _ = tx.send(Done {
-                            lease,
-                            attempts,
-                            max_attempts,
-                            outcome,
-                        });
+                        let outcome = match outcome {
+                            Outcome::Ok => Ok(()),
+                            Outcome::Err(e) => Err(e),
+                        };
+                        let _ = session.complete(lease, attempts, max_attempts, outcome);
                     }
                     drop(permit);
                 });
@@ -510,14 +700,8 @@ impl Worker {
         }
 
         // Shutdown: claim nothing more; give back what was never started.
-        let _ = backend
-            .worker_heartbeat(worker_id, WorkerStatus::Stopping)
-            .await;
-        if !buffer.is_empty() {
-            let leases: Vec<Lease> = buffer.iter().map(|m| m.lease()).collect();
-            release(&*backend, &leases, &held, &counters).await;
-            buffer.clear();
-        }
+        let never_started: Vec<Lease> = buffer.drain(..).map(|m| m.lease()).collect();
+        session.release(&never_started).await;
         // Let running handlers finish within the grace period.
         let drained = tokio::time::timeout(c.grace, async {
             while tasks.join_next().await.is_some() {}
@@ -528,32 +712,11 @@ impl Worker {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
-        drop(done_tx);
-        let _ = completer.await;
-        // Whatever is still held was neither completed nor failed: give it back.
-        let rest: Vec<Lease> = lock(&held)
-            .iter()
-            .map(|(&id, &(token, _))| Lease { id, token })
-            .collect();
-        if !rest.is_empty() {
-            release(&*backend, &rest, &held, &counters).await;
+        let stats = session.stop().await;
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(stats),
         }
-        let _ = hb_stop_tx.send(true);
-        let _ = heartbeat.await;
-        let _ = backend
-            .worker_heartbeat(worker_id, WorkerStatus::Stopped)
-            .await;
-        if let Some(e) = fatal {
-            return Err(e);
-        }
-        Ok(WorkerStats {
-            worker_id,
-            succeeded: counters.succeeded.load(Ordering::Relaxed),
-            failed: counters.failed.load(Ordering::Relaxed),
-            dead: counters.dead.load(Ordering::Relaxed),
-            lease_lost: counters.lease_lost.load(Ordering::Relaxed),
-            released: counters.released.load(Ordering::Relaxed),
-        })
     }
 }
 

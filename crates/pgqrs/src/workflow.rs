@@ -331,10 +331,13 @@ impl Workflow {
             .await
     }
 
-    /// Record the run's failure with its error text. Returns `false` if the run was no
-    /// longer owned by this executor.
+    /// Record the run's failure with its error text. Returns `false` (and changes nothing)
+    /// if the run is no longer owned by this executor: cancelled, or taken over.
     pub async fn finish_err(&self, error: &str) -> Result<bool> {
         self.stop_renewing();
+        if self.inner.lost.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         self.inner
             .store
             .backend_impl()
@@ -387,6 +390,15 @@ impl Workflow {
                 }
             }
         }
+        self.ensure_owned().await?;
+        Ok(StepStart::Run { position, attempt })
+    }
+
+    /// Renew this executor's lease on the run; fails with [`Error::WorkflowCancelled`] or
+    /// [`Error::WorkflowLocked`] if the run was cancelled or taken over. Called before every
+    /// step attempt, so a cancelled run starts no new step.
+    pub async fn ensure_owned(&self) -> Result<()> {
+        let inner = &self.inner;
         if inner.lost.load(Ordering::Relaxed)
             || !inner
                 .store
@@ -396,7 +408,7 @@ impl Workflow {
         {
             return Err(self.not_owned().await);
         }
-        Ok(StepStart::Run { position, attempt })
+        Ok(())
     }
 
     /// Journal a step's output. After this the step never runs again.
@@ -522,16 +534,7 @@ impl Workflow {
                     {
                         Some(delay) => {
                             tokio::time::sleep(delay).await;
-                            if self.inner.lost.load(Ordering::Relaxed)
-                                || !self
-                                    .inner
-                                    .store
-                                    .backend_impl()
-                                    .renew_run(self.inner.run_id, &self.inner.owner, self.inner.lease)
-                                    .await?
-                            {
-                                return Err(E::from(self.not_owned().await));
-                            }
+                            self.ensure_owned().await?;
                             attempt += 1;
                         }
                         None => return Err(e),
@@ -559,12 +562,8 @@ impl Workflow {
                     Ok(v)
                 }
                 Err(e) => {
-                    // Cancelled or taken over: the run is not ours to fail.
-                    if !self.inner.lost.load(Ordering::Relaxed) {
-                        self.finish_err(&e.to_string()).await?;
-                    } else {
-                        self.stop_renewing();
-                    }
+                    // A no-op when cancelled or taken over: the run is not ours to fail.
+                    self.finish_err(&e.to_string()).await?;
                     Err(e)
                 }
             },

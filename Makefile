@@ -1,0 +1,106 @@
+# pgqrs developer tasks. `make help` lists them.
+#
+# One release build serves everything: `cargo build/test --release` and the
+# Python extension built by maturin use the same profile, the same features
+# (pgqrs/full) and the same CARGO_TARGET_DIR (cargo's default, or whatever the
+# environment sets), so the core and its dependencies are compiled once.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+VENV ?= .venv
+PYTHON ?= python3
+CARGO ?= cargo
+VENV_BIN := $(CURDIR)/$(VENV)/bin
+VENV_STAMP := $(VENV)/.pgqrs-tools
+
+# Minimum versions of the Python tooling (kept in step with pyproject.toml).
+PY_TOOLS := "maturin>=1.9.4,<2" "pytest>=8.0" "pytest-asyncio>=0.24" "ruff>=0.6" "mypy>=1.11"
+
+# The Python suite reads this DSN for its PostgreSQL cases; override as needed.
+PGQRS_TEST_DSN ?= postgresql://postgres@127.0.0.1:5432/test
+export PGQRS_TEST_DSN
+
+# --- One release build -----------------------------------------------------
+# maturin builds the extension with `cargo rustc --profile release --lib` and
+# sets PYO3_PYTHON, PYO3_BUILD_EXTENSION_MODULE=1 and PYO3_ENVIRONMENT_SIGNATURE.
+# pyo3's build script reruns (and the pyo3 stack recompiles) whenever one of
+# those changes, so every cargo command below sees the same values.
+#
+# Features are resolved over the whole workspace with pgqrs's default features
+# off, exactly as the py-pgqrs crate asks for them. (`cargo test -p pgqrs
+# --features full` alone would resolve futures-util/futures-channel with fewer
+# features than pyo3-async-runtimes needs and rebuild sqlx and the core a second
+# time.) py-pgqrs has no Rust test targets, so `cargo test` runs the core's.
+# Dev-dependencies can still split the graph: `make check-one-build` tells.
+PYO3_SIGNATURE_PY := import sys, struct; v = sys.version_info; \
+	print("%s-%d.%d-%dbit" % (sys.implementation.name, v[0], v[1], struct.calcsize("P") * 8))
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+export PYO3_PYTHON := $(VENV_BIN)/python
+CARGO_ENV = PYO3_BUILD_EXTENSION_MODULE=1 \
+	PYO3_ENVIRONMENT_SIGNATURE="$$($(VENV_BIN)/python -c '$(PYO3_SIGNATURE_PY)')"
+CARGO_FLAGS := --release --workspace --no-default-features --features pgqrs/full
+
+.PHONY: help venv build test test-rust test-python lint check-one-build typecheck fmt demo clean distclean
+
+help: ## List the targets with a one-line description
+	@echo "usage: make <target>   (CARGO_TARGET_DIR and PGQRS_TEST_DSN are honoured)"
+	@echo
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+venv: $(VENV_STAMP) ## Create .venv with maturin, pytest, pytest-asyncio, ruff and mypy
+
+$(VENV_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_BIN)/python -m pip install --quiet --upgrade pip
+	$(VENV_BIN)/python -m pip install --quiet $(PY_TOOLS)
+	touch $@
+
+build: venv ## Release-build the Rust workspace and install the Python package into .venv
+	$(CARGO_ENV) $(CARGO) build $(CARGO_FLAGS)
+	$(VENV_BIN)/maturin develop --release
+
+test: build ## Build, then run the Rust and the Python test suites
+	$(CARGO_ENV) $(CARGO) test $(CARGO_FLAGS)
+	$(VENV_BIN)/pytest tests -q
+
+test-rust: venv ## Run the Rust test suite only (release, all features)
+	$(CARGO_ENV) $(CARGO) test $(CARGO_FLAGS)
+
+test-python: venv ## Run the Python test suite only, against the package last built
+	$(VENV_BIN)/pytest tests -q
+
+lint: venv ## Check formatting, clippy (warnings are errors) and ruff
+	$(CARGO) fmt --all --check
+	$(CARGO_ENV) $(CARGO) clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+	$(VENV_BIN)/ruff check .
+	$(VENV_BIN)/ruff format --check .
+
+fmt: venv ## Format the Rust and Python sources in place
+	$(CARGO) fmt --all
+	$(VENV_BIN)/ruff format .
+	$(VENV_BIN)/ruff check --fix .
+
+check-one-build: ## List crates the wheel and the tests resolve differently (built twice)
+	$(PYTHON) .ci/check-one-build.py
+
+typecheck: build ## mypy (strict) on the package and tests, stubtest on the native stub
+	$(VENV_BIN)/mypy
+	$(VENV_BIN)/python -m mypy.stubtest pgqrs._pgqrs
+
+demo: build ## Run examples/demo.py against the freshly built package
+	$(VENV_BIN)/python examples/demo.py
+
+clean: ## Remove this workspace's own build outputs and Python caches (keeps dependencies)
+	$(CARGO) clean --release -p pgqrs -p py-pgqrs
+	$(CARGO) clean -p pgqrs -p py-pgqrs
+	rm -rf dist .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
+	find py-pgqrs/python -name '*.so' -delete
+
+distclean: clean ## Remove everything: the whole cargo target dir and .venv
+	$(CARGO) clean
+	rm -rf $(VENV)

@@ -1,0 +1,60 @@
+"""JSON encoding with errors that name the offending value's path and type."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from pgqrs.errors import SerializationError
+
+_encode = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=True
+).encode
+
+
+def dumps(value: Any, what: str = "payload") -> str:
+    """Serialize ``value`` to compact JSON text, or raise :class:`SerializationError`."""
+    try:
+        return _encode(value)
+    except (TypeError, ValueError, RecursionError) as e:
+        path, type_name, reason = _find_bad(value, "$", set())
+        raise SerializationError(
+            f"{what} is not JSON-serializable: {reason} at {path}; "
+            "convert it to dict/list/str/int/float/bool/None first",
+            field=what,
+            path=path,
+            type_name=type_name,
+        ) from e
+
+
+def _find_bad(value: Any, path: str, seen: set[int]) -> tuple[str, str, str]:
+    """Locate the first value json cannot encode (depth-first)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return path, type(value).__name__, "unknown"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return path, "float", f"{value!r} is not valid JSON"
+        return path, "float", "unknown"
+    if isinstance(value, (list, tuple, dict)):
+        if id(value) in seen:
+            return path, type(value).__name__, "circular reference"
+        seen = seen | {id(value)}
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _find_bad(item, f"{path}[{i}]", seen)
+            if found[2] != "unknown":
+                return found
+        return path, type(value).__name__, "unknown"
+    if isinstance(value, dict):
+        for k, item in value.items():
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                return f"{path}[{k!r}]", type(k).__name__, f"dict key of type {type(k).__name__}"
+            found = _find_bad(item, f"{path}.{k}", seen)
+            if found[2] != "unknown":
+                return found
+        return path, "dict", "unknown"
+    return path, type(value).__name__, f"object of type {type(value).__name__}"
+
+
+loads = json.loads
