@@ -1,12 +1,13 @@
-//! The README's durable-workflow example. The connection string comes from `PGQRS_DSN`
-//! (default: an SQLite file), and `fetch_data` reads a local stand-in instead of the network.
+//! The README's durable-workflow example, as written there except for the connection string, which
+//! comes from `PGQRS_DSN` (default: an SQLite file). `tests/readme.rs` checks the two
+//! stay identical and runs this example on every backend.
 
 use pgqrs;
-use pgqrs_macros::{pgqrs_step, pgqrs_workflow};
+use pgqrs_macros::{pgqrs_workflow, pgqrs_step};
 
 #[pgqrs_step]
 async fn fetch_data(ctx: &pgqrs::Workflow, url: &str) -> Result<String, anyhow::Error> {
-    // The README fetches `url` over HTTP; this example needs no network.
+    // A real step would fetch `url`; its output is journaled either way.
     Ok(format!("line 1 of {url}\nline 2\nline 3\n"))
 }
 
@@ -24,8 +25,7 @@ async fn data_pipeline(ctx: &pgqrs::Workflow, url: &str) -> Result<String, anyho
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dsn = std::env::var("PGQRS_DSN").unwrap_or_else(|_| "sqlite://workflow.db".into());
-    let store = pgqrs::connect(&dsn).await?;
+    let store = pgqrs::connect(&std::env::var("PGQRS_DSN").unwrap_or_else(|_| "sqlite://workflow.db".into())).await?;
     pgqrs::admin(&store).install().await?;
 
     let url = "https://example.com/data.txt";
