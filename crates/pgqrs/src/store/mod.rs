@@ -18,6 +18,8 @@ use crate::types::*;
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
+#[cfg(feature = "turso")]
+pub(crate) mod turso;
 
 /// Largest queue name length.
 pub(crate) const MAX_QUEUE_NAME: usize = 48;
@@ -205,6 +207,8 @@ pub async fn connect_with(config: Config) -> Result<Store> {
         BackendKind::Postgres => Arc::new(postgres::PgBackend::connect(config).await?),
         #[cfg(feature = "sqlite")]
         BackendKind::Sqlite => Arc::new(sqlite::SqliteBackend::connect(config).await?),
+        #[cfg(feature = "turso")]
+        BackendKind::Turso => Arc::new(turso::TursoBackend::connect(config).await?),
         #[allow(unreachable_patterns)]
         kind => {
             return Err(Error::BackendNotEnabled {
@@ -229,7 +233,8 @@ impl Wakers {
         m.entry(queue.to_string()).or_default().clone()
     }
 
-    /// Wake every worker of `queue` waiting now.
+    /// Wake every worker of `queue` waiting now, and leave a permit for the next one to wait,
+    /// so that a worker between an empty claim and its wait does not miss the news.
     pub(crate) fn wake(&self, queue: &str) {
         let n = self
             .by_queue
@@ -239,6 +244,7 @@ impl Wakers {
             .cloned();
         if let Some(n) = n {
             n.notify_waiters();
+            n.notify_one();
         }
     }
 

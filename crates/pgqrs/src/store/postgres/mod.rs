@@ -2,13 +2,15 @@
 
 mod queries;
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -27,7 +29,106 @@ pub(crate) struct PgBackend {
     schema: String,
     target: String,
     queue_ids: QueueIds,
-    wakers: Wakers,
+    wakers: Arc<Wakers>,
+    notifier: Arc<Notifier>,
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Workers of other processes are woken with NOTIFY on one channel per schema; the payload is
+/// the queue name. Enqueues notify at most once per queue per [`DEBOUNCE`] window: the first
+/// enqueue of a window notifies in its own statement, and if more come within the window one
+/// trailing NOTIFY is sent when it ends, so no wake-up is lost and bursts cost one message.
+struct Notifier {
+    pool: PgPool,
+    channel: String,
+    last: std::sync::Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+/// Shortest time between two notifications of one queue from one store.
+const DEBOUNCE: Duration = Duration::from_millis(3);
+
+impl Notifier {
+    /// Whether this enqueue should carry the NOTIFY; if not, make sure a trailing one follows.
+    fn leading_edge(self: &Arc<Self>, queue: &str) -> bool {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = last
+            .entry(queue.to_string())
+            .or_insert((now - DEBOUNCE * 2, false));
+        if now.duration_since(entry.0) >= DEBOUNCE {
+            entry.0 = now;
+            return true;
+        }
+        if !entry.1 {
+            entry.1 = true;
+            let at = entry.0 + DEBOUNCE;
+            let this = self.clone();
+            let queue = queue.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at.into()).await;
+                {
+                    let mut last = this.last.lock().unwrap_or_else(|e| e.into_inner());
+                    last.insert(queue.clone(), (Instant::now(), false));
+                }
+                if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(&this.channel)
+                    .bind(&queue)
+                    .execute(&this.pool)
+                    .await
+                {
+                    tracing::debug!(error = %e, "trailing NOTIFY failed; workers fall back to polling");
+                }
+            });
+        }
+        false
+    }
+}
+
+/// Receive notifications and wake this process's waiting workers, until the pool closes or
+/// the store is dropped. Reconnects after connection loss (workers poll meanwhile).
+async fn listen_loop(pool: PgPool, channel: String, wakers: std::sync::Weak<Wakers>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "LISTEN connection failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(&channel).await {
+            tracing::debug!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(n) => match wakers.upgrade() {
+                    Some(w) => w.wake(n.payload()),
+                    None => return,
+                },
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "LISTEN connection lost; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        if let Some(h) = self
+            .listener
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.abort();
+        }
+    }
 }
 
 fn secs(d: Duration) -> f64 {
@@ -95,6 +196,11 @@ impl PgBackend {
         };
         let schema = cfg.schema.clone();
         let quoted = format!("\"{schema}\"");
+        let notifier = Arc::new(Notifier {
+            pool: pool.clone(),
+            channel: format!("pgqrs_{schema}"),
+            last: std::sync::Mutex::default(),
+        });
         Ok(PgBackend {
             q: Queries::new(&quoted),
             cfg,
@@ -102,8 +208,23 @@ impl PgBackend {
             schema,
             target,
             queue_ids: QueueIds::default(),
-            wakers: Wakers::default(),
+            wakers: Arc::default(),
+            notifier,
+            listener: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Start the LISTEN task on first use.
+    fn ensure_listener(&self) {
+        let mut l = self.listener.lock().unwrap_or_else(|e| e.into_inner());
+        if l.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        *l = Some(tokio::spawn(listen_loop(
+            self.pool.clone(),
+            self.notifier.channel.clone(),
+            Arc::downgrade(&self.wakers),
+        )));
     }
 
     fn err(&self, e: sqlx::Error) -> Error {
@@ -289,6 +410,14 @@ impl Backend for PgBackend {
     }
 
     async fn close(&self) {
+        if let Some(h) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.abort();
+        }
         self.pool.close().await
     }
 
@@ -413,6 +542,9 @@ impl Backend for PgBackend {
             Visibility::After(d) => (None, secs(d)),
             Visibility::At(t) => (Some(t), 0.0),
         };
+        let notify = self.cfg.notify
+            && matches!(visibility, Visibility::Now)
+            && self.notifier.leading_edge(queue);
         let res = if payloads.len() == 1 {
             sqlx::query_scalar::<_, i64>(self.q.enqueue_one.clone())
                 .bind(queue_id)
@@ -420,6 +552,9 @@ impl Backend for PgBackend {
                 .bind(max_attempts)
                 .bind(at)
                 .bind(delay)
+                .bind(&self.notifier.channel)
+                .bind(queue)
+                .bind(notify)
                 .fetch_all(&self.pool)
                 .await
         } else {
@@ -429,6 +564,9 @@ impl Backend for PgBackend {
                 .bind(max_attempts)
                 .bind(at)
                 .bind(delay)
+                .bind(&self.notifier.channel)
+                .bind(queue)
+                .bind(notify)
                 .fetch_all(&self.pool)
                 .await
         };
@@ -650,6 +788,9 @@ impl Backend for PgBackend {
     }
 
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration) {
+        if self.cfg.notify {
+            self.ensure_listener();
+        }
         self.wakers.wait(queue, timeout).await
     }
 

@@ -9,6 +9,7 @@
 mod queries;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,8 +34,64 @@ pub(crate) struct SqliteBackend {
     writer: SqlitePool,
     reader: SqlitePool,
     target: String,
-    wakers: Wakers,
+    wakers: Arc<Wakers>,
     queue_ids: QueueIds,
+    /// Options for the change watcher's own connection (`None` for in-memory databases).
+    watch_opts: Option<SqliteConnectOptions>,
+    watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// How often the change watcher looks for commits by other connections.
+const WATCH_EVERY: Duration = Duration::from_millis(10);
+
+/// Wake this store's idle workers when another connection (another store, another process)
+/// commits to the database file: `PRAGMA data_version` changes then. One tiny query per
+/// [`WATCH_EVERY`] on a connection of its own; ends when the store is dropped.
+async fn watch_changes(opts: SqliteConnectOptions, wakers: std::sync::Weak<Wakers>) {
+    use sqlx::Connection;
+    let mut conn = loop {
+        match sqlx::SqliteConnection::connect_with(&opts).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::debug!(error = %e, "change watcher cannot connect; retrying");
+                if wakers.upgrade().is_none() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut last: Option<i64> = None;
+    loop {
+        let Some(w) = wakers.upgrade() else { return };
+        match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok(v) => {
+                if last.is_some_and(|l| l != v) {
+                    w.wake_all();
+                }
+                last = Some(v);
+            }
+            Err(e) => tracing::debug!(error = %e, "change watcher query failed"),
+        }
+        drop(w);
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+impl Drop for SqliteBackend {
+    fn drop(&mut self) {
+        if let Some(h) = self
+            .watcher
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.abort();
+        }
+    }
 }
 
 fn now_us() -> i64 {
@@ -102,6 +159,7 @@ impl SqliteBackend {
             })
             .busy_timeout(cfg.busy_timeout)
             .foreign_keys(true);
+        let watch_opts = (!memory).then(|| opts.clone());
         let connect = |max: u32| {
             SqlitePoolOptions::new()
                 .max_connections(max)
@@ -127,8 +185,10 @@ impl SqliteBackend {
             writer,
             reader,
             target,
-            wakers: Wakers::default(),
+            wakers: Arc::default(),
             queue_ids: QueueIds::default(),
+            watch_opts,
+            watcher: std::sync::Mutex::new(None),
         })
     }
 
@@ -299,6 +359,14 @@ impl Backend for SqliteBackend {
     }
 
     async fn close(&self) {
+        if let Some(h) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.abort();
+        }
         self.writer.close().await;
         self.reader.close().await;
     }
@@ -759,6 +827,15 @@ impl Backend for SqliteBackend {
     }
 
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration) {
+        if let Some(opts) = &self.watch_opts {
+            let mut w = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+            if w.as_ref().is_none_or(|h| h.is_finished()) {
+                *w = Some(tokio::spawn(watch_changes(
+                    opts.clone(),
+                    Arc::downgrade(&self.wakers),
+                )));
+            }
+        }
         self.wakers.wait(queue, timeout).await
     }
 

@@ -1,0 +1,227 @@
+//! The Turso backend's SQL: the SQLite dialect, which the Turso engine speaks. Timestamps are
+//! microseconds since the epoch, as on SQLite, so a database file's contents mean the same
+//! thing to both backends.
+//!
+//! Everything pgqrs needs from the dialect works on Turso 0.8: `RETURNING`, `ON CONFLICT … DO
+//! NOTHING / DO UPDATE`, partial indexes, `VALUES` lists as tables, `AUTOINCREMENT`, foreign
+//! keys and `CHECK` constraints. The statements below are therefore the SQLite backend's,
+//! kept in this file so that either backend can change without the other.
+//!
+//! Batch statements over leases are built for the batch's size: `{leases}` is replaced by
+//! `(?, ?), (?, ?), …` — one `(job id, lease token)` pair per lease.
+
+/// Numbered migrations, applied in order by `install`. They are identical to the SQLite
+/// backend's and included from there; a migration that has to differ on Turso goes into
+/// `turso/migrations/` and is listed here instead (see `migrations/README.md`).
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../sqlite/migrations/0001_queues_and_jobs.sql")),
+    (2, include_str!("../sqlite/migrations/0002_workers.sql")),
+    (3, include_str!("../sqlite/migrations/0003_workflows.sql")),
+];
+
+pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgqrs_schema_version (
+    version      INTEGER PRIMARY KEY,
+    installed_at INTEGER NOT NULL
+)";
+pub(super) const SCHEMA_VERSION: &str = "SELECT max(version) FROM pgqrs_schema_version";
+pub(super) const INSERT_VERSION: &str =
+    "INSERT INTO pgqrs_schema_version (version, installed_at) VALUES (?, ?)";
+pub(super) const OBJECT_EXISTS: &str =
+    "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'index') AND name = ?";
+
+pub(super) const TABLES: &[&str] = &[
+    "pgqrs_schema_version",
+    "pgqrs_queues",
+    "pgqrs_jobs",
+    "pgqrs_archive",
+    "pgqrs_dead",
+    "pgqrs_workers",
+    "pgqrs_workflow_runs",
+    "pgqrs_workflow_steps",
+];
+pub(super) const INDEXES: &[&str] = &[
+    "pgqrs_jobs_claim",
+    "pgqrs_jobs_exhausted",
+    "pgqrs_archive_queue",
+    "pgqrs_dead_queue",
+    "pgqrs_workflow_runs_status",
+];
+
+pub(super) const CREATE_QUEUE: &str = "INSERT INTO pgqrs_queues (name, created_at) VALUES (?, ?)
+    ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at";
+pub(super) const GET_QUEUE: &str = "SELECT id, name, created_at FROM pgqrs_queues WHERE name = ?";
+pub(super) const LIST_QUEUES: &str = "SELECT id, name, created_at FROM pgqrs_queues ORDER BY name";
+pub(super) const COUNT_LEASED: &str = "SELECT count(*) FROM pgqrs_jobs
+    WHERE queue_id = ? AND leased_at IS NOT NULL AND visible_at > ?";
+pub(super) const DELETE_QUEUE_JOBS: &str = "DELETE FROM pgqrs_jobs WHERE queue_id = ?";
+pub(super) const DELETE_QUEUE_ARCHIVE: &str = "DELETE FROM pgqrs_archive WHERE queue_id = ?";
+pub(super) const DELETE_QUEUE_DEAD: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?";
+pub(super) const DELETE_QUEUE: &str = "DELETE FROM pgqrs_queues WHERE id = ?";
+pub(super) const QUEUE_METRICS: &str = "SELECT
+        coalesce(sum(visible_at <= ?2 AND attempts < max_attempts), 0),
+        coalesce(sum(visible_at > ?2 AND leased_at IS NULL), 0),
+        coalesce(sum((visible_at > ?2 AND leased_at IS NOT NULL)
+                     OR (visible_at <= ?2 AND attempts >= max_attempts)), 0),
+        min(CASE WHEN visible_at <= ?2 AND attempts < max_attempts THEN enqueued_at END),
+        (SELECT count(*) FROM pgqrs_archive WHERE queue_id = ?1),
+        (SELECT count(*) FROM pgqrs_dead WHERE queue_id = ?1)
+    FROM pgqrs_jobs WHERE queue_id = ?1";
+
+pub(super) const CLAIM: &str = "UPDATE pgqrs_jobs
+    SET attempts = attempts + 1, lease_token = lease_token + 1,
+        visible_at = ?3, leased_at = ?2, worker_id = ?5
+    WHERE id IN (SELECT id FROM pgqrs_jobs
+                 WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts < max_attempts
+                 ORDER BY visible_at, id LIMIT ?4)
+    RETURNING id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error,
+              lease_token";
+
+/// The jobs of a lease list that are still held: `SELECT j.id FROM … WHERE …`.
+const HELD: &str = "SELECT j.id FROM (VALUES {leases}) AS l
+    JOIN pgqrs_jobs j ON j.id = l.column1 AND j.lease_token = l.column2
+    WHERE j.leased_at IS NOT NULL";
+
+pub(super) fn held(n: usize) -> String {
+    HELD.replace("{leases}", &placeholders(n, 2))
+}
+
+pub(super) fn archive(n: usize) -> String {
+    format!(
+        "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error)
+         SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error FROM pgqrs_jobs
+         WHERE id IN ({})",
+        held(n)
+    )
+}
+
+pub(super) fn bury(n: usize) -> String {
+    format!(
+        "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error)
+         SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ? FROM pgqrs_jobs
+         WHERE id IN ({})",
+        held(n)
+    )
+}
+
+pub(super) fn delete(n: usize) -> String {
+    format!(
+        "DELETE FROM pgqrs_jobs WHERE id IN ({}) RETURNING id",
+        held(n)
+    )
+}
+
+pub(super) fn extend(n: usize) -> String {
+    format!(
+        "UPDATE pgqrs_jobs SET visible_at = ? WHERE id IN ({}) RETURNING id",
+        held(n)
+    )
+}
+
+pub(super) fn release(n: usize) -> String {
+    format!(
+        "UPDATE pgqrs_jobs SET visible_at = ?, leased_at = NULL, worker_id = NULL,
+             attempts = max(attempts - 1, 0)
+         WHERE id IN ({}) RETURNING id",
+        held(n)
+    )
+}
+
+pub(super) fn retry(n: usize) -> String {
+    format!(
+        "UPDATE pgqrs_jobs SET visible_at = ?, leased_at = NULL, worker_id = NULL, last_error = ?
+         WHERE id IN ({}) RETURNING id",
+        held(n)
+    )
+}
+
+/// Multi-row insert: `?1` queue, `?2` max attempts, `?3` enqueued at, `?4` visible at, then one
+/// payload per row.
+pub(super) fn enqueue(n: usize) -> String {
+    let mut s = String::from(
+        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, payload) VALUES ",
+    );
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!("(?1, ?2, ?3, ?4, ?{})", i + 5));
+    }
+    s.push_str(" RETURNING id");
+    s
+}
+
+/// `(?, ?), (?, ?)` for `rows` rows of `cols` columns.
+fn placeholders(rows: usize, cols: usize) -> String {
+    let row = format!("({})", vec!["?"; cols].join(", "));
+    vec![row; rows].join(", ")
+}
+
+pub(super) const RESCUE_SELECT: &str = "SELECT id FROM pgqrs_jobs
+    WHERE queue_id = ? AND visible_at <= ? AND attempts >= max_attempts";
+pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error)
+    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?2,
+           CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END
+    FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
+pub(super) const RESCUE_DELETE: &str =
+    "DELETE FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
+
+pub(super) const DEAD_LETTERS: &str = "SELECT id, payload, attempts, last_error, enqueued_at, failed_at
+    FROM pgqrs_dead WHERE queue_id = ? ORDER BY id LIMIT ?";
+pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error
+    FROM pgqrs_dead WHERE queue_id = ?1";
+pub(super) const DELETE_DEAD_ALL: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1";
+pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error
+    FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3";
+/// Turso refuses to bind a parameter the statement does not use (SQLite ignores it), so this
+/// one takes `?1` queue and `?2` job id, unlike the SQLite backend's.
+pub(super) const DELETE_DEAD_ONE: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?2";
+pub(super) const ARCHIVED: &str = "SELECT id, payload, attempts, enqueued_at, archived_at
+    FROM pgqrs_archive WHERE queue_id = ? ORDER BY archived_at DESC, id DESC LIMIT ?";
+
+pub(super) const REGISTER_WORKER: &str = "INSERT INTO pgqrs_workers
+    (hostname, pid, queue, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) RETURNING id";
+pub(super) const HEARTBEAT: &str =
+    "UPDATE pgqrs_workers SET heartbeat_at = ?, status = ? WHERE id = ?";
+pub(super) const LIST_WORKERS: &str = "SELECT id, hostname, pid, queue, started_at, heartbeat_at, status
+    FROM pgqrs_workers ORDER BY id DESC";
+
+macro_rules! run_cols {
+    () => {
+        "id, name, input, status, output, error, owner, lease_until, attempts, created_at, updated_at, finished_at"
+    };
+}
+
+pub(super) const CREATE_RUN: &str = concat!("INSERT INTO pgqrs_workflow_runs (name, input, created_at, updated_at)
+        VALUES (?1, ?2, ?3, ?3) RETURNING ", run_cols!(), "");
+pub(super) const GET_RUN: &str = concat!("SELECT ", run_cols!(), " FROM pgqrs_workflow_runs WHERE id = ?1");
+/// `?1` id, `?2` owner, `?3` now, `?4` lease until.
+pub(super) const ACQUIRE_RUN: &str = concat!("UPDATE pgqrs_workflow_runs
+        SET status = 'running', owner = ?2, lease_until = ?4, attempts = attempts + 1,
+            updated_at = ?3
+        WHERE id = ?1 AND (status = 'pending'
+              OR (status = 'running' AND (owner = ?2 OR lease_until IS NULL OR lease_until < ?3)))
+        RETURNING ", run_cols!(), "");
+pub(super) const LIST_RUNS: &str = concat!("SELECT ", run_cols!(), " FROM pgqrs_workflow_runs WHERE (?1 IS NULL OR status = ?1)
+        ORDER BY id LIMIT ?2");
+pub(super) const RENEW_RUN: &str = "UPDATE pgqrs_workflow_runs SET lease_until = ?4, updated_at = ?3
+    WHERE id = ?1 AND owner = ?2 AND status = 'running' RETURNING id";
+pub(super) const LIST_STEPS: &str = "SELECT run_id, position, name, status, output, error, attempts,
+    next_retry_at FROM pgqrs_workflow_steps WHERE run_id = ? ORDER BY position";
+/// `?9` owner, `?10` now.
+pub(super) const RECORD_STEP: &str = "INSERT INTO pgqrs_workflow_steps
+        (run_id, position, name, status, output, error, attempts, next_retry_at, created_at, updated_at)
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?10
+    WHERE EXISTS (SELECT 1 FROM pgqrs_workflow_runs WHERE id = ?1 AND owner = ?9 AND status = 'running')
+    ON CONFLICT (run_id, position) DO UPDATE
+    SET name = excluded.name, status = excluded.status, output = excluded.output,
+        error = excluded.error, attempts = excluded.attempts,
+        next_retry_at = excluded.next_retry_at, updated_at = excluded.updated_at
+    RETURNING run_id";
+pub(super) const FINISH_RUN: &str = "UPDATE pgqrs_workflow_runs
+    SET status = ?3, output = ?4, error = ?5, finished_at = ?6, updated_at = ?6, lease_until = NULL
+    WHERE id = ?1 AND owner = ?2 AND status = 'running' RETURNING id";
+pub(super) const CANCEL_RUN: &str = "UPDATE pgqrs_workflow_runs
+    SET status = 'cancelled', finished_at = ?2, updated_at = ?2, lease_until = NULL
+    WHERE id = ?1 AND status IN ('pending', 'running') RETURNING id";
