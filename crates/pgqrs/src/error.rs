@@ -279,6 +279,11 @@ pub(crate) fn from_sqlx(e: sqlx::Error, target: &str) -> Error {
                 Some("42P01") | Some("3F000") => Error::SchemaNotInstalled {
                     where_: format!(" ({message})"),
                 },
+                // untranslatable_character: jsonb cannot hold \u0000.
+                Some("22P05") => Error::Validation {
+                    field: "payload",
+                    message: format!("{message}; PostgreSQL cannot store the NUL character (\\u0000) in JSON: remove it or encode the data (e.g. base64)"),
+                },
                 // admin_shutdown, crash_shutdown, cannot_connect_now
                 Some("57P01") | Some("57P02") | Some("57P03") => {
                     Error::ConnectionLost { message }

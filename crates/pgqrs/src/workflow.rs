@@ -394,21 +394,28 @@ impl Workflow {
         Ok(StepStart::Run { position, attempt })
     }
 
-    /// Renew this executor's lease on the run; fails with [`Error::WorkflowCancelled`] or
-    /// [`Error::WorkflowLocked`] if the run was cancelled or taken over. Called before every
-    /// step attempt, so a cancelled run starts no new step.
+    /// Check that this executor still owns the run; fails with
+    /// [`Error::WorkflowCancelled`] or [`Error::WorkflowLocked`] if the run was cancelled or
+    /// taken over. Called before every step attempt, so a cancelled run starts no new step.
+    /// A read in the common case (the lease is renewed in the background while the run
+    /// executes); a write only when the lease lapsed without anyone taking the run.
     pub async fn ensure_owned(&self) -> Result<()> {
         let inner = &self.inner;
-        if inner.lost.load(Ordering::Relaxed)
-            || !inner
-                .store
-                .backend_impl()
-                .renew_run(inner.run_id, &inner.owner, inner.lease)
-                .await?
-        {
-            return Err(self.not_owned().await);
+        if !inner.lost.load(Ordering::Relaxed) {
+            let backend = inner.store.backend_impl();
+            let l = backend.run_lease(inner.run_id).await?;
+            if l.status == RunStatus::Running && l.owner.as_deref() == Some(inner.owner.as_str())
+            {
+                if l.lease_valid
+                    || backend
+                        .renew_run(inner.run_id, &inner.owner, inner.lease)
+                        .await?
+                {
+                    return Ok(());
+                }
+            }
         }
-        Ok(())
+        Err(self.not_owned().await)
     }
 
     /// Journal a step's output. After this the step never runs again.

@@ -16,7 +16,12 @@ _encode = json.JSONEncoder(
 def dumps(value: Any, what: str = "payload") -> str:
     """Serialize ``value`` to compact JSON text, or raise :class:`SerializationError`."""
     try:
-        return _encode(value)
+        text = _encode(value)
+        if not text.isascii():  # O(1) in CPython: only non-ASCII text pays for the check
+            # A lone surrogate ("\ud800") passes json but is not UTF-8: refuse it here, with
+            # its path, rather than as a UnicodeEncodeError from the native call.
+            text.encode("utf-8")
+        return text
     except (TypeError, ValueError, RecursionError) as e:
         path, type_name, reason = _find_bad(value, "$", set())
         raise SerializationError(
@@ -30,7 +35,11 @@ def dumps(value: Any, what: str = "payload") -> str:
 
 def _find_bad(value: Any, path: str, seen: set[int]) -> tuple[str, str, str]:
     """Locate the first value json cannot encode (depth-first)."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, str):
+        if not _utf8(value):
+            return path, "str", "a string with a lone surrogate (not valid UTF-8)"
+        return path, "str", "unknown"
+    if value is None or isinstance(value, (bool, int)):
         return path, type(value).__name__, "unknown"
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
@@ -50,11 +59,21 @@ def _find_bad(value: Any, path: str, seen: set[int]) -> tuple[str, str, str]:
         for k, item in value.items():
             if not isinstance(k, (str, int, float, bool)) and k is not None:
                 return f"{path}[{k!r}]", type(k).__name__, f"dict key of type {type(k).__name__}"
+            if isinstance(k, str) and not _utf8(k):
+                return f"{path}[{k!r}]", "str", "a dict key with a lone surrogate (not valid UTF-8)"
             found = _find_bad(item, f"{path}.{k}", seen)
             if found[2] != "unknown":
                 return found
         return path, "dict", "unknown"
     return path, type(value).__name__, f"object of type {type(value).__name__}"
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 loads = json.loads

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pgqrs import _json, _pgqrs
 from pgqrs._types import (
@@ -23,7 +23,7 @@ from pgqrs._types import (
     from_us,
     to_seconds,
 )
-from pgqrs.errors import ValidationError
+from pgqrs.errors import PgqrsError, ValidationError
 
 if TYPE_CHECKING:
     from pgqrs._workflow import WorkflowContext
@@ -70,12 +70,16 @@ class Store:
     ) -> MessageStream:
         """Claimed messages of ``queue``, one at a time, forever (waiting when idle).
 
-        Settle each message (``await msg.archive()``); leave the loop with ``break``. Messages
-        claimed but not yet yielded when the loop ends are released::
+        Settle each message (``await msg.archive()``); leave the loop with ``break``::
 
             async for msg in store.messages("tasks"):
                 await handle(msg.payload)
                 await msg.archive()
+
+        Up to ``batch_size`` messages are claimed at a time. Those claimed but not yet yielded
+        are released by ``await stream.aclose()``; a plain ``break`` cannot do it (they come
+        back when their leases expire), so close the stream, e.g. with
+        ``async with contextlib.aclosing(store.messages("tasks")) as stream:``.
         """
         return MessageStream(self, queue, batch_size, visibility_timeout, poll_interval)
 
@@ -94,14 +98,14 @@ async def connect(dsn: str) -> Store:
 
     * ``postgresql://user@host:5432/db`` (or ``postgres://``): PostgreSQL
     * ``sqlite:///path/to/file.db`` (created if missing) or ``sqlite::memory:``: SQLite
+    * ``turso:///path/to/file.db`` (created if missing) or ``turso::memory:``: Turso, the
+      embedded SQLite-compatible engine (one process at a time per database)
 
     Query parameters tune pgqrs (``?schema=jobs&pool_size=20&visibility_timeout=30``); see the
     README for the list.
     """
     if not isinstance(dsn, str):
-        raise ValidationError(
-            f"dsn must be a str, got {type(dsn).__name__}", field="dsn"
-        )
+        raise ValidationError(f"dsn must be a str, got {type(dsn).__name__}", field="dsn")
     return Store(await _pgqrs.connect(dsn))
 
 
@@ -306,6 +310,40 @@ def error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+R = TypeVar("R")
+
+
+async def claim_safely(
+    claim: Awaitable[list[R]], give_back: Callable[[list[R]], Awaitable[None]]
+) -> list[R]:
+    """Await a claim so that cancelling the caller cannot strand what it claimed.
+
+    Cancelling the awaitable of a native call drops the Rust future, but the claim may
+    already be committed in the database: its jobs would stay leased, known to nobody, until
+    their leases expire. So the claim is shielded; when the caller is cancelled it still
+    finishes, what it claimed is given back (claimable again at once), and the cancellation
+    propagates.
+    """
+    fut = asyncio.ensure_future(claim)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+
+        async def settle() -> None:
+            try:
+                rows = await fut
+            except Exception:
+                return
+            if rows:
+                await give_back(rows)
+
+        try:
+            await asyncio.shield(settle())
+        except Exception:
+            pass
+        raise
+
+
 class Consumer:
     """Low-level access to one queue: claim messages and settle each one yourself.
 
@@ -327,10 +365,18 @@ class Consumer:
     ) -> list[Message]:
         """Claim up to ``batch_size`` ready messages, leased for ``visibility_timeout`` seconds
         (the store's default when None). An empty list when nothing is ready."""
-        rows = await self._native.dequeue(
-            batch_size, to_seconds(visibility_timeout, "visibility_timeout")
+        rows = await claim_safely(
+            self._native.dequeue(batch_size, to_seconds(visibility_timeout, "visibility_timeout")),
+            self._give_back,
         )
         return [Message(r, self) for r in rows]
+
+    async def _give_back(self, rows: list[Any]) -> None:
+        for r in rows:
+            try:
+                await self._native.release(r[0], 0.0)
+            except PgqrsError:
+                pass
 
     async def archive(self, id: int) -> None:
         """Archive a message this consumer claimed."""
@@ -424,25 +470,29 @@ async def consume(
     msgs = await consumer.dequeue(batch_size, visibility_timeout)
     if not msgs:
         return 0
-    settled: set[int] = set()
-    spec = None if retry is None else retry
+    errors: dict[int, str | None] = {}
 
     async def one(m: Message) -> None:
         try:
             result = await call_handler(handler, m)
-            error = "handler returned False" if result is False else None
+            errors[m.id] = "handler returned False" if result is False else None
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            error = error_text(e)
-        if error is None:
-            await consumer.archive(m.id)
-        else:
-            await consumer.fail(m.id, error, spec)
-        settled.add(m.id)
+            errors[m.id] = error_text(e)
 
+    settled: set[int] = set()
     try:
         await asyncio.gather(*(one(m) for m in msgs))
+        ok = [m.id for m in msgs if errors.get(m.id, "") is None]
+        if ok:
+            await consumer.archive_many(ok)
+            settled.update(ok)
+        for m in msgs:
+            error = errors.get(m.id)
+            if error is not None:
+                await consumer.fail(m.id, error, retry)
+                settled.add(m.id)
     except BaseException:
         for m in msgs:
             if m.id not in settled:

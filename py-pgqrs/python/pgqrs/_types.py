@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pgqrs import _json
 
@@ -21,6 +21,12 @@ def from_us(us: int) -> datetime:
 
 def opt_from_us(us: int | None) -> datetime | None:
     return None if us is None else from_us(us)
+
+
+@overload
+def to_seconds(value: float | timedelta, what: str) -> float: ...
+@overload
+def to_seconds(value: float | timedelta | None, what: str) -> float | None: ...
 
 
 def to_seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -354,4 +360,3 @@ class StepRecord:
             attempts=attempts,
             next_retry_at=opt_from_us(retry),
         )
-

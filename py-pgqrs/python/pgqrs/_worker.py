@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from pgqrs._store import Store, call_handler, error_text
+from pgqrs._store import Store, call_handler, claim_safely, error_text
 from pgqrs._types import Message, RetryPolicy, WorkerStats, to_seconds
 from pgqrs.errors import PgqrsError, ValidationError
 
@@ -105,7 +105,10 @@ class Worker:
             while not self._stopping:
                 if len(buffer) < refill_below:
                     try:
-                        rows = await session.claim(prefetch - len(buffer))
+                        rows = await claim_safely(
+                            session.claim(prefetch - len(buffer)),
+                            lambda got: session.release([(r[0], r[8]) for r in got]),
+                        )
                     except PgqrsError as e:
                         if not e.transient:
                             raise

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -124,15 +124,17 @@ async def _run_callable(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> An
     return result
 
 
-def make_workflow(fn: Callable[..., Any], name: str | None) -> Callable[..., Awaitable[Any]]:
+def make_workflow(
+    fn: Callable[..., Any], name: str | None
+) -> Callable[..., Coroutine[Any, Any, Any]]:
     wf_name = name or fn.__name__
 
     @functools.wraps(fn)
     async def run(ctx: WorkflowContext, *args: Any, **kwargs: Any) -> Any:
         ctx = _need_ctx(ctx, f"workflow {wf_name!r}")
-        kind, row = await ctx._native.start()
-        if kind == "finished":
-            return stored_outcome(row)
+        started = await ctx._native.start()
+        if started[0] == "finished":
+            return stored_outcome(started[1])
         try:
             result = await _run_callable(fn, ctx, *args, **kwargs)
         except BaseException as e:
@@ -159,7 +161,7 @@ def make_step(
     name: str | None,
     retry: RetryPolicy | None,
     non_retryable: tuple[type[BaseException], ...],
-) -> Callable[..., Awaitable[Any]]:
+) -> Callable[..., Coroutine[Any, Any, Any]]:
     step_name = name or fn.__name__
     spec = None if retry is None else retry._spec()
 
@@ -167,9 +169,10 @@ def make_step(
     async def run_step(ctx: WorkflowContext, *args: Any, **kwargs: Any) -> Any:
         ctx = _need_ctx(ctx, f"step {step_name!r}")
         native = ctx._native
-        kind, output, position, attempt = await native.begin_step(step_name)
-        if kind == "replay":
-            return _json.loads(output)
+        began = await native.begin_step(step_name)
+        if began[0] == "replay":
+            return _json.loads(began[1])
+        _, _, position, attempt = began
         while True:
             try:
                 result = await _run_callable(fn, ctx, *args, **kwargs)

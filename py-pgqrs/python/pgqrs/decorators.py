@@ -24,7 +24,7 @@ journaled value (so a tuple comes back as a list).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, overload
 
 from pgqrs._types import RetryPolicy
@@ -36,11 +36,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @overload
-def workflow(fn: F, /) -> Callable[..., Awaitable[Any]]: ...
+def workflow(fn: F, /) -> Callable[..., Coroutine[Any, Any, Any]]: ...
 @overload
 def workflow(
     fn: None = None, /, *, name: str | None = None
-) -> Callable[[F], Callable[..., Awaitable[Any]]]: ...
+) -> Callable[[F], Callable[..., Coroutine[Any, Any, Any]]]: ...
 
 
 def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
@@ -56,7 +56,7 @@ def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
 
 
 @overload
-def step(fn: F, /) -> Callable[..., Awaitable[Any]]: ...
+def step(fn: F, /) -> Callable[..., Coroutine[Any, Any, Any]]: ...
 @overload
 def step(
     fn: None = None,
@@ -68,7 +68,7 @@ def step(
     max_backoff: float = 300.0,
     retry: RetryPolicy | None = None,
     non_retryable: tuple[type[BaseException], ...] = (),
-) -> Callable[[F], Callable[..., Awaitable[Any]]]: ...
+) -> Callable[[F], Callable[..., Coroutine[Any, Any, Any]]]: ...
 
 
 def step(

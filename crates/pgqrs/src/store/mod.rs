@@ -85,6 +85,15 @@ pub(crate) struct NewStep<'a> {
     pub retry_in: Option<Duration>,
 }
 
+/// Who holds a workflow run, as a cheap read (no write, no commit).
+#[derive(Debug, Clone)]
+pub(crate) struct RunLease {
+    pub status: RunStatus,
+    pub owner: Option<String>,
+    /// The owner's lease has not expired.
+    pub lease_valid: bool,
+}
+
 /// The domain operations every backend provides.
 ///
 /// Batch operations take and return slices in the same order; a `false` in a returned vector
@@ -141,6 +150,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// already holds. `None` when it cannot be acquired.
     async fn acquire_run(&self, id: i64, owner: &str, lease: Duration)
         -> Result<Option<WorkflowRun>>;
+    /// Who holds the run (a read: cheaper than [`renew_run`](Self::renew_run)). The default
+    /// reads the whole run; backends override it with a narrower query.
+    async fn run_lease(&self, id: i64) -> Result<RunLease> {
+        let r = self.get_run(id).await?;
+        Ok(RunLease {
+            status: r.status,
+            owner: r.owner,
+            lease_valid: r.lease_until.is_some_and(|t| t > Utc::now()),
+        })
+    }
     /// Extend the owner's lease; `false` if the run is no longer running under this owner.
     async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool>;
     async fn list_steps(&self, run_id: i64) -> Result<Vec<StepRecord>>;

@@ -832,6 +832,24 @@ impl Backend for PgBackend {
         r.map(|r| run(&r).map_err(|e| self.err(e))).transpose()
     }
 
+    async fn run_lease(&self, id: i64) -> Result<RunLease> {
+        let r = sqlx::query(self.q.run_lease.clone())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?
+            .ok_or(Error::WorkflowNotFound { id })?;
+        let status: &str = r.try_get(0).map_err(|e| self.err(e))?;
+        Ok(RunLease {
+            status: RunStatus::parse(status).ok_or_else(|| Error::Database {
+                code: None,
+                message: format!("unknown run status {status:?}"),
+            })?,
+            owner: r.try_get(1).map_err(|e| self.err(e))?,
+            lease_valid: r.try_get(2).map_err(|e| self.err(e))?,
+        })
+    }
+
     async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool> {
         let r = sqlx::query(self.q.renew_run.clone())
             .bind(id)

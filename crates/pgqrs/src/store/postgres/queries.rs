@@ -76,13 +76,13 @@ queries! {
     // statement (an InitPlan evaluated once), so waking workers costs no extra round trip.
     enqueue_one = "WITH ins AS (
             INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at)
-            VALUES ($1, $2::jsonb, $3, COALESCE($4, now() + make_interval(secs => $5)))
+            VALUES ($1, $2::json, $3, COALESCE($4, now() + make_interval(secs => $5)))
             RETURNING id
         )
         SELECT id, (SELECT pg_notify($6, $7) WHERE $8) FROM ins";
     enqueue_many = "WITH ins AS (
             INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at)
-            SELECT $1, p::jsonb, $3, COALESCE($4, now() + make_interval(secs => $5))
+            SELECT $1, p::json, $3, COALESCE($4, now() + make_interval(secs => $5))
             FROM unnest($2::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n
             RETURNING id
         )
@@ -169,7 +169,7 @@ queries! {
     list_workers = "SELECT id, hostname, pid, queue, started_at, heartbeat_at, status
         FROM {s}.pgqrs_workers ORDER BY id DESC";
 
-    create_run = "INSERT INTO {s}.pgqrs_workflow_runs (name, input) VALUES ($1, $2::jsonb)
+    create_run = "INSERT INTO {s}.pgqrs_workflow_runs (name, input) VALUES ($1, $2::json)
         RETURNING id, name, input, status, output, error, owner, lease_until, attempts,
                   created_at, updated_at, finished_at";
     get_run = "SELECT id, name, input, status, output, error, owner, lease_until, attempts,
@@ -182,6 +182,8 @@ queries! {
               OR (status = 'running' AND (owner = $2 OR lease_until IS NULL OR lease_until < now())))
         RETURNING id, name, input, status, output, error, owner, lease_until, attempts,
                   created_at, updated_at, finished_at";
+    run_lease = "SELECT status, owner, coalesce(lease_until > now(), false)
+        FROM {s}.pgqrs_workflow_runs WHERE id = $1";
     renew_run = "UPDATE {s}.pgqrs_workflow_runs
         SET lease_until = now() + make_interval(secs => $3), updated_at = now()
         WHERE id = $1 AND owner = $2 AND status = 'running' RETURNING id";
@@ -189,7 +191,7 @@ queries! {
         FROM {s}.pgqrs_workflow_steps WHERE run_id = $1 ORDER BY position";
     record_step = "INSERT INTO {s}.pgqrs_workflow_steps
             (run_id, position, name, status, output, error, attempts, next_retry_at)
-        SELECT $1, $2, $3, $4, $5::jsonb, $6, $7,
+        SELECT $1, $2, $3, $4, $5::json, $6, $7,
                CASE WHEN $8::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $8) END
         WHERE EXISTS (SELECT 1 FROM {s}.pgqrs_workflow_runs
                       WHERE id = $1 AND owner = $9 AND status = 'running')
@@ -199,7 +201,7 @@ queries! {
             next_retry_at = excluded.next_retry_at, updated_at = now()
         RETURNING run_id";
     finish_run = "UPDATE {s}.pgqrs_workflow_runs
-        SET status = $3, output = $4::jsonb, error = $5, finished_at = now(), updated_at = now(),
+        SET status = $3, output = $4::json, error = $5, finished_at = now(), updated_at = now(),
             lease_until = NULL
         WHERE id = $1 AND owner = $2 AND status = 'running' RETURNING id";
     cancel_run = "UPDATE {s}.pgqrs_workflow_runs

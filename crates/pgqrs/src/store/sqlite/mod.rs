@@ -880,6 +880,25 @@ impl Backend for SqliteBackend {
         r.map(|r| run(&r).map_err(|e| self.err(e))).transpose()
     }
 
+    async fn run_lease(&self, id: i64) -> Result<RunLease> {
+        let r = sqlx::query(RUN_LEASE)
+            .bind(id)
+            .bind(now_us())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| self.err(e))?
+            .ok_or(Error::WorkflowNotFound { id })?;
+        let status: &str = r.try_get(0).map_err(|e| self.err(e))?;
+        Ok(RunLease {
+            status: RunStatus::parse(status).ok_or_else(|| Error::Database {
+                code: None,
+                message: format!("unknown run status {status:?}"),
+            })?,
+            owner: r.try_get(1).map_err(|e| self.err(e))?,
+            lease_valid: r.try_get::<i64, _>(2).map_err(|e| self.err(e))? != 0,
+        })
+    }
+
     async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool> {
         let now = now_us();
         let r = sqlx::query(RENEW_RUN)

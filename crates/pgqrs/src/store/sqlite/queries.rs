@@ -194,6 +194,8 @@ pub(super) const ACQUIRE_RUN: &str = concat!("UPDATE pgqrs_workflow_runs
         RETURNING ", run_cols!(), "");
 pub(super) const LIST_RUNS: &str = concat!("SELECT ", run_cols!(), " FROM pgqrs_workflow_runs WHERE (?1 IS NULL OR status = ?1)
         ORDER BY id LIMIT ?2");
+pub(super) const RUN_LEASE: &str =
+    "SELECT status, owner, coalesce(lease_until > ?2, 0) FROM pgqrs_workflow_runs WHERE id = ?1";
 pub(super) const RENEW_RUN: &str = "UPDATE pgqrs_workflow_runs SET lease_until = ?4, updated_at = ?3
     WHERE id = ?1 AND owner = ?2 AND status = 'running' RETURNING id";
 pub(super) const LIST_STEPS: &str = "SELECT run_id, position, name, status, output, error, attempts,

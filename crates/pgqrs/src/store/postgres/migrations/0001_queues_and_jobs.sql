@@ -1,4 +1,6 @@
 -- pgqrs schema version 1: queues, the hot job table, the archive and dead letters.
+-- Payloads are `json`, not `jsonb`: pgqrs never queries inside them, and `json` keeps the
+-- producer's text exactly (number precision included) and is cheaper to insert.
 -- `{s}` is replaced by the quoted schema name.
 
 CREATE TABLE IF NOT EXISTS {s}.pgqrs_queues (
@@ -12,7 +14,7 @@ CREATE TABLE IF NOT EXISTS {s}.pgqrs_queues (
 CREATE TABLE IF NOT EXISTS {s}.pgqrs_jobs (
     id           BIGSERIAL PRIMARY KEY,
     queue_id     BIGINT NOT NULL REFERENCES {s}.pgqrs_queues (id) ON DELETE CASCADE,
-    payload      JSONB NOT NULL,
+    payload      JSON NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL,
     lease_token  BIGINT NOT NULL DEFAULT 0,
@@ -36,7 +38,7 @@ CREATE INDEX IF NOT EXISTS pgqrs_jobs_exhausted
 CREATE TABLE IF NOT EXISTS {s}.pgqrs_archive (
     id           BIGINT PRIMARY KEY,
     queue_id     BIGINT NOT NULL,
-    payload      JSONB NOT NULL,
+    payload      JSON NOT NULL,
     attempts     INTEGER NOT NULL,
     enqueued_at  TIMESTAMPTZ NOT NULL,
     archived_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -47,7 +49,7 @@ CREATE INDEX IF NOT EXISTS pgqrs_archive_queue ON {s}.pgqrs_archive (queue_id, a
 CREATE TABLE IF NOT EXISTS {s}.pgqrs_dead (
     id           BIGINT PRIMARY KEY,
     queue_id     BIGINT NOT NULL,
-    payload      JSONB NOT NULL,
+    payload      JSON NOT NULL,
     attempts     INTEGER NOT NULL,
     max_attempts INTEGER NOT NULL,
     enqueued_at  TIMESTAMPTZ NOT NULL,

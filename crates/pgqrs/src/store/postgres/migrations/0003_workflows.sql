@@ -3,10 +3,10 @@
 CREATE TABLE IF NOT EXISTS {s}.pgqrs_workflow_runs (
     id           BIGSERIAL PRIMARY KEY,
     name         TEXT NOT NULL,
-    input        JSONB NOT NULL,
+    input        JSON NOT NULL,
     status       TEXT NOT NULL DEFAULT 'pending'
         CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
-    output       JSONB,
+    output       JSON,
     error        TEXT,
     owner        TEXT,
     lease_until  TIMESTAMPTZ,
@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS {s}.pgqrs_workflow_steps (
     position      INTEGER NOT NULL,
     name          TEXT NOT NULL,
     status        TEXT NOT NULL CHECK (status IN ('succeeded', 'failed', 'retrying')),
-    output        JSONB,
+    output        JSON,
     error         TEXT,
     attempts      INTEGER NOT NULL,
     next_retry_at TIMESTAMPTZ,
