@@ -43,7 +43,7 @@ CARGO_ENV = PYO3_BUILD_EXTENSION_MODULE=1 \
 	PYO3_ENVIRONMENT_SIGNATURE="$$($(VENV_BIN)/python -c '$(PYO3_SIGNATURE_PY)')"
 CARGO_FLAGS := --release --workspace --no-default-features --features pgqrs/full
 
-.PHONY: help venv build test test-rust test-python lint check-one-build typecheck fmt demo clean distclean
+.PHONY: help venv build test test-rust test-python lint check-one-build typecheck fmt demo bench bench-quick clean distclean
 
 help: ## List the targets with a one-line description
 	@echo "usage: make <target>   (CARGO_TARGET_DIR and PGQRS_TEST_DSN are honoured)"
@@ -94,6 +94,27 @@ typecheck: build ## mypy (strict) on the package and tests, stubtest on the nati
 demo: build ## Run examples/demo.py against the freshly built package
 	$(VENV_BIN)/python examples/demo.py
 
+# --- Benchmarks (benches/; README, "Performance") ------------------------------
+# Never part of `make test`. The peers come from PyPI into a venv of their own: the
+# published pgqrs 0.15.3 has the same import name (`pgqrs`) as this package.
+PEERS_VENV := benches/.venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.pgqrs-peers
+BENCH_PEERS := "pgqrs==0.15.3" "pgqueuer==1.6.0" "asyncpg==0.32.0"
+PGQRS_BENCH_DSN ?= $(PGQRS_TEST_DSN)
+BENCH_ARGS ?=
+
+bench: build $(PEERS_STAMP) ## Full benchmark (~45 min): pgqrs vs the SQL ceiling and peers, 3 runs each
+	$(VENV_BIN)/python benches/run.py --dsn "$(PGQRS_BENCH_DSN)" $(BENCH_ARGS)
+
+bench-quick: build $(PEERS_STAMP) ## Quick benchmark (a few minutes): small counts, 1 run each
+	$(VENV_BIN)/python benches/run.py --quick --dsn "$(PGQRS_BENCH_DSN)" $(BENCH_ARGS)
+
+$(PEERS_STAMP):
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet $(BENCH_PEERS)
+	touch $@
+
 clean: ## Remove this workspace's own build outputs and Python caches (keeps dependencies)
 	$(CARGO) clean --release -p pgqrs -p py-pgqrs
 	$(CARGO) clean -p pgqrs -p py-pgqrs
@@ -101,6 +122,6 @@ clean: ## Remove this workspace's own build outputs and Python caches (keeps dep
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
 	find py-pgqrs/python -name '*.so' -delete
 
-distclean: clean ## Remove everything: the whole cargo target dir and .venv
+distclean: clean ## Remove everything: the whole cargo target dir, .venv and the bench venv
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PEERS_VENV) benches/results/.tmp-db benches/results/quick

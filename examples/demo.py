@@ -61,7 +61,8 @@ async def main() -> int:
             store, QUEUE, [{"i": i, "task": "resize", "size": 128} for i in range(start, start + n)]
         )
     enqueue_s = time.perf_counter() - t0
-    print(f"enqueued {JOBS} jobs in batches of {BATCH}: {enqueue_s:.2f}s ({JOBS / enqueue_s:,.0f} jobs/s)")
+    rate = JOBS / enqueue_s
+    print(f"enqueued {JOBS} jobs in batches of {BATCH}: {enqueue_s:.2f}s ({rate:,.0f} jobs/s)")
 
     handled = 0
     seen: set[int] = set()

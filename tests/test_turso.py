@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 
 import pgqrs
+from conftest import selected_backends
 from pgqrs.errors import ConnectionFailedError, PgqrsError
 from support import explain, run_python
+
+pytestmark = pytest.mark.skipif(
+    "turso" not in selected_backends(), reason="PGQRS_TEST_BACKENDS leaves Turso out"
+)
 
 SECOND_PROCESS = """
 import asyncio, sys

@@ -132,9 +132,7 @@ async def test_crash_in_each_step_then_recovery(dsn: str, tmp_path: Path, backen
     await store.close()
 
 
-async def test_four_worker_processes_share_200_runs(
-    dsn: str, tmp_path: Path, backend: str
-) -> None:
+async def test_four_worker_processes_share_200_runs(dsn: str, tmp_path: Path, backend: str) -> None:
     if backend == "turso":
         pytest.skip(TURSO_ONE_PROCESS)
     store = await pgqrs.connect(dsn)

@@ -269,7 +269,7 @@ async def test_non_determinism_is_detected(store: pgqrs.Store) -> None:
 async def test_step_retries_with_backoff(store: pgqrs.Store) -> None:
     starts: list[float] = []
 
-    @step(retries=3, backoff=0.05)
+    @step(max_attempts=3, backoff=0.05)
     async def flaky(ctx: pgqrs.WorkflowContext) -> int:
         starts.append(time.monotonic())
         if len(starts) < 3:
@@ -317,14 +317,14 @@ async def test_step_retries_fixed_backoff_then_the_run_fails(store: pgqrs.Store)
 
 
 async def test_permanent_errors_are_not_retried(store: pgqrs.Store) -> None:
-    @step(retries=5, backoff=0.01)
+    @step(max_attempts=5, backoff=0.01)
     async def refuses(ctx: pgqrs.WorkflowContext, kind: str) -> None:
         calls[kind] += 1
         if kind == "permanent":
             raise Permanent("bad input, retrying cannot help")
         raise KeyError("listed as non-retryable")
 
-    refuses_keyerror = step(retries=5, backoff=0.01, non_retryable=(KeyError,), name="nr")(
+    refuses_keyerror = step(max_attempts=5, backoff=0.01, non_retryable=(KeyError,), name="nr")(
         refuses.__wrapped__  # type: ignore[attr-defined]
     )
 
@@ -401,7 +401,7 @@ async def test_plain_def_steps_run_in_a_thread(store: pgqrs.Store) -> None:
         threads.append(threading.get_ident())
         return a + b
 
-    @step(retries=2, backoff=0.01)
+    @step(max_attempts=2, backoff=0.01)
     def flaky_sync(ctx: pgqrs.WorkflowContext, n: int) -> list[int]:
         threads.append(threading.get_ident())
         calls["flaky_sync"] += 1

@@ -18,17 +18,7 @@ use pyo3::prelude::*;
 use errors::to_py;
 use runtime::awaitable;
 
-type Msg = (
-    i64,
-    String,
-    String,
-    i32,
-    i32,
-    i64,
-    i64,
-    Option<String>,
-    i64,
-);
+type Msg = (i64, String, String, i32, i32, i64, i64, Option<String>, i64);
 type Run = (
     i64,
     String,
@@ -260,7 +250,9 @@ impl Store {
         name: String,
         force: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).delete_queue(&name, force).await)
+        admin_call!(self, py, |s| pgqrs::admin(&s)
+            .delete_queue(&name, force)
+            .await)
     }
 
     fn purge_queue<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
@@ -268,10 +260,12 @@ impl Store {
     }
 
     fn list_queues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).list_queues().await.map(|qs| qs
-            .into_iter()
-            .map(|q| (q.id, q.name, us(q.created_at)))
-            .collect::<Vec<_>>()))
+        admin_call!(self, py, |s| pgqrs::admin(&s).list_queues().await.map(
+            |qs| qs
+                .into_iter()
+                .map(|q| (q.id, q.name, us(q.created_at)))
+                .collect::<Vec<_>>()
+        ))
     }
 
     fn queue_metrics<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
@@ -348,22 +342,24 @@ impl Store {
     }
 
     fn list_workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).list_workers().await.map(|ws| ws
-            .into_iter()
-            .map(|w| (
-                w.id,
-                w.hostname,
-                w.pid,
-                w.queue,
-                us(w.started_at),
-                us(w.heartbeat_at),
-                match w.status {
-                    pgqrs::WorkerStatus::Running => "running",
-                    pgqrs::WorkerStatus::Stopping => "stopping",
-                    _ => "stopped",
-                }
-            ))
-            .collect::<Vec<_>>()))
+        admin_call!(self, py, |s| pgqrs::admin(&s).list_workers().await.map(
+            |ws| ws
+                .into_iter()
+                .map(|w| (
+                    w.id,
+                    w.hostname,
+                    w.pid,
+                    w.queue,
+                    us(w.started_at),
+                    us(w.heartbeat_at),
+                    match w.status {
+                        pgqrs::WorkerStatus::Running => "running",
+                        pgqrs::WorkerStatus::Stopping => "stopping",
+                        _ => "stopped",
+                    }
+                ))
+                .collect::<Vec<_>>()
+        ))
     }
 
     /// Enqueue JSON texts (already serialized by the Python layer) in one statement.
@@ -492,7 +488,10 @@ impl Store {
     }
 
     fn workflow_run<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).workflow_run(id).await.map(run))
+        admin_call!(self, py, |s| pgqrs::admin(&s)
+            .workflow_run(id)
+            .await
+            .map(run))
     }
 
     fn workflow_steps<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
@@ -616,7 +615,10 @@ impl Consumer {
     ) -> PyResult<Bound<'py, PyAny>> {
         let c = self.get()?;
         let p = policy(retry)?;
-        awaitable(py, async move { c.fail(id, &error, &p).await.map_err(to_py) })
+        awaitable(
+            py,
+            async move { c.fail(id, &error, &p).await.map_err(to_py) },
+        )
     }
 }
 
@@ -753,9 +755,7 @@ impl Workflow {
         awaitable(py, async move {
             match w.begin_step(&name).await.map_err(to_py)? {
                 pgqrs::StepStart::Replay(v) => Ok(("replay", Some(json_text(&v)), 0, 0)),
-                pgqrs::StepStart::Run { position, attempt } => {
-                    Ok(("run", None, position, attempt))
-                }
+                pgqrs::StepStart::Run { position, attempt } => Ok(("run", None, position, attempt)),
             }
         })
     }
@@ -801,6 +801,11 @@ impl Workflow {
                 .map(|d| d.map(|d| d.as_secs_f64()))
                 .map_err(to_py)
         })
+    }
+
+    /// End this execution without an outcome (its task was cancelled); the run can be resumed.
+    fn suspend(&self) {
+        self.inner.suspend();
     }
 
     fn ensure_owned<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

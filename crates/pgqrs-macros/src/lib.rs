@@ -6,7 +6,7 @@
 //! #[pgqrs_step]
 //! async fn fetch(ctx: &pgqrs::Workflow, url: &str) -> Result<String, anyhow::Error> { … }
 //!
-//! #[pgqrs_step(retries = 5, backoff_ms = 200, max_backoff_ms = 10_000)]
+//! #[pgqrs_step(max_attempts = 5, backoff_ms = 200, max_backoff_ms = 10_000)]
 //! async fn flaky(ctx: &pgqrs::Workflow, n: u32) -> Result<u32, anyhow::Error> { … }
 //!
 //! #[pgqrs_workflow]
@@ -21,8 +21,8 @@
 //! implements `pgqrs::StepError` (`anyhow::Error`, `pgqrs::BoxError` and `pgqrs::Error` do).
 //!
 //! * `#[pgqrs_step]` journals the step's output: on replay the body is skipped and the output
-//!   returned. Options: `name = "…"` (default: the function name), `retries = N` (attempts in
-//!   all, default 1), `backoff_ms`, `max_backoff_ms` (exponential backoff with jitter), or
+//!   returned. Options: `name = "…"` (default: the function name), `max_attempts = N` (attempts
+//!   in all, the first included; default 1: no retry), `backoff_ms`, `max_backoff_ms` (exponential backoff with jitter), or
 //!   `fixed_backoff_ms` for a fixed delay. With retries, the other arguments must be `Clone`
 //!   (each attempt gets a copy).
 //! * `#[pgqrs_workflow]` starts or resumes the run, executes the body and records its outcome;
@@ -73,7 +73,7 @@ fn args(f: &ItemFn) -> syn::Result<(syn::Ident, Vec<syn::Ident>)> {
 
 struct StepOpts {
     name: Option<String>,
-    retries: Option<u32>,
+    max_attempts: Option<u32>,
     backoff_ms: Option<u64>,
     max_backoff_ms: Option<u64>,
     fixed_backoff_ms: Option<u64>,
@@ -82,7 +82,7 @@ struct StepOpts {
 fn parse_step_opts(attr: TokenStream) -> syn::Result<StepOpts> {
     let mut o = StepOpts {
         name: None,
-        retries: None,
+        max_attempts: None,
         backoff_ms: None,
         max_backoff_ms: None,
         fixed_backoff_ms: None,
@@ -93,12 +93,12 @@ fn parse_step_opts(attr: TokenStream) -> syn::Result<StepOpts> {
         };
         if meta.path.is_ident("name") {
             o.name = Some(meta.value()?.parse::<LitStr>()?.value());
-        } else if meta.path.is_ident("retries") {
+        } else if meta.path.is_ident("max_attempts") {
             let n = int(&meta)?;
             if n == 0 || n > u32::MAX as u64 {
-                return Err(meta.error("retries counts every attempt: at least 1"));
+                return Err(meta.error("max_attempts counts every attempt, the first included: at least 1"));
             }
-            o.retries = Some(n as u32);
+            o.max_attempts = Some(n as u32);
         } else if meta.path.is_ident("backoff_ms") {
             o.backoff_ms = Some(int(&meta)?);
         } else if meta.path.is_ident("max_backoff_ms") {
@@ -107,7 +107,7 @@ fn parse_step_opts(attr: TokenStream) -> syn::Result<StepOpts> {
             o.fixed_backoff_ms = Some(int(&meta)?);
         } else {
             return Err(meta.error(
-                "unknown option; expected name, retries, backoff_ms, max_backoff_ms or fixed_backoff_ms",
+                "unknown option; expected name, max_attempts, backoff_ms, max_backoff_ms or fixed_backoff_ms",
             ));
         }
         Ok(())
@@ -124,12 +124,12 @@ fn step_impl(attr: TokenStream, item: ItemFn) -> syn::Result<TokenStream2> {
     let attrs = &item.attrs;
     let vis = &item.vis;
     let sig = &item.sig;
-    let new_body = match opts.retries {
+    let new_body = match opts.max_attempts {
         None | Some(1) if opts.fixed_backoff_ms.is_none() && opts.backoff_ms.is_none() => quote! {
             #ctx.step(#name, move || async move #body).await
         },
         _ => {
-            let attempts = opts.retries.unwrap_or(1);
+            let attempts = opts.max_attempts.unwrap_or(1);
             let policy = match opts.fixed_backoff_ms {
                 Some(ms) => quote! {
                     ::pgqrs::RetryPolicy::fixed(#attempts, ::std::time::Duration::from_millis(#ms))

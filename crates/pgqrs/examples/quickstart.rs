@@ -8,7 +8,10 @@ use serde_json::json;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Connect to PostgreSQL
-    let store = pgqrs::connect(&std::env::var("PGQRS_DSN").unwrap_or_else(|_| "sqlite://quickstart.db".into())).await?;
+    let store = pgqrs::connect(
+        &std::env::var("PGQRS_DSN").unwrap_or_else(|_| "sqlite://quickstart.db".into()),
+    )
+    .await?;
 
     // Setup (run once)
     pgqrs::admin(&store).install().await?;

@@ -3,7 +3,7 @@
 //! stay identical and runs this example on every backend.
 
 use pgqrs;
-use pgqrs_macros::{pgqrs_workflow, pgqrs_step};
+use pgqrs_macros::{pgqrs_step, pgqrs_workflow};
 
 #[pgqrs_step]
 async fn fetch_data(ctx: &pgqrs::Workflow, url: &str) -> Result<String, anyhow::Error> {
@@ -25,7 +25,10 @@ async fn data_pipeline(ctx: &pgqrs::Workflow, url: &str) -> Result<String, anyho
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = pgqrs::connect(&std::env::var("PGQRS_DSN").unwrap_or_else(|_| "sqlite://workflow.db".into())).await?;
+    let store = pgqrs::connect(
+        &std::env::var("PGQRS_DSN").unwrap_or_else(|_| "sqlite://workflow.db".into()),
+    )
+    .await?;
     pgqrs::admin(&store).install().await?;
 
     let url = "https://example.com/data.txt";

@@ -3,9 +3,9 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::workflow::{run_job_payload, Workflow};
 use crate::store::{validate_queue_name, Store};
 use crate::types::*;
+use crate::workflow::{run_job_payload, to_json, Workflow, RUN_JOB_ATTEMPTS};
 
 /// Administrative operations on a store. Get one with [`admin`].
 #[derive(Debug, Clone, Copy)]
@@ -21,60 +21,60 @@ pub fn admin(store: &Store) -> Admin<'_> {
 impl<'a> Admin<'a> {
     /// Create or upgrade pgqrs's tables. Idempotent: safe to call at every start. Refuses a
     /// database whose schema is newer than this version of pgqrs.
-    pub async fn install(&self) -> Result<()> {
+    pub async fn install(self) -> Result<()> {
         self.store.backend_impl().install().await
     }
 
     /// Apply migrations up to `version` only. For tests of the upgrade path; use
     /// [`install`](Self::install) otherwise.
     #[doc(hidden)]
-    pub async fn install_up_to(&self, version: i64) -> Result<()> {
+    pub async fn install_up_to(self, version: i64) -> Result<()> {
         self.store.backend_impl().install_up_to(version).await
     }
 
     /// Check that every table and index pgqrs needs exists at the current version.
-    pub async fn verify(&self) -> Result<()> {
+    pub async fn verify(self) -> Result<()> {
         self.store.backend_impl().verify().await
     }
 
     /// The installed schema version, or `None` before [`install`](Self::install).
-    pub async fn schema_version(&self) -> Result<Option<i64>> {
+    pub async fn schema_version(self) -> Result<Option<i64>> {
         self.store.backend_impl().schema_version().await
     }
 
     /// Create a queue. Names: letters, digits, `_` and `-`, 1 to 48 characters.
-    pub async fn create_queue(&self, name: &str) -> Result<QueueInfo> {
+    pub async fn create_queue(self, name: &str) -> Result<QueueInfo> {
         validate_queue_name(name)?;
         self.store.backend_impl().create_queue(name).await
     }
 
     /// Delete a queue with its jobs, archive and dead letters. Refused with
     /// [`Error::QueueInUse`] while jobs are leased, unless `force` is true.
-    pub async fn delete_queue(&self, name: &str, force: bool) -> Result<()> {
+    pub async fn delete_queue(self, name: &str, force: bool) -> Result<()> {
         validate_queue_name(name)?;
         self.store.backend_impl().delete_queue(name, force).await
     }
 
     /// Delete every pending job (ready, delayed and leased) of a queue; returns how many.
     /// The archive and dead letters are kept.
-    pub async fn purge_queue(&self, name: &str) -> Result<u64> {
+    pub async fn purge_queue(self, name: &str) -> Result<u64> {
         validate_queue_name(name)?;
         self.store.backend_impl().purge_queue(name).await
     }
 
     /// All queues, by name.
-    pub async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
+    pub async fn list_queues(self) -> Result<Vec<QueueInfo>> {
         self.store.backend_impl().list_queues().await
     }
 
     /// Counts of ready, delayed, leased, archived and dead jobs, and the oldest ready job's age.
-    pub async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics> {
+    pub async fn queue_metrics(self, name: &str) -> Result<QueueMetrics> {
         validate_queue_name(name)?;
         self.store.backend_impl().queue_metrics(name).await
     }
 
     /// Dead letters of a queue, oldest first, at most `limit`.
-    pub async fn dead_letters(&self, queue: &str, limit: i64) -> Result<Vec<DeadLetter>> {
+    pub async fn dead_letters(self, queue: &str, limit: i64) -> Result<Vec<DeadLetter>> {
         validate_queue_name(queue)?;
         check_limit(limit)?;
         self.store.backend_impl().dead_letters(queue, limit).await
@@ -83,29 +83,32 @@ impl<'a> Admin<'a> {
     /// Put the given dead letters back in their queue, ready now, with their attempt count
     /// reset. Returns how many were re-queued (ids that are not dead letters of this queue are
     /// skipped).
-    pub async fn requeue_dead(&self, queue: &str, ids: &[i64]) -> Result<u64> {
+    pub async fn requeue_dead(self, queue: &str, ids: &[i64]) -> Result<u64> {
         validate_queue_name(queue)?;
         if ids.is_empty() {
             return Ok(0);
         }
-        self.store.backend_impl().requeue_dead(queue, Some(ids)).await
+        self.store
+            .backend_impl()
+            .requeue_dead(queue, Some(ids))
+            .await
     }
 
     /// Put every dead letter of the queue back, ready now. Returns how many.
-    pub async fn requeue_all_dead(&self, queue: &str) -> Result<u64> {
+    pub async fn requeue_all_dead(self, queue: &str) -> Result<u64> {
         validate_queue_name(queue)?;
         self.store.backend_impl().requeue_dead(queue, None).await
     }
 
     /// Completed jobs kept in the archive, newest first, at most `limit`.
-    pub async fn archived_jobs(&self, queue: &str, limit: i64) -> Result<Vec<ArchivedJob>> {
+    pub async fn archived_jobs(self, queue: &str, limit: i64) -> Result<Vec<ArchivedJob>> {
         validate_queue_name(queue)?;
         check_limit(limit)?;
         self.store.backend_impl().archived_jobs(queue, limit).await
     }
 
     /// Registered workers, newest first. See [`WorkerInfo::is_healthy`].
-    pub async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
+    pub async fn list_workers(self) -> Result<Vec<WorkerInfo>> {
         self.store.backend_impl().list_workers().await
     }
 }
@@ -119,13 +122,13 @@ impl<'a> Admin<'a> {
         input: &T,
     ) -> Result<Workflow> {
         validate_workflow_name(name)?;
-        let input = serde_json::to_string(input)?;
+        let input = to_json(input)?;
         let run = self.store.backend_impl().create_run(name, input).await?;
         Ok(Workflow::from_run(self.store, &run))
     }
 
     /// The context of an existing run: to resume it after a crash, or to query it.
-    pub async fn get_workflow(&self, id: i64) -> Result<Workflow> {
+    pub async fn get_workflow(self, id: i64) -> Result<Workflow> {
         let run = self.store.backend_impl().get_run(id).await?;
         Ok(Workflow::from_run(self.store, &run))
     }
@@ -141,10 +144,12 @@ impl<'a> Admin<'a> {
         validate_queue_name(queue)?;
         validate_workflow_name(name)?;
         self.store.backend_impl().get_queue(queue).await?;
-        let input = serde_json::to_string(input)?;
+        let input = to_json(input)?;
         let run = self.store.backend_impl().create_run(name, input).await?;
+        // A run request may be redelivered many times while another executor holds the run.
         crate::enqueue()
             .message(&run_job_payload(run.id))
+            .max_attempts(RUN_JOB_ATTEMPTS)
             .to(queue)
             .execute(self.store)
             .await?;
@@ -152,12 +157,12 @@ impl<'a> Admin<'a> {
     }
 
     /// A run as stored now.
-    pub async fn workflow_run(&self, id: i64) -> Result<WorkflowRun> {
+    pub async fn workflow_run(self, id: i64) -> Result<WorkflowRun> {
         self.store.backend_impl().get_run(id).await
     }
 
     /// The journaled steps of a run, in order.
-    pub async fn workflow_steps(&self, id: i64) -> Result<Vec<StepRecord>> {
+    pub async fn workflow_steps(self, id: i64) -> Result<Vec<StepRecord>> {
         self.store.backend_impl().get_run(id).await?;
         self.store.backend_impl().list_steps(id).await
     }
@@ -175,7 +180,7 @@ impl<'a> Admin<'a> {
 
     /// Cancel a run: it starts no new step and ends `cancelled`. Returns `false` if it had
     /// already finished.
-    pub async fn cancel_workflow(&self, id: i64) -> Result<bool> {
+    pub async fn cancel_workflow(self, id: i64) -> Result<bool> {
         self.store.backend_impl().get_run(id).await?;
         self.store.backend_impl().cancel_run(id).await
     }

@@ -93,7 +93,11 @@ impl Config {
                 "it is empty; use postgresql://user@host/db, sqlite://path/to/file.db or sqlite::memory:".into(),
             ));
         }
-        let scheme = dsn.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let scheme = dsn
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let kind = match scheme.as_str() {
             "postgres" | "postgresql" => BackendKind::Postgres,
             "sqlite" => BackendKind::Sqlite,
@@ -134,9 +138,8 @@ impl Config {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let num = |what: &str| -> Result<u64> {
-                v.parse::<u64>().map_err(|_| {
-                    bad(format!("{what} must be a whole number, got {v:?}"))
-                })
+                v.parse::<u64>()
+                    .map_err(|_| bad(format!("{what} must be a whole number, got {v:?}")))
             };
             let boolean = || -> Result<bool> {
                 match v.to_ascii_lowercase().as_str() {
@@ -184,7 +187,9 @@ impl Config {
             let s = &self.schema;
             let ok = !s.is_empty()
                 && s.len() <= MAX_SCHEMA_LEN
-                && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && s.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ok {
                 return Err(Error::validation(
@@ -301,12 +306,7 @@ pub(crate) fn redact(dsn: &str) -> String {
     let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
     match rest[..auth_end].rfind('@') {
         Some(at) => match rest[..at].find(':') {
-            Some(colon) => format!(
-                "{}{}:***{}",
-                &dsn[..start],
-                &rest[..colon],
-                &rest[at..]
-            ),
+            Some(colon) => format!("{}{}:***{}", &dsn[..start], &rest[..colon], &rest[at..]),
             None => dsn.to_string(),
         },
         None => dsn.to_string(),
@@ -319,13 +319,31 @@ mod tests {
 
     #[test]
     fn schemes() {
-        assert_eq!(Config::new("postgresql://h/db").unwrap().kind, BackendKind::Postgres);
-        assert_eq!(Config::new("postgres://h/db").unwrap().kind, BackendKind::Postgres);
-        assert_eq!(Config::new("sqlite::memory:").unwrap().kind, BackendKind::Sqlite);
-        assert_eq!(Config::new("sqlite://x.db").unwrap().kind, BackendKind::Sqlite);
-        assert_eq!(Config::new("turso://x.db").unwrap().kind, BackendKind::Turso);
+        assert_eq!(
+            Config::new("postgresql://h/db").unwrap().kind,
+            BackendKind::Postgres
+        );
+        assert_eq!(
+            Config::new("postgres://h/db").unwrap().kind,
+            BackendKind::Postgres
+        );
+        assert_eq!(
+            Config::new("sqlite::memory:").unwrap().kind,
+            BackendKind::Sqlite
+        );
+        assert_eq!(
+            Config::new("sqlite://x.db").unwrap().kind,
+            BackendKind::Sqlite
+        );
+        assert_eq!(
+            Config::new("turso://x.db").unwrap().kind,
+            BackendKind::Turso
+        );
         for bad in ["", "   ", "mysql://h/db", "nonsense", "http://x"] {
-            assert!(matches!(Config::new(bad), Err(Error::InvalidDsn { .. })), "{bad}");
+            assert!(
+                matches!(Config::new(bad), Err(Error::InvalidDsn { .. })),
+                "{bad}"
+            );
         }
     }
 
@@ -336,14 +354,20 @@ mod tests {
         assert_eq!(c.pool_size, Some(3));
         assert_eq!(c.visibility_timeout, Duration::from_secs(7));
         assert_eq!(c.driver_dsn, "postgresql://u:secret@h/db?sslmode=disable");
-        assert_eq!(c.redacted_dsn(), "postgresql://u:***@h/db?schema=jobs&sslmode=disable&pool_size=3&visibility_timeout=7");
+        assert_eq!(
+            c.redacted_dsn(),
+            "postgresql://u:***@h/db?schema=jobs&sslmode=disable&pool_size=3&visibility_timeout=7"
+        );
         assert!(matches!(
             Config::new("postgresql://h/db?pool_size=x"),
             Err(Error::InvalidDsn { .. })
         ));
         assert!(matches!(
             Config::new("postgresql://h/db?schema=a;drop"),
-            Err(Error::Validation { field: "schema", .. })
+            Err(Error::Validation {
+                field: "schema",
+                ..
+            })
         ));
         assert!(matches!(
             Config::new("sqlite::memory:?max_attempts=0"),

@@ -264,7 +264,11 @@ impl Consumer {
 
     async fn complete(&self, ids: &[i64], how: Completion) -> Result<Vec<bool>> {
         let leases = self.leases_of(ids)?;
-        let r = self.store.backend_impl().complete_jobs(&leases, how).await?;
+        let r = self
+            .store
+            .backend_impl()
+            .complete_jobs(&leases, how)
+            .await?;
         self.forget(&leases);
         Ok(r)
     }
@@ -294,6 +298,9 @@ impl Consumer {
         validate_lease(by)?;
         let leases = self.leases_of(&[id])?;
         let r = self.store.backend_impl().extend_leases(&leases, by).await?;
+        if !r.first().copied().unwrap_or(false) {
+            self.forget(&leases);
+        }
         Self::one(id, r)
     }
 
@@ -301,7 +308,11 @@ impl Consumer {
     /// attempt it used is given back too.
     pub async fn release(&self, id: i64, delay: Duration) -> Result<()> {
         let leases = self.leases_of(&[id])?;
-        let r = self.store.backend_impl().release_jobs(&leases, delay).await?;
+        let r = self
+            .store
+            .backend_impl()
+            .release_jobs(&leases, delay)
+            .await?;
         self.forget(&leases);
         Self::one(id, r)
     }

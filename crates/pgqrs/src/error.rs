@@ -182,7 +182,9 @@ pub enum Error {
     },
 
     /// The workflow run is owned by another executor whose lease has not expired.
-    #[error("workflow run {run_id} is being executed by another executor (lease held until it expires)")]
+    #[error(
+        "workflow run {run_id} is being executed by another executor (lease held until it expires)"
+    )]
     WorkflowLocked {
         /// The run id.
         run_id: i64,

@@ -62,19 +62,19 @@ pub use admin::{admin, Admin};
 pub use config::{BackendKind, Config, Durability};
 pub use consume::{dequeue, Consumer, DequeueBuilder, DequeueWith};
 pub use error::{BoxError, Error, Result};
-pub use produce::{enqueue, EnqueueBuilder};
+pub use produce::{enqueue, EnqueueBuilder, MAX_DEPTH};
 pub use retry::{Backoff, RetryPolicy};
 pub use store::{connect_with, Store};
 pub use types::{
     ArchivedJob, DeadLetter, Lease, Message, QueueInfo, QueueMetrics, RunStatus, StepRecord,
     StepStatus, WorkerInfo, WorkerStatus, WorkflowRun,
 };
-pub use workflow::{
-    Permanent, RunStart, StepError, StepStart, Workflow, WorkflowRegistry, WorkflowWorkerBuilder,
-};
 pub use worker::{
     worker, BoxFuture, Handler, SessionOptions, ShutdownHandle, Worker, WorkerBuilder,
     WorkerSession, WorkerStats,
+};
+pub use workflow::{
+    Permanent, RunStart, StepError, StepStart, Workflow, WorkflowRegistry, WorkflowWorkerBuilder,
 };
 
 /// Open a store. The scheme picks the backend:
@@ -82,6 +82,8 @@ pub use worker::{
 /// * `postgresql://user@host:5432/db` or `postgres://…` — PostgreSQL (feature `postgres`)
 /// * `sqlite://path/to/file.db` (created if missing) or `sqlite::memory:` — SQLite (feature
 ///   `sqlite`)
+/// * `turso://path/to/file.db` (created if missing) or `turso::memory:` — Turso, the embedded
+///   SQLite-compatible engine (feature `turso`; one process at a time per database)
 ///
 /// Query parameters configure pgqrs (see [`Config`]); the rest go to the driver.
 pub async fn connect(dsn: &str) -> Result<Store> {

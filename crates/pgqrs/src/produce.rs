@@ -8,6 +8,40 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::store::{validate_queue_name, Store, Visibility};
 
+/// Deepest nesting of arrays and objects a payload may have.
+pub const MAX_DEPTH: usize = 100;
+
+/// Refuse JSON text nested deeper than [`MAX_DEPTH`] (a byte scan; strings are skipped).
+pub(crate) fn check_depth(json: &str) -> Result<()> {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for b in json.bytes() {
+        if in_str {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(Error::validation(
+                        "payload",
+                        format!("nested more than {MAX_DEPTH} levels deep; flatten it"),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Builds an enqueue. Start with [`enqueue`].
 ///
 /// ```no_run
@@ -41,7 +75,7 @@ impl EnqueueBuilder {
     /// Add one message: any value that serializes to JSON.
     pub fn message<T: Serialize + ?Sized>(mut self, payload: &T) -> Self {
         match serde_json::to_string(payload) {
-            Ok(s) => self.payloads.push(s),
+            Ok(s) => self = self.message_json(s),
             Err(e) => self.error = self.error.or(Some(e.into())),
         }
         self
@@ -55,12 +89,17 @@ impl EnqueueBuilder {
         self
     }
 
-    /// Add one message given as JSON text. The text is checked to be valid JSON.
+    /// Add one message given as JSON text. The text is checked to be valid JSON that can be
+    /// read back: nesting deeper than [`MAX_DEPTH`] levels is refused here rather than found
+    /// at claim time.
     pub fn message_json(mut self, json: impl Into<String>) -> Self {
         let json = json.into();
-        match serde_json::from_str::<serde::de::IgnoredAny>(&json) {
-            Ok(_) => self.payloads.push(json),
-            Err(e) => self.error = self.error.or(Some(e.into())),
+        let checked = serde_json::from_str::<serde::de::IgnoredAny>(&json)
+            .map_err(Error::from)
+            .and_then(|_| check_depth(&json));
+        match checked {
+            Ok(()) => self.payloads.push(json),
+            Err(e) => self.error = self.error.or(Some(e)),
         }
         self
     }

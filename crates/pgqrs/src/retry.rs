@@ -30,8 +30,8 @@ pub enum Backoff {
 /// times and then becomes a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
-    /// Attempts allowed in all. `None`: use the job's own limit (set at enqueue time, default
-    /// from [`Config`](crate::Config)).
+    /// Attempts allowed in all. `None`: the job's own limit (set at enqueue time, default
+    /// from [`Config`](crate::Config)). A policy can lower a job's limit, never raise it.
     pub max_attempts: Option<u32>,
     /// The wait between attempts.
     pub backoff: Backoff,
@@ -102,9 +102,10 @@ impl RetryPolicy {
         }
     }
 
-    /// Whether another attempt is allowed after `attempts` attempts, given the job's own limit.
+    /// Whether another attempt is allowed after `attempts` attempts, given the job's own limit
+    /// (the smaller of the two limits applies).
     pub fn allows_retry(&self, attempts: u32, job_max_attempts: u32) -> bool {
-        attempts < self.max_attempts.unwrap_or(job_max_attempts)
+        attempts < self.max_attempts.map_or(job_max_attempts, |p| p.min(job_max_attempts))
     }
 }
 
@@ -132,6 +133,7 @@ mod tests {
         let p = RetryPolicy::fixed(3, Duration::ZERO);
         assert!(p.allows_retry(2, 99));
         assert!(!p.allows_retry(3, 99));
+        assert!(!p.allows_retry(2, 2), "the job's own, lower limit wins");
         let d = RetryPolicy::default();
         assert!(d.allows_retry(4, 5));
         assert!(!d.allows_retry(5, 5));

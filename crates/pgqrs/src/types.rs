@@ -173,7 +173,10 @@ impl WorkerInfo {
     /// A running worker whose last heartbeat is older than `stale_after` is presumed dead.
     pub fn is_healthy(&self, stale_after: std::time::Duration) -> bool {
         self.status != WorkerStatus::Stopped
-            && (Utc::now() - self.heartbeat_at).to_std().unwrap_or_default() <= stale_after
+            && (Utc::now() - self.heartbeat_at)
+                .to_std()
+                .unwrap_or_default()
+                <= stale_after
     }
 }
 

@@ -114,7 +114,10 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 
 /// Run a handler on one message, turning a panic into an error.
 pub(crate) async fn run_handler<H: Handler + ?Sized>(h: &H, msg: Message) -> Outcome {
-    match AssertUnwindSafe(async { h.call(msg).await }).catch_unwind().await {
+    match AssertUnwindSafe(async { h.call(msg).await })
+        .catch_unwind()
+        .await
+    {
         Ok(Ok(())) => Outcome::Ok,
         Ok(Err(e)) => Outcome::Err(e.to_string()),
         Err(p) => Outcome::Err(panic_text(p)),
@@ -755,9 +758,7 @@ async fn completer_loop(
         let deadline = tokio::time::Instant::now() + interval;
         let push = |d: Done, ok: &mut Vec<Lease>, failed: &mut Vec<Failure>| match d.outcome {
             Outcome::Ok => ok.push(d.lease),
-            Outcome::Err(e) => {
-                failed.push(failure(&retry, d.lease, d.attempts, d.max_attempts, e))
-            }
+            Outcome::Err(e) => failed.push(failure(&retry, d.lease, d.attempts, d.max_attempts, e)),
         };
         push(first, &mut ok, &mut failed);
         let mut closed = false;
@@ -771,12 +772,28 @@ async fn completer_loop(
                 Err(_) => break,
             }
         }
-        flush(&*backend, completion, &mut ok, &mut failed, &counters, &held).await;
+        flush(
+            &*backend,
+            completion,
+            &mut ok,
+            &mut failed,
+            &counters,
+            &held,
+        )
+        .await;
         if closed {
             break;
         }
     }
-    flush(&*backend, completion, &mut ok, &mut failed, &counters, &held).await;
+    flush(
+        &*backend,
+        completion,
+        &mut ok,
+        &mut failed,
+        &counters,
+        &held,
+    )
+    .await;
 }
 
 async fn flush(

@@ -90,14 +90,18 @@ fn engine_error_is_final(e: &Error) -> bool {
 impl StepError for anyhow::Error {
     fn is_permanent(&self) -> bool {
         self.downcast_ref::<Permanent>().is_some()
-            || self.downcast_ref::<Error>().is_some_and(engine_error_is_final)
+            || self
+                .downcast_ref::<Error>()
+                .is_some_and(engine_error_is_final)
     }
 }
 
 impl StepError for BoxError {
     fn is_permanent(&self) -> bool {
         self.downcast_ref::<Permanent>().is_some()
-            || self.downcast_ref::<Error>().is_some_and(engine_error_is_final)
+            || self
+                .downcast_ref::<Error>()
+                .is_some_and(engine_error_is_final)
     }
 }
 
@@ -145,6 +149,8 @@ struct Inner {
     owner: String,
     lease: Duration,
     lost: AtomicBool,
+    /// An execution of the run is in progress through this context (or a clone of it).
+    executing: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -205,6 +211,7 @@ impl Workflow {
                 owner,
                 lease: store.config().visibility_timeout,
                 lost: AtomicBool::new(false),
+                executing: AtomicBool::new(false),
                 state: Mutex::default(),
             }),
         }
@@ -232,7 +239,11 @@ impl Workflow {
 
     /// The run as stored now.
     pub async fn status(&self) -> Result<WorkflowRun> {
-        self.inner.store.backend_impl().get_run(self.inner.run_id).await
+        self.inner
+            .store
+            .backend_impl()
+            .get_run(self.inner.run_id)
+            .await
     }
 
     /// The journaled steps of the run.
@@ -261,7 +272,28 @@ impl Workflow {
 
     /// Take ownership of the run and load its journal. Used by the workflow macros and
     /// language bindings; [`run`](Self::run) calls it for you.
+    ///
+    /// Fails with [`Error::WorkflowLocked`] while another execution of the run is in progress,
+    /// through this context (or a clone of it) or through another executor.
     pub async fn start(&self) -> Result<RunStart> {
+        let inner = &self.inner;
+        if inner
+            .executing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::WorkflowLocked {
+                run_id: inner.run_id,
+            });
+        }
+        let started = self.start_owned().await;
+        if !matches!(started, Ok(RunStart::Execute)) {
+            inner.executing.store(false, Ordering::Release);
+        }
+        started
+    }
+
+    async fn start_owned(&self) -> Result<RunStart> {
         let inner = &self.inner;
         let backend = inner.store.backend_impl();
         let acquired = backend
@@ -299,7 +331,9 @@ impl Workflow {
                             inner.lost.store(true, Ordering::Relaxed);
                             break;
                         }
-                        Err(e) => tracing::warn!(error = %e, run_id = inner.run_id, "workflow lease renewal failed"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, run_id = inner.run_id, "workflow lease renewal failed")
+                        }
                     }
                 }
             }));
@@ -311,12 +345,28 @@ impl Workflow {
         if let Some(h) = lock(&self.inner.state).renewer.take() {
             h.abort();
         }
+        self.inner.executing.store(false, Ordering::Release);
+    }
+
+    /// End this execution without recording an outcome (the task running it was cancelled):
+    /// stop renewing the lease, so that the run can be resumed, here or elsewhere.
+    pub fn suspend(&self) {
+        self.stop_renewing();
     }
 
     /// Record the run's success with its output. Returns `false` if the run was no longer
     /// owned by this executor (cancelled meanwhile, or taken over); nothing is changed then.
+    ///
+    /// An output that cannot be stored as JSON fails the run with that error instead, and the
+    /// error is returned.
     pub async fn finish_ok<T: Serialize + ?Sized>(&self, output: &T) -> Result<bool> {
-        let text = serde_json::to_string(output)?;
+        let text = match to_json(output) {
+            Ok(t) => t,
+            Err(e) => {
+                self.finish_err(&e.to_string()).await?;
+                return Err(e);
+            }
+        };
         self.stop_renewing();
         self.inner
             .store
@@ -373,7 +423,9 @@ impl Workflow {
                 });
             }
             match rec.status {
-                StepStatus::Succeeded => return Ok(StepStart::Replay(rec.output.unwrap_or(Value::Null))),
+                StepStatus::Succeeded => {
+                    return Ok(StepStart::Replay(rec.output.unwrap_or(Value::Null)))
+                }
                 StepStatus::Failed => {
                     return Err(Error::WorkflowFailed {
                         run_id: inner.run_id,
@@ -404,8 +456,7 @@ impl Workflow {
         if !inner.lost.load(Ordering::Relaxed) {
             let backend = inner.store.backend_impl();
             let l = backend.run_lease(inner.run_id).await?;
-            if l.status == RunStatus::Running && l.owner.as_deref() == Some(inner.owner.as_str())
-            {
+            if l.status == RunStatus::Running && l.owner.as_deref() == Some(inner.owner.as_str()) {
                 if l.lease_valid
                     || backend
                         .renew_run(inner.run_id, &inner.owner, inner.lease)
@@ -426,7 +477,7 @@ impl Workflow {
         attempt: i32,
         output: &T,
     ) -> Result<()> {
-        let text = serde_json::to_string(output)?;
+        let text = to_json(output)?;
         let ok = self
             .inner
             .store
@@ -462,7 +513,9 @@ impl Workflow {
         policy: &RetryPolicy,
         permanent: bool,
     ) -> Result<Option<Duration>> {
-        let retry = !permanent && policy.allows_retry(attempt.max(1) as u32, 1);
+        // A step has no limit of its own: the policy's (one attempt when it names none).
+        let limit = policy.max_attempts.unwrap_or(1);
+        let retry = !permanent && policy.allows_retry(attempt.max(1) as u32, limit);
         let delay = retry.then(|| policy.delay_after(attempt.max(1) as u32));
         let ok = self
             .inner
@@ -524,7 +577,9 @@ impl Workflow {
         Fut: Future<Output = std::result::Result<T, E>>,
     {
         let (position, mut attempt) = match self.begin_step(name).await? {
-            StepStart::Replay(v) => return serde_json::from_value(v).map_err(|e| E::from(e.into())),
+            StepStart::Replay(v) => {
+                return serde_json::from_value(v).map_err(|e| E::from(e.into()))
+            }
             StepStart::Run { position, attempt } => (position, attempt),
         };
         loop {
@@ -565,8 +620,12 @@ impl Workflow {
             RunStart::Finished(run) => stored_outcome(run).map_err(E::from),
             RunStart::Execute => match f().await {
                 Ok(v) => {
-                    self.finish_ok(&v).await?;
-                    Ok(v)
+                    if self.finish_ok(&v).await? {
+                        Ok(v)
+                    } else {
+                        // Cancelled (or taken over) after the last step: not a success.
+                        Err(E::from(self.not_owned().await))
+                    }
                 }
                 Err(e) => {
                     // A no-op when cancelled or taken over: the run is not ours to fail.
@@ -576,6 +635,18 @@ impl Workflow {
             },
         }
     }
+}
+
+/// JSON text of a value, refusing what could not be read back (nesting too deep).
+pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    let text = serde_json::to_string(value)?;
+    crate::produce::check_depth(&text).map_err(|_| Error::Serialization {
+        message: format!(
+            "value nested more than {} levels deep; flatten it",
+            crate::produce::MAX_DEPTH
+        ),
+    })?;
+    Ok(text)
 }
 
 /// The result a finished run stored.
@@ -635,7 +706,10 @@ impl WorkflowWorkerBuilder {
     }
 
     /// Further worker settings.
-    pub fn configure(mut self, f: impl FnOnce(crate::WorkerBuilder) -> crate::WorkerBuilder) -> Self {
+    pub fn configure(
+        mut self,
+        f: impl FnOnce(crate::WorkerBuilder) -> crate::WorkerBuilder,
+    ) -> Self {
         self.builder = f(self.builder);
         self
     }
@@ -652,6 +726,10 @@ impl WorkflowWorkerBuilder {
         })
     }
 }
+
+/// Attempts allowed to a job that asks for a workflow run (see
+/// [`Admin::enqueue_workflow`](crate::Admin::enqueue_workflow)).
+pub(crate) const RUN_JOB_ATTEMPTS: u32 = 100;
 
 /// The payload of a job that asks for a workflow run.
 pub(crate) fn run_job_payload(run_id: i64) -> Value {
@@ -679,7 +757,9 @@ impl WorkflowRegistry {
             Arc::new(move |ctx| {
                 let fut = f(ctx);
                 Box::pin(async move {
-                    fut.await.map(|_| ()).map_err(|e| -> BoxError { e.to_string().into() })
+                    fut.await
+                        .map(|_| ())
+                        .map_err(|e| -> BoxError { e.to_string().into() })
                 })
             }),
         );
@@ -694,7 +774,7 @@ impl WorkflowRegistry {
         WorkflowWorkerBuilder {
             registry: self,
             builder: crate::worker(queue).retry(RetryPolicy::exponential(
-                100,
+                RUN_JOB_ATTEMPTS,
                 Duration::from_millis(500),
                 Duration::from_secs(30),
             )),
@@ -711,15 +791,27 @@ impl WorkflowRegistry {
             .get("workflow_run")
             .and_then(Value::as_i64)
             .ok_or_else(|| -> BoxError {
-                format!("job {} is not a workflow run request: {}", msg.id, msg.payload).into()
+                format!(
+                    "job {} is not a workflow run request: {}",
+                    msg.id, msg.payload
+                )
+                .into()
             })?;
         let run = store.backend_impl().get_run(run_id).await?;
         if run.status.is_finished() {
             return Ok(());
         }
-        let f = self.map.get(&run.name).cloned().ok_or_else(|| -> BoxError {
-            format!("no workflow named {:?} is registered with this worker", run.name).into()
-        })?;
+        let f = self
+            .map
+            .get(&run.name)
+            .cloned()
+            .ok_or_else(|| -> BoxError {
+                format!(
+                    "no workflow named {:?} is registered with this worker",
+                    run.name
+                )
+                .into()
+            })?;
         f(Workflow::from_run(store, &run)).await
     }
 }

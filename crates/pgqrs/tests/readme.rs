@@ -32,14 +32,23 @@ fn readme_rust_blocks() -> Vec<String> {
 #[test]
 fn readme_rust_examples_are_the_example_files() {
     let blocks = readme_rust_blocks();
-    assert_eq!(blocks.len(), 2, "README has a job-queue and a workflow Rust example");
+    assert_eq!(
+        blocks.len(),
+        2,
+        "README has a job-queue and a workflow Rust example"
+    );
     for (block, name) in blocks.iter().zip(["quickstart", "workflow"]) {
-        assert!(block.contains(README_DSN), "README {name} example connects to {README_DSN}");
+        assert!(
+            block.contains(README_DSN),
+            "README {name} example connects to {README_DSN}"
+        );
         let path = format!("{}/examples/{name}.rs", env!("CARGO_MANIFEST_DIR"));
         let file = std::fs::read_to_string(&path).expect("example file");
         let expected = squash(&block.replace(
             README_DSN,
-            &format!("&std::env::var(\"PGQRS_DSN\").unwrap_or_else(|_| \"sqlite://{name}.db\".into())"),
+            &format!(
+                "&std::env::var(\"PGQRS_DSN\").unwrap_or_else(|_| \"sqlite://{name}.db\".into())"
+            ),
         ));
         assert_eq!(
             squash(&file),
@@ -60,7 +69,11 @@ fn example(name: &str) -> PathBuf {
 
 fn run_example(name: &str, dsn: &str) {
     let bin = example(name);
-    assert!(bin.exists(), "{} not built (cargo test builds examples)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built (cargo test builds examples)",
+        bin.display()
+    );
     let out = Command::new(&bin)
         .env("PGQRS_DSN", dsn)
         .output()
@@ -103,11 +116,17 @@ fn drop_schema(dsn: &str) {
         .expect("schema parameter");
     let base = base.to_string();
     let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-    tokio::runtime::Runtime::new().unwrap().block_on(async move {
-        use sqlx::Executor;
-        let pool = sqlx::postgres::PgPool::connect(&base).await.expect("connect for cleanup");
-        pool.execute(sqlx::AssertSqlSafe(sql)).await.expect("drop test schema");
-    });
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            use sqlx::Executor;
+            let pool = sqlx::postgres::PgPool::connect(&base)
+                .await
+                .expect("connect for cleanup");
+            pool.execute(sqlx::AssertSqlSafe(sql))
+                .await
+                .expect("drop test schema");
+        });
 }
 
 #[test]

@@ -26,7 +26,7 @@ from pgqrs._types import Message, RetryPolicy, StepRecord, WorkflowRun
 from pgqrs._worker import Worker
 from pgqrs.errors import (
     NonDeterministicError,
-    PgqrsError,
+    SerializationError,
     ValidationError,
     WorkflowCancelledError,
     WorkflowFailedError,
@@ -103,9 +103,13 @@ def _need_ctx(ctx: Any, what: str) -> WorkflowContext:
     return ctx
 
 
-def stored_outcome(row: tuple[Any, ...]) -> Any:
+def stored_outcome(row: tuple[Any, ...], locked_if_running: bool = False) -> Any:
     """The result of a finished run: its output, or its error raised."""
     run = WorkflowRun._from(row)
+    if locked_if_running and not run.finished:
+        raise WorkflowLockedError(
+            f"workflow run {run.id} is being executed by another executor", run_id=run.id
+        )
     if run.status == "succeeded":
         return run.output
     if run.status == "cancelled":
@@ -135,21 +139,26 @@ def make_workflow(
         started = await ctx._native.start()
         if started[0] == "finished":
             return stored_outcome(started[1])
+        native = ctx._native
         try:
             result = await _run_callable(fn, ctx, *args, **kwargs)
-        except BaseException as e:
-            if isinstance(e, (Exception, asyncio.CancelledError)) and not isinstance(
-                e, (WorkflowCancelledError, WorkflowLockedError)
-            ):
-                if isinstance(e, asyncio.CancelledError):
-                    # The task was cancelled, not the run: leave it to be resumed.
-                    raise
-                try:
-                    await ctx._native.finish_err(error_text(e))
-                except PgqrsError:
-                    pass
+        except Exception as e:
+            # Recorded as the run's failure; a no-op if the run was cancelled or taken over.
+            await native.finish_err(error_text(e))
             raise
-        await ctx._native.finish_ok(_json.dumps(result, f"output of workflow {wf_name!r}"))
+        except BaseException:
+            # The task was cancelled (or the process is exiting), not the run: leave the run
+            # to be resumed, here or by another executor.
+            native.suspend()
+            raise
+        try:
+            text = _json.dumps(result, f"output of workflow {wf_name!r}")
+        except SerializationError as e:
+            await native.finish_err(error_text(e))
+            raise
+        if not await native.finish_ok(text):
+            # Cancelled (or taken over) after its last step: not a success.
+            stored_outcome(await native.status(), locked_if_running=True)
         return result
 
     run.__pgqrs_workflow__ = wf_name  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@
     @step
     async def fetch(ctx, url): ...
 
-    @step(retries=5, backoff=0.5)
+    @step(max_attempts=5, backoff=0.5)
     async def flaky(ctx, data): ...
 
     @workflow
@@ -63,7 +63,7 @@ def step(
     /,
     *,
     name: str | None = None,
-    retries: int = 1,
+    max_attempts: int = 1,
     backoff: float = 1.0,
     max_backoff: float = 300.0,
     retry: RetryPolicy | None = None,
@@ -76,7 +76,7 @@ def step(
     /,
     *,
     name: str | None = None,
-    retries: int = 1,
+    max_attempts: int = 1,
     backoff: float = 1.0,
     max_backoff: float = 300.0,
     retry: RetryPolicy | None = None,
@@ -85,18 +85,22 @@ def step(
     """Make ``fn(ctx, ...)`` a journaled workflow step.
 
     Its output is journaled when it returns; on replay the body is skipped. A raised exception
-    is retried by the engine up to ``retries`` attempts in all (exponential backoff with jitter
-    from ``backoff`` seconds up to ``max_backoff``; or give a full ``retry`` policy), unless it
+    is retried by the engine up to ``max_attempts`` attempts in all, the first included
+    (exponential backoff with jitter from ``backoff`` seconds up to ``max_backoff``; or give a
+    full ``retry`` policy), unless it
     is a :class:`Permanent` or one of ``non_retryable``. When no attempt is left the error is
     journaled and propagates: the workflow fails unless it catches it.
     """
     policy = retry
-    if policy is None and retries > 1:
-        policy = RetryPolicy.exponential(retries, base=backoff, max=max_backoff)
-    if policy is None and retries < 1:
+    if policy is None and max_attempts > 1:
+        policy = RetryPolicy.exponential(max_attempts, base=backoff, max=max_backoff)
+    if policy is None and max_attempts < 1:
         from pgqrs.errors import ValidationError
 
-        raise ValidationError("retries counts every attempt: at least 1", field="retries")
+        raise ValidationError(
+            "max_attempts counts every attempt, the first included: at least 1",
+            field="max_attempts",
+        )
     if fn is None:
         return lambda f: make_step(f, name, policy, non_retryable)
     return make_step(fn, name, policy, non_retryable)

@@ -148,8 +148,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn get_run(&self, id: i64) -> Result<WorkflowRun>;
     /// Take ownership of a pending run, a running run whose lease expired, or one this owner
     /// already holds. `None` when it cannot be acquired.
-    async fn acquire_run(&self, id: i64, owner: &str, lease: Duration)
-        -> Result<Option<WorkflowRun>>;
+    async fn acquire_run(
+        &self,
+        id: i64,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<WorkflowRun>>;
     /// Who holds the run (a read: cheaper than [`renew_run`](Self::renew_run)). The default
     /// reads the whole run; backends override it with a narrower query.
     async fn run_lease(&self, id: i64) -> Result<RunLease> {
@@ -312,6 +316,48 @@ impl QueueIds {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+    }
+
+    /// Claim from `queue` through its cached id. When nothing is ready, check that the cached
+    /// id still names the queue: another store may have deleted it (then the claim fails with
+    /// [`Error::QueueNotFound`]) or deleted and re-created it (then the claim is retried with
+    /// the new id). The check costs one read, on empty claims only.
+    pub(crate) async fn claim<L, LF, C, CF>(
+        &self,
+        queue: &str,
+        lookup: L,
+        claim: C,
+    ) -> Result<Vec<Message>>
+    where
+        L: Fn() -> LF,
+        LF: std::future::Future<Output = Result<i64>>,
+        C: Fn(i64) -> CF,
+        CF: std::future::Future<Output = Result<Vec<Message>>>,
+    {
+        let cached = self.get(queue);
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let id = lookup().await?;
+                self.put(queue, id);
+                id
+            }
+        };
+        let msgs = claim(id).await?;
+        if !msgs.is_empty() || cached.is_none() {
+            return Ok(msgs);
+        }
+        match lookup().await {
+            Ok(fresh) if fresh == id => Ok(msgs),
+            Ok(fresh) => {
+                self.put(queue, fresh);
+                claim(fresh).await
+            }
+            Err(e) => {
+                self.forget(queue);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -177,8 +177,11 @@ impl PgBackend {
             .min_connections(0)
             .acquire_timeout(cfg.connect_timeout)
             .connect_with(opts);
-        let pool = match tokio::time::timeout(cfg.connect_timeout + Duration::from_secs(1), pool_fut)
-            .await
+        let pool = match tokio::time::timeout(
+            cfg.connect_timeout + Duration::from_secs(1),
+            pool_fut,
+        )
+        .await
         {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
@@ -225,6 +228,37 @@ impl PgBackend {
             self.notifier.channel.clone(),
             Arc::downgrade(&self.wakers),
         )));
+    }
+
+    /// Claim from the queue with this id (see [`QueueIds::claim`]).
+    async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {
+        let rows = sqlx::query(self.q.claim.clone())
+            .bind(queue_id)
+            .bind(p.limit as i64)
+            .bind(secs(p.lease))
+            .bind(p.worker_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut msgs = rows
+            .iter()
+            .map(|r| {
+                Ok(Message {
+                    id: r.try_get(0)?,
+                    queue: p.queue.to_string(),
+                    payload: r.try_get::<Json<Value>, _>(1)?.0,
+                    attempts: r.try_get(2)?,
+                    max_attempts: r.try_get(3)?,
+                    enqueued_at: r.try_get(4)?,
+                    visible_at: r.try_get(5)?,
+                    last_error: r.try_get(6)?,
+                    lease_token: r.try_get(7)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| self.err(e))?;
+        msgs.sort_unstable_by_key(|m| m.id);
+        Ok(msgs)
     }
 
     fn err(&self, e: sqlx::Error) -> Error {
@@ -312,13 +346,11 @@ impl PgBackend {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.err(e))?;
-            sqlx::query(self.sql(
-                "INSERT INTO {s}.pgqrs_schema_version (version) VALUES ($1)",
-            ))
-            .bind(version)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+            sqlx::query(self.sql("INSERT INTO {s}.pgqrs_schema_version (version) VALUES ($1)"))
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
         }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(())
@@ -359,13 +391,11 @@ impl Backend for PgBackend {
                     supported: latest,
                 })
             }
-            Some(v) if v < latest => {
-                return Err(Error::SchemaInvalid {
-                    message: format!(
-                        "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
-                    ),
-                })
-            }
+            Some(v) if v < latest => return Err(Error::SchemaInvalid {
+                message: format!(
+                    "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
+                ),
+            }),
             _ => {}
         }
         let mut missing = Vec::new();
@@ -588,34 +618,13 @@ impl Backend for PgBackend {
     }
 
     async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>> {
-        let queue_id = self.queue_id(p.queue).await?;
-        let rows = sqlx::query(self.q.claim.clone())
-            .bind(queue_id)
-            .bind(p.limit as i64)
-            .bind(secs(p.lease))
-            .bind(p.worker_id)
-            .fetch_all(&self.pool)
+        self.queue_ids
+            .claim(
+                p.queue,
+                || async { Ok(self.get_queue(p.queue).await?.id) },
+                |id| self.claim_in(id, &p),
+            )
             .await
-            .map_err(|e| self.err(e))?;
-        let mut msgs = rows
-            .iter()
-            .map(|r| {
-                Ok(Message {
-                    id: r.try_get(0)?,
-                    queue: p.queue.to_string(),
-                    payload: r.try_get::<Json<Value>, _>(1)?.0,
-                    attempts: r.try_get(2)?,
-                    max_attempts: r.try_get(3)?,
-                    enqueued_at: r.try_get(4)?,
-                    visible_at: r.try_get(5)?,
-                    last_error: r.try_get(6)?,
-                    lease_token: r.try_get(7)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))?;
-        msgs.sort_unstable_by_key(|m| m.id);
-        Ok(msgs)
     }
 
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>> {

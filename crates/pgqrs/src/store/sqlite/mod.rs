@@ -164,7 +164,11 @@ impl SqliteBackend {
             SqlitePoolOptions::new()
                 .max_connections(max)
                 .min_connections(if memory { 1 } else { 0 })
-                .idle_timeout(if memory { None } else { Some(Duration::from_secs(600)) })
+                .idle_timeout(if memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(600))
+                })
                 .max_lifetime(None)
                 .acquire_timeout(cfg.connect_timeout.max(cfg.busy_timeout))
                 .connect_with(opts.clone())
@@ -178,7 +182,9 @@ impl SqliteBackend {
         let reader = if memory {
             writer.clone()
         } else {
-            connect(cfg.pool_size.unwrap_or(4)).await.map_err(conn_err)?
+            connect(cfg.pool_size.unwrap_or(4))
+                .await
+                .map_err(conn_err)?
         };
         Ok(SqliteBackend {
             cfg,
@@ -190,6 +196,39 @@ impl SqliteBackend {
             watch_opts,
             watcher: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Claim from the queue with this id (see [`QueueIds::claim`]).
+    async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {
+        let now = now_us();
+        let rows = sqlx::query(CLAIM)
+            .bind(queue_id)
+            .bind(now)
+            .bind(now.saturating_add(us(p.lease)))
+            .bind(p.limit as i64)
+            .bind(p.worker_id)
+            .fetch_all(&self.writer)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut msgs = rows
+            .iter()
+            .map(|r| {
+                Ok(Message {
+                    id: r.try_get(0)?,
+                    queue: p.queue.to_string(),
+                    payload: json(r.try_get::<&str, _>(1)?)?,
+                    attempts: r.try_get(2)?,
+                    max_attempts: r.try_get(3)?,
+                    enqueued_at: from_micros(r.try_get(4)?),
+                    visible_at: from_micros(r.try_get(5)?),
+                    last_error: r.try_get(6)?,
+                    lease_token: r.try_get(7)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| self.err(e))?;
+        msgs.sort_unstable_by_key(|m| m.id);
+        Ok(msgs)
     }
 
     fn err(&self, e: sqlx::Error) -> Error {
@@ -230,12 +269,7 @@ impl SqliteBackend {
         q.fetch_all(&mut **tx).await.map_err(|e| self.err(e))
     }
 
-    async fn lease_update(
-        &self,
-        sql: String,
-        pre: &[i64],
-        leases: &[Lease],
-    ) -> Result<Vec<bool>> {
+    async fn lease_update(&self, sql: String, pre: &[i64], leases: &[Lease]) -> Result<Vec<bool>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -315,13 +349,11 @@ impl Backend for SqliteBackend {
                     supported: latest,
                 })
             }
-            Some(v) if v < latest => {
-                return Err(Error::SchemaInvalid {
-                    message: format!(
-                        "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
-                    ),
-                })
-            }
+            Some(v) if v < latest => return Err(Error::SchemaInvalid {
+                message: format!(
+                    "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
+                ),
+            }),
             _ => {}
         }
         let mut missing = Vec::new();
@@ -532,36 +564,13 @@ impl Backend for SqliteBackend {
     }
 
     async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>> {
-        let queue_id = self.queue_id(p.queue).await?;
-        let now = now_us();
-        let rows = sqlx::query(CLAIM)
-            .bind(queue_id)
-            .bind(now)
-            .bind(now.saturating_add(us(p.lease)))
-            .bind(p.limit as i64)
-            .bind(p.worker_id)
-            .fetch_all(&self.writer)
+        self.queue_ids
+            .claim(
+                p.queue,
+                || async { Ok(self.get_queue(p.queue).await?.id) },
+                |id| self.claim_in(id, &p),
+            )
             .await
-            .map_err(|e| self.err(e))?;
-        let mut msgs = rows
-            .iter()
-            .map(|r| {
-                Ok(Message {
-                    id: r.try_get(0)?,
-                    queue: p.queue.to_string(),
-                    payload: json(r.try_get::<&str, _>(1)?)?,
-                    attempts: r.try_get(2)?,
-                    max_attempts: r.try_get(3)?,
-                    enqueued_at: from_micros(r.try_get(4)?),
-                    visible_at: from_micros(r.try_get(5)?),
-                    last_error: r.try_get(6)?,
-                    lease_token: r.try_get(7)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))?;
-        msgs.sort_unstable_by_key(|m| m.id);
-        Ok(msgs)
     }
 
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>> {

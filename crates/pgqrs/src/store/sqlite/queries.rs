@@ -156,7 +156,8 @@ pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payl
 pub(super) const RESCUE_DELETE: &str =
     "DELETE FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
 
-pub(super) const DEAD_LETTERS: &str = "SELECT id, payload, attempts, last_error, enqueued_at, failed_at
+pub(super) const DEAD_LETTERS: &str =
+    "SELECT id, payload, attempts, last_error, enqueued_at, failed_at
     FROM pgqrs_dead WHERE queue_id = ? ORDER BY id LIMIT ?";
 pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
     SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error
@@ -173,7 +174,8 @@ pub(super) const REGISTER_WORKER: &str = "INSERT INTO pgqrs_workers
     (hostname, pid, queue, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) RETURNING id";
 pub(super) const HEARTBEAT: &str =
     "UPDATE pgqrs_workers SET heartbeat_at = ?, status = ? WHERE id = ?";
-pub(super) const LIST_WORKERS: &str = "SELECT id, hostname, pid, queue, started_at, heartbeat_at, status
+pub(super) const LIST_WORKERS: &str =
+    "SELECT id, hostname, pid, queue, started_at, heartbeat_at, status
     FROM pgqrs_workers ORDER BY id DESC";
 
 macro_rules! run_cols {
@@ -182,23 +184,41 @@ macro_rules! run_cols {
     };
 }
 
-pub(super) const CREATE_RUN: &str = concat!("INSERT INTO pgqrs_workflow_runs (name, input, created_at, updated_at)
-        VALUES (?1, ?2, ?3, ?3) RETURNING ", run_cols!(), "");
-pub(super) const GET_RUN: &str = concat!("SELECT ", run_cols!(), " FROM pgqrs_workflow_runs WHERE id = ?1");
+pub(super) const CREATE_RUN: &str = concat!(
+    "INSERT INTO pgqrs_workflow_runs (name, input, created_at, updated_at)
+        VALUES (?1, ?2, ?3, ?3) RETURNING ",
+    run_cols!(),
+    ""
+);
+pub(super) const GET_RUN: &str = concat!(
+    "SELECT ",
+    run_cols!(),
+    " FROM pgqrs_workflow_runs WHERE id = ?1"
+);
 /// `?1` id, `?2` owner, `?3` now, `?4` lease until.
-pub(super) const ACQUIRE_RUN: &str = concat!("UPDATE pgqrs_workflow_runs
+pub(super) const ACQUIRE_RUN: &str = concat!(
+    "UPDATE pgqrs_workflow_runs
         SET status = 'running', owner = ?2, lease_until = ?4, attempts = attempts + 1,
             updated_at = ?3
         WHERE id = ?1 AND (status = 'pending'
               OR (status = 'running' AND (owner = ?2 OR lease_until IS NULL OR lease_until < ?3)))
-        RETURNING ", run_cols!(), "");
-pub(super) const LIST_RUNS: &str = concat!("SELECT ", run_cols!(), " FROM pgqrs_workflow_runs WHERE (?1 IS NULL OR status = ?1)
-        ORDER BY id LIMIT ?2");
+        RETURNING ",
+    run_cols!(),
+    ""
+);
+pub(super) const LIST_RUNS: &str = concat!(
+    "SELECT ",
+    run_cols!(),
+    " FROM pgqrs_workflow_runs WHERE (?1 IS NULL OR status = ?1)
+        ORDER BY id LIMIT ?2"
+);
 pub(super) const RUN_LEASE: &str =
     "SELECT status, owner, coalesce(lease_until > ?2, 0) FROM pgqrs_workflow_runs WHERE id = ?1";
-pub(super) const RENEW_RUN: &str = "UPDATE pgqrs_workflow_runs SET lease_until = ?4, updated_at = ?3
+pub(super) const RENEW_RUN: &str =
+    "UPDATE pgqrs_workflow_runs SET lease_until = ?4, updated_at = ?3
     WHERE id = ?1 AND owner = ?2 AND status = 'running' RETURNING id";
-pub(super) const LIST_STEPS: &str = "SELECT run_id, position, name, status, output, error, attempts,
+pub(super) const LIST_STEPS: &str =
+    "SELECT run_id, position, name, status, output, error, attempts,
     next_retry_at FROM pgqrs_workflow_steps WHERE run_id = ? ORDER BY position";
 /// `?9` owner, `?10` now.
 pub(super) const RECORD_STEP: &str = "INSERT INTO pgqrs_workflow_steps

@@ -13,7 +13,8 @@
 //!   small pool of their own connections and run alongside the writer (WAL snapshots).
 //! * Processes: Turso 0.8 locks the database file for the process that opens it (its
 //!   multi-process WAL is experimental), so **one process at a time** may open a database.
-//!   A second process gets [`Error::Connection`] saying so at `connect`.
+//!   A second process gets [`Error::Connection`] saying so at `connect`; so does a `fork()`ed
+//!   child of a process that has the file open (see [`shared_for`]).
 //! * A task cancelled in the middle of a write transaction (a timeout, a dropped future)
 //!   leaves its connection inside the transaction; the next user of the connection rolls it
 //!   back before doing anything else, so an interrupted write never half-commits.
@@ -26,10 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
+use ::turso::{Connection, Value};
 use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::{Mutex, MutexGuard};
-use ::turso::{Connection, Value};
 
 use self::queries::*;
 use super::*;
@@ -57,27 +58,81 @@ fn us(d: Duration) -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------
-// The write gate: one per database file in this process.
+// What the stores of one file share in this process.
 // ---------------------------------------------------------------------------------------
 
-/// Write gates of the files open in this process, so that several stores on one file (or a
-/// store and a test's raw connection) never contend for the engine's write lock.
-static GATES: LazyLock<std::sync::Mutex<HashMap<PathBuf, Weak<Mutex<()>>>>> =
+/// What the stores of one database file share inside this process.
+struct Shared {
+    /// The process that opened the file (a `fork()`ed child inherits this memory).
+    pid: u32,
+    /// Stores of this process that have the file open (connected, not closed).
+    open: AtomicUsize,
+    /// The write gate: one writer at a time, in arrival order, so that several stores on one
+    /// file never contend for the engine's write lock.
+    gate: Mutex<()>,
+    /// Idle workers of every store on the file: an enqueue through any store wakes them.
+    /// (No other process can have the file open, so nothing is missed.)
+    wakers: Wakers,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Shared {
+            pid: std::process::id(),
+            open: AtomicUsize::new(0),
+            gate: Mutex::new(()),
+            wakers: Wakers::default(),
+        }
+    }
+}
+
+static SHARED: LazyLock<std::sync::Mutex<HashMap<PathBuf, Weak<Shared>>>> =
     LazyLock::new(Default::default);
 
-fn gate_for(path: Option<&PathBuf>) -> Arc<Mutex<()>> {
+/// The shared state of `path` (`None`: in-memory, private to its store), or the reason the
+/// file cannot be opened here.
+///
+/// A `fork()`ed child inherits the parent's memory, including Turso's own registry of open
+/// databases: opening a file the parent had open would hand the child the parent's database
+/// object, with no file lock of its own, and two processes would then write the file
+/// unawares. That is refused like any second process.
+fn shared_for(path: Option<&PathBuf>, target: &str) -> Result<Arc<Shared>> {
     let Some(path) = path else {
-        // An in-memory database belongs to its store alone.
-        return Arc::new(Mutex::new(()));
+        return Ok(Arc::new(Shared::new()));
     };
-    let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
-    gates.retain(|_, g| g.strong_count() > 0);
-    if let Some(g) = gates.get(path).and_then(Weak::upgrade) {
-        return g;
+    let me = std::process::id();
+    let mut all = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|_, s| s.strong_count() > 0);
+    if let Some(s) = all.get(path).and_then(Weak::upgrade) {
+        if s.pid == me {
+            return Ok(s);
+        }
+        if s.open.load(Ordering::Acquire) > 0 {
+            return Err(one_process(
+                target,
+                "the database was open in the parent process when this one was forked",
+            ));
+        }
     }
-    let g = Arc::new(Mutex::new(()));
-    gates.insert(path.clone(), Arc::downgrade(&g));
-    g
+    let s = Arc::new(Shared::new());
+    all.insert(path.clone(), Arc::downgrade(&s));
+    Ok(s)
+}
+
+/// `p` made absolute and canonical (its directory, when the file does not exist yet), so that
+/// two spellings of one file share one [`Shared`].
+fn canonical(p: &std::path::Path) -> PathBuf {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return c;
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), p.file_name()) {
+        (Ok(d), Some(f)) => d.join(f),
+        _ => p.to_path_buf(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -266,7 +321,7 @@ type Slot = Mutex<Option<Connection>>;
 struct Held<'a> {
     guard: MutexGuard<'a, Option<Connection>>,
     target: &'a str,
-    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _gate: Option<MutexGuard<'a, ()>>,
 }
 
 impl Held<'_> {
@@ -377,17 +432,24 @@ impl Held<'_> {
     }
 }
 
+impl Drop for TursoBackend {
+    fn drop(&mut self) {
+        if !*self.closed.get_mut() {
+            self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 pub(crate) struct TursoBackend {
     cfg: Config,
     target: String,
     /// Kept so the database stays open while the store is; dropped by `close`.
     db: std::sync::Mutex<Option<::turso::Database>>,
-    gate: Arc<Mutex<()>>,
+    shared: Arc<Shared>,
     writer: Slot,
     readers: Vec<Slot>,
     next_reader: AtomicUsize,
     closed: AtomicBool,
-    wakers: Wakers,
     queue_ids: QueueIds,
 }
 
@@ -412,9 +474,16 @@ fn parse_location(cfg: &Config) -> Result<Option<PathBuf>> {
     if rest == ":memory:" || rest == "//:memory:" {
         return Ok(None);
     }
-    let path = rest.strip_prefix("//").ok_or_else(|| {
-        bad("expected turso://PATH (turso:///absolute/path) or turso::memory:".into())
-    })?;
+    // `turso:/abs/path` too: what URL libraries make of `turso:///abs/path`.
+    let path = match rest.strip_prefix("//") {
+        Some(p) => p,
+        None if rest.starts_with('/') => rest,
+        None => {
+            return Err(bad(
+                "expected turso://PATH (turso:///absolute/path) or turso::memory:".into(),
+            ))
+        }
+    };
     if path.is_empty() {
         return Err(bad("no file path after turso://".into()));
     }
@@ -454,6 +523,7 @@ impl TursoBackend {
                 message: e.to_string(),
             },
         };
+        let shared = shared_for(location.as_deref().map(canonical).as_ref(), &target)?;
         let open = async {
             let db = ::turso::Builder::new_local(&path_str)
                 .build()
@@ -490,19 +560,16 @@ impl TursoBackend {
             })??;
         let writer = conns.remove(0);
         let readers = conns.into_iter().map(|c| Mutex::new(Some(c))).collect();
-        let gate = gate_for(location.as_ref().map(|p| {
-            std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())
-        }).as_ref());
+        shared.open.fetch_add(1, Ordering::AcqRel);
         Ok(TursoBackend {
             cfg,
             target,
             db: std::sync::Mutex::new(Some(db)),
-            gate,
+            shared,
             writer: Mutex::new(Some(writer)),
             readers,
             next_reader: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            wakers: Wakers::default(),
             queue_ids: QueueIds::default(),
         })
     }
@@ -514,11 +581,16 @@ impl TursoBackend {
             message: e.to_string(),
         };
         c.busy_timeout(cfg.busy_timeout).map_err(err)?;
-        c.execute("PRAGMA foreign_keys = ON", ()).await.map_err(err)?;
+        c.execute("PRAGMA foreign_keys = ON", ())
+            .await
+            .map_err(err)?;
         if file {
             // WAL is Turso's journal mode already; ask for it anyway, so that a file created
             // by another tool in rollback-journal mode is switched too.
-            let mut rows = c.query("PRAGMA journal_mode = WAL", ()).await.map_err(err)?;
+            let mut rows = c
+                .query("PRAGMA journal_mode = WAL", ())
+                .await
+                .map_err(err)?;
             while rows.next().await.map_err(err)?.is_some() {}
         }
         let sync = match cfg.durability {
@@ -529,10 +601,6 @@ impl TursoBackend {
             .await
             .map_err(err)?;
         Ok(())
-    }
-
-    fn err(&self, e: ::turso::Error) -> Error {
-        from_turso(e, &self.target)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -546,7 +614,7 @@ impl TursoBackend {
     async fn take<'a>(
         &'a self,
         slot: &'a Slot,
-        gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+        gate: Option<MutexGuard<'a, ()>>,
     ) -> Result<Held<'a>> {
         let guard = slot.lock().await;
         if guard.is_none() {
@@ -564,7 +632,7 @@ impl TursoBackend {
     /// The writer connection, after the process-wide write gate of this file.
     async fn writer(&self) -> Result<Held<'_>> {
         self.check_open()?;
-        let gate = self.gate.clone().lock_owned().await;
+        let gate = self.shared.gate.lock().await;
         self.take(&self.writer, Some(gate)).await
     }
 
@@ -599,6 +667,43 @@ impl TursoBackend {
         Ok(w)
     }
 
+    /// Claim from the queue with this id (see [`QueueIds::claim`]).
+    async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {
+        let now = now_us();
+        let w = self.writer().await?;
+        let rows = w
+            .all(
+                CLAIM,
+                vec![
+                    queue_id.into(),
+                    now.into(),
+                    now.saturating_add(us(p.lease)).into(),
+                    (p.limit as i64).into(),
+                    p.worker_id.into(),
+                ],
+            )
+            .await?;
+        drop(w);
+        let mut msgs = rows
+            .iter()
+            .map(|r| {
+                Ok(Message {
+                    id: r.i64(0)?,
+                    queue: p.queue.to_string(),
+                    payload: r.json(1)?,
+                    attempts: r.i32(2)?,
+                    max_attempts: r.i32(3)?,
+                    enqueued_at: r.time(4)?,
+                    visible_at: r.time(5)?,
+                    last_error: r.opt_str(6)?,
+                    lease_token: r.i64(7)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        msgs.sort_unstable_by_key(|m| m.id);
+        Ok(msgs)
+    }
+
     async fn queue_id(&self, name: &str) -> Result<i64> {
         if let Some(id) = self.queue_ids.get(name) {
             return Ok(id);
@@ -623,7 +728,11 @@ impl TursoBackend {
         let w = self.write_tx().await?;
         let r = async {
             w.exec(VERSION_TABLE, vec![]).await?;
-            let current = w.one(SCHEMA_VERSION, vec![]).await?.opt_i64(0)?.unwrap_or(0);
+            let current = w
+                .one(SCHEMA_VERSION, vec![])
+                .await?
+                .opt_i64(0)?
+                .unwrap_or(0);
             let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
             if current > latest {
                 return Err(Error::SchemaTooNew {
@@ -677,8 +786,8 @@ impl Backend for TursoBackend {
             Some(v) if v < latest => {
                 return Err(Error::SchemaInvalid {
                     message: format!(
-                        "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
-                    ),
+                    "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
+                ),
                 })
             }
             _ => {}
@@ -711,7 +820,10 @@ impl Backend for TursoBackend {
     }
 
     async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
         // Wait for operations in flight, then drop every connection and the database: the
         // file lock is released once no store of this process uses the file any more.
         *self.writer.lock().await = None;
@@ -719,7 +831,7 @@ impl Backend for TursoBackend {
             *r.lock().await = None;
         }
         self.db.lock().unwrap_or_else(|e| e.into_inner()).take();
-        self.wakers.wake_all();
+        self.shared.wakers.wake_all();
     }
 
     async fn create_queue(&self, name: &str) -> Result<QueueInfo> {
@@ -749,7 +861,10 @@ impl Backend for TursoBackend {
         let w = self.write_tx().await?;
         let r = async {
             let id = match w
-                .opt("SELECT id FROM pgqrs_queues WHERE name = ?", vec![name.into()])
+                .opt(
+                    "SELECT id FROM pgqrs_queues WHERE name = ?",
+                    vec![name.into()],
+                )
                 .await?
             {
                 Some(r) => r.i64(0)?,
@@ -795,7 +910,11 @@ impl Backend for TursoBackend {
 
     async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
         let r = self.reader().await?;
-        r.all(LIST_QUEUES, vec![]).await?.iter().map(queue_info).collect()
+        r.all(LIST_QUEUES, vec![])
+            .await?
+            .iter()
+            .map(queue_info)
+            .collect()
     }
 
     async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics> {
@@ -864,46 +983,19 @@ impl Backend for TursoBackend {
         let mut ids = w.finish(r).await?;
         ids.sort_unstable();
         if visible_at <= now {
-            self.wakers.wake(queue);
+            self.shared.wakers.wake(queue);
         }
         Ok(ids)
     }
 
     async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>> {
-        let queue_id = self.queue_id(p.queue).await?;
-        let now = now_us();
-        let w = self.writer().await?;
-        let rows = w
-            .all(
-                CLAIM,
-                vec![
-                    queue_id.into(),
-                    now.into(),
-                    now.saturating_add(us(p.lease)).into(),
-                    (p.limit as i64).into(),
-                    p.worker_id.into(),
-                ],
+        self.queue_ids
+            .claim(
+                p.queue,
+                || async { Ok(self.get_queue(p.queue).await?.id) },
+                |id| self.claim_in(id, &p),
             )
-            .await?;
-        drop(w);
-        let mut msgs = rows
-            .iter()
-            .map(|r| {
-                Ok(Message {
-                    id: r.i64(0)?,
-                    queue: p.queue.to_string(),
-                    payload: r.json(1)?,
-                    attempts: r.i32(2)?,
-                    max_attempts: r.i32(3)?,
-                    enqueued_at: r.time(4)?,
-                    visible_at: r.time(5)?,
-                    last_error: r.opt_str(6)?,
-                    lease_token: r.i64(7)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        msgs.sort_unstable_by_key(|m| m.id);
-        Ok(msgs)
+            .await
     }
 
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>> {
@@ -992,7 +1084,7 @@ impl Backend for TursoBackend {
         if delay.is_zero() && out.iter().any(|x| *x) {
             // Wake any idle worker of this process; the queue name is not known here, so
             // wake them all.
-            self.wakers.wake_all();
+            self.shared.wakers.wake_all();
         }
         Ok(out)
     }
@@ -1035,7 +1127,7 @@ impl Backend for TursoBackend {
                         n += w
                             .exec(REQUEUE_DEAD_ONE, vec![qid.into(), now.into(), (*id).into()])
                             .await?;
-                        w.exec(DELETE_DEAD_ONE, vec![qid.into(), (*id).into()])
+                        w.exec(DELETE_DEAD_ONE, vec![qid.into(), now.into(), (*id).into()])
                             .await?;
                     }
                 }
@@ -1045,7 +1137,7 @@ impl Backend for TursoBackend {
         .await;
         let n = w.finish(r).await?;
         if n > 0 {
-            self.wakers.wake(queue);
+            self.shared.wakers.wake(queue);
         }
         Ok(n)
     }
@@ -1142,7 +1234,7 @@ impl Backend for TursoBackend {
     }
 
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration) {
-        self.wakers.wait(queue, timeout).await
+        self.shared.wakers.wait(queue, timeout).await
     }
 
     async fn create_run(&self, name: &str, input: String) -> Result<WorkflowRun> {
@@ -1183,21 +1275,35 @@ impl Backend for TursoBackend {
         .transpose()
     }
 
+    async fn run_lease(&self, id: i64) -> Result<RunLease> {
+        let r = self.reader().await?;
+        let row = r
+            .opt(RUN_LEASE, vec![id.into(), now_us().into()])
+            .await?
+            .ok_or(Error::WorkflowNotFound { id })?;
+        let status = row.str(0)?;
+        Ok(RunLease {
+            status: RunStatus::parse(status)
+                .ok_or_else(|| decode("a run status", &Value::Text(status.into())))?,
+            owner: row.opt_str(1)?,
+            lease_valid: row.i64(2)? != 0,
+        })
+    }
+
     async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool> {
         let now = now_us();
         let w = self.writer().await?;
-        Ok(w
-            .opt(
-                RENEW_RUN,
-                vec![
-                    id.into(),
-                    owner.into(),
-                    now.into(),
-                    now.saturating_add(us(lease)).into(),
-                ],
-            )
-            .await?
-            .is_some())
+        Ok(w.opt(
+            RENEW_RUN,
+            vec![
+                id.into(),
+                owner.into(),
+                now.into(),
+                now.saturating_add(us(lease)).into(),
+            ],
+        )
+        .await?
+        .is_some())
     }
 
     async fn list_steps(&self, run_id: i64) -> Result<Vec<StepRecord>> {
@@ -1225,24 +1331,23 @@ impl Backend for TursoBackend {
     async fn record_step(&self, owner: &str, s: NewStep<'_>) -> Result<bool> {
         let now = now_us();
         let w = self.writer().await?;
-        Ok(w
-            .opt(
-                RECORD_STEP,
-                vec![
-                    s.run_id.into(),
-                    s.position.into(),
-                    s.name.into(),
-                    s.status.as_str().into(),
-                    s.output.into(),
-                    s.error.into(),
-                    s.attempts.into(),
-                    s.retry_in.map(|d| now.saturating_add(us(d))).into(),
-                    owner.into(),
-                    now.into(),
-                ],
-            )
-            .await?
-            .is_some())
+        Ok(w.opt(
+            RECORD_STEP,
+            vec![
+                s.run_id.into(),
+                s.position.into(),
+                s.name.into(),
+                s.status.as_str().into(),
+                s.output.into(),
+                s.error.into(),
+                s.attempts.into(),
+                s.retry_in.map(|d| now.saturating_add(us(d))).into(),
+                owner.into(),
+                now.into(),
+            ],
+        )
+        .await?
+        .is_some())
     }
 
     async fn finish_run(
@@ -1254,43 +1359,76 @@ impl Backend for TursoBackend {
         error: Option<String>,
     ) -> Result<bool> {
         let w = self.writer().await?;
-        Ok(w
-            .opt(
-                FINISH_RUN,
-                vec![
-                    id.into(),
-                    owner.into(),
-                    status.as_str().into(),
-                    output.into(),
-                    error.into(),
-                    now_us().into(),
-                ],
-            )
-            .await?
-            .is_some())
+        Ok(w.opt(
+            FINISH_RUN,
+            vec![
+                id.into(),
+                owner.into(),
+                status.as_str().into(),
+                output.into(),
+                error.into(),
+                now_us().into(),
+            ],
+        )
+        .await?
+        .is_some())
     }
 
     async fn cancel_run(&self, id: i64) -> Result<bool> {
         let w = self.writer().await?;
-        Ok(w
-            .opt(CANCEL_RUN, vec![id.into(), now_us().into()])
+        Ok(w.opt(CANCEL_RUN, vec![id.into(), now_us().into()])
             .await?
             .is_some())
     }
 
     async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>> {
         let r = self.reader().await?;
-        r.all(LIST_RUNS, vec![status.map(|s| s.as_str()).into(), limit.into()])
-            .await?
-            .iter()
-            .map(run)
-            .collect()
+        r.all(
+            LIST_RUNS,
+            vec![status.map(|s| s.as_str()).into(), limit.into()],
+        )
+        .await?
+        .iter()
+        .map(run)
+        .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn pragma(c: &Connection, name: &str) -> Value {
+        let mut rows = c.query(format!("PRAGMA {name}"), ()).await.unwrap();
+        let v = rows.next().await.unwrap().unwrap().get_value(0).unwrap();
+        while rows.next().await.unwrap().is_some() {}
+        v
+    }
+
+    #[tokio::test]
+    async fn connection_settings() {
+        let dir = std::env::temp_dir().join(format!("pgqrs-turso-unit-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (param, want) in [("", 2), ("?synchronous=normal", 1)] {
+            let path = dir.join(format!("s{want}.db"));
+            let cfg = Config::new(&format!("turso://{}{param}", path.display())).unwrap();
+            let b = TursoBackend::connect(cfg).await.unwrap();
+            let w = b.writer().await.unwrap();
+            assert_eq!(
+                pragma(w.conn(), "synchronous").await,
+                Value::Integer(want),
+                "{param}"
+            );
+            assert_eq!(pragma(w.conn(), "foreign_keys").await, Value::Integer(1));
+            assert_eq!(
+                pragma(w.conn(), "journal_mode").await,
+                Value::Text("wal".into())
+            );
+            drop(w);
+            b.close().await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn loc(dsn: &str) -> Result<Option<PathBuf>> {
         parse_location(&Config::new(dsn)?)
@@ -1299,13 +1437,23 @@ mod tests {
     #[test]
     fn locations() {
         assert_eq!(loc("turso::memory:").unwrap(), None);
-        assert_eq!(loc("turso://jobs.db").unwrap(), Some(PathBuf::from("jobs.db")));
+        assert_eq!(
+            loc("turso://jobs.db").unwrap(),
+            Some(PathBuf::from("jobs.db"))
+        );
         assert_eq!(
             loc("turso:///tmp/x/jobs.db?max_attempts=3").unwrap(),
             Some(PathBuf::from("/tmp/x/jobs.db"))
         );
+        assert_eq!(
+            loc("turso:/tmp/j.db").unwrap(),
+            Some(PathBuf::from("/tmp/j.db"))
+        );
         assert!(matches!(loc("turso://"), Err(Error::InvalidDsn { .. })));
-        assert!(matches!(loc("turso:jobs.db"), Err(Error::InvalidDsn { .. })));
+        assert!(matches!(
+            loc("turso:jobs.db"),
+            Err(Error::InvalidDsn { .. })
+        ));
         assert!(matches!(
             loc("turso://jobs.db?mode=rwc"),
             Err(Error::InvalidDsn { reason, .. }) if reason.contains("mode")

@@ -1,0 +1,229 @@
+//! Connecting: bad connection strings, unreachable databases, a closed store.
+
+use std::time::Duration;
+
+use pgqrs::Error;
+use serde_json::json;
+
+use crate::assert_err;
+use crate::common::*;
+
+/// Connection strings rejected before any I/O, and databases that can't be reached.
+pub async fn connect_errors(db: &TestDb) {
+    type Check = fn(&Error) -> bool;
+    let table: Vec<(&str, Check)> = vec![
+        ("", |e| matches!(e, Error::InvalidDsn { .. })),
+        ("   ", |e| matches!(e, Error::InvalidDsn { .. })),
+        ("jobs.db", |e| matches!(e, Error::InvalidDsn { .. })),
+        (
+            "mysql://user@host/db",
+            |e| matches!(e, Error::InvalidDsn { reason, .. } if reason.contains("mysql")),
+        ),
+        (
+            "redis://localhost:6379",
+            |e| matches!(e, Error::InvalidDsn { reason, .. } if reason.contains("redis")),
+        ),
+        (
+            "postgresql://h/db?pool_size=many",
+            |e| matches!(e, Error::InvalidDsn { reason, .. } if reason.contains("pool_size")),
+        ),
+        ("postgresql://h/db?schema=a;drop", |e| {
+            matches!(
+                e,
+                Error::Validation {
+                    field: "schema",
+                    ..
+                }
+            )
+        }),
+        ("sqlite::memory:?max_attempts=0", |e| {
+            matches!(
+                e,
+                Error::Validation {
+                    field: "max_attempts",
+                    ..
+                }
+            )
+        }),
+        ("sqlite::memory:?synchronous=sometimes", |e| {
+            matches!(e, Error::InvalidDsn { .. })
+        }),
+    ];
+    #[allow(unused_mut)]
+    let mut table = table;
+    #[cfg(not(feature = "sqlite"))]
+    table.push(("sqlite::memory:", |e| {
+        matches!(
+            e,
+            Error::BackendNotEnabled {
+                feature: "sqlite",
+                ..
+            }
+        )
+    }));
+    #[cfg(not(feature = "turso"))]
+    table.push((
+        "turso://jobs.db",
+        |e| matches!(e, Error::BackendNotEnabled { scheme, feature: "turso" } if scheme == "turso"),
+    ));
+    #[cfg(feature = "turso")]
+    table.push((
+        "turso://jobs.db?mode=rwc",
+        |e| matches!(e, Error::InvalidDsn { reason, .. } if reason.contains("mode")),
+    ));
+    #[cfg(not(feature = "postgres"))]
+    table.push(("postgresql://u@h/db", |e| {
+        matches!(
+            e,
+            Error::BackendNotEnabled {
+                feature: "postgres",
+                ..
+            }
+        )
+    }));
+    for (dsn, check) in table {
+        let r = tokio::time::timeout(secs(10), pgqrs::connect(dsn))
+            .await
+            .unwrap_or_else(|_| panic!("connect({dsn:?}) hung"));
+        match r {
+            Err(e) if check(&e) => {
+                // Every message says what was wrong: the scheme or the feature is named.
+                let text = e.to_string();
+                assert!(!text.is_empty());
+                if let Error::BackendNotEnabled { feature, .. } = &e {
+                    assert!(text.contains(feature) && text.contains("feature"), "{text}");
+                }
+            }
+            other => panic!("connect({dsn:?}): unexpected {other:?}"),
+        }
+    }
+
+    // A password never appears in an error message.
+    let e = pgqrs::connect("mysql://user:s3cret@host/db")
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().contains("s3cret"), "{e}");
+
+    // An unreachable database fails with a connection error naming where it looked, in
+    // bounded time (the guard is far above the default 5 s connect timeout).
+    if db.is_postgres() {
+        #[cfg(feature = "postgres")]
+        {
+            let dsn = "postgresql://postgres@127.0.0.1:1/x";
+            let r = tokio::time::timeout(secs(30), pgqrs::connect(dsn))
+                .await
+                .expect("connecting to a closed port must not hang");
+            match r {
+                Err(e @ Error::Connection { .. }) => {
+                    let Error::Connection { target, .. } = &e else {
+                        unreachable!()
+                    };
+                    assert!(
+                        target.contains("127.0.0.1") && target.contains(":1"),
+                        "{target}"
+                    );
+                    let text = e.to_string();
+                    assert!(text.contains("127.0.0.1:1"), "{text}");
+                    assert!(e.is_transient());
+                }
+                other => panic!("connect({dsn}): expected Error::Connection, got {other:?}"),
+            }
+        }
+    } else {
+        // A file in a directory that does not exist.
+        let scheme = if db.is_turso() { "turso" } else { "sqlite" };
+        let dsn = &format!("{scheme}:///nonexistent-pgqrs-dir/sub/t.db");
+        let r = tokio::time::timeout(secs(30), async {
+            let s = pgqrs::connect(dsn).await?;
+            pgqrs::admin(&s).install().await
+        })
+        .await
+        .expect("must not hang");
+        match r {
+            Err(e @ Error::Connection { .. }) => {
+                assert!(e.to_string().contains("nonexistent-pgqrs-dir"), "{e}");
+            }
+            other => panic!("{dsn}: expected Error::Connection, got {other:?}"),
+        }
+        // In-memory databases work.
+        let s = pgqrs::connect(&format!("{scheme}::memory:"))
+            .await
+            .expect("in-memory database");
+        pgqrs::admin(&s).install().await.expect("install in memory");
+        pgqrs::admin(&s)
+            .create_queue("m")
+            .await
+            .expect("create_queue in memory");
+        pgqrs::enqueue()
+            .message(&1)
+            .to("m")
+            .execute(&s)
+            .await
+            .expect("enqueue in memory");
+        assert_eq!(metrics(&s, "m").await.ready, 1);
+    }
+
+    // The test's own database connects, and reports its backend.
+    let store = db.connect().await;
+    let expected = if db.is_postgres() {
+        pgqrs::BackendKind::Postgres
+    } else if db.is_turso() {
+        pgqrs::BackendKind::Turso
+    } else {
+        pgqrs::BackendKind::Sqlite
+    };
+    assert_eq!(store.backend(), expected);
+}
+
+/// After `store.close()`, every operation fails with `Error::Closed`, promptly.
+pub async fn closed_store(db: &TestDb) {
+    let store = db.store_with_queue("q").await;
+    pgqrs::enqueue()
+        .message(&json!(1))
+        .to("q")
+        .execute(&store)
+        .await
+        .unwrap();
+    let consumer = pgqrs::Consumer::new(&store, "q").await.unwrap();
+    let clone = store.clone();
+    tokio::time::timeout(secs(10), store.close())
+        .await
+        .expect("close must not hang");
+
+    let bound = Duration::from_secs(10);
+    macro_rules! closed {
+        ($what:literal, $op:expr) => {
+            let r = tokio::time::timeout(bound, $op)
+                .await
+                .unwrap_or_else(|_| panic!("{} on a closed store hung", $what));
+            assert_err!(r, Error::Closed);
+        };
+    }
+    closed!(
+        "enqueue",
+        pgqrs::enqueue().message(&json!(2)).to("q").execute(&store)
+    );
+    closed!(
+        "enqueue on a clone",
+        pgqrs::enqueue().message(&json!(2)).to("q").execute(&clone)
+    );
+    closed!(
+        "dequeue",
+        pgqrs::dequeue()
+            .from("q")
+            .handle(|_m| async { Ok(()) })
+            .execute(&store)
+    );
+    closed!("Consumer::dequeue", consumer.dequeue(1, None));
+    closed!("Consumer::new", pgqrs::Consumer::new(&store, "q"));
+    closed!("list_queues", pgqrs::admin(&store).list_queues());
+    closed!("queue_metrics", pgqrs::admin(&store).queue_metrics("q"));
+    closed!("create_queue", pgqrs::admin(&store).create_queue("other"));
+    closed!("install", pgqrs::admin(&store).install());
+    let w = pgqrs::worker("q").handle(|_m| async { Ok(()) });
+    closed!("worker.run", w.run(&store));
+    // Closing twice is harmless.
+    tokio::time::timeout(bound, store.close())
+        .await
+        .expect("second close hung");
+}

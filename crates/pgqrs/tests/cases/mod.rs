@@ -1,0 +1,12 @@
+//! The conformance cases, one module per area. Each case is
+//! `pub async fn name(db: &TestDb)` and panics on failure.
+
+pub mod concurrency;
+pub mod connect;
+pub mod consume;
+pub mod jobs;
+pub mod queues;
+pub mod quickstart;
+pub mod retry;
+pub mod schema;
+pub mod worker;

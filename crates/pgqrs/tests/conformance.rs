@@ -1,0 +1,102 @@
+//! The conformance suite: every case runs on every backend compiled in.
+//!
+//! ```text
+//! cargo test --release -p pgqrs --features full --test conformance
+//! PGQRS_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test cargo test ... # PostgreSQL cases
+//! cargo test ... -- sqlite::          # one backend
+//! cargo test ... -- jobs::lease       # one group of cases, on every backend
+//! ```
+//!
+//! Each case is `cases::<group>::<case>(db: &TestDb)`; [`conformance!`] instantiates it as
+//! `<backend>::<group>::<case>`, a multi-threaded tokio test with a fresh database (see
+//! `common`). Without `PGQRS_TEST_DSN` the PostgreSQL cases are skipped, except under
+//! `CI=true`, where they fail.
+
+mod cases;
+mod common;
+
+/// Lists every case once and instantiates it for the backend built by `$ctor`.
+macro_rules! conformance {
+    ($ctor:path) => {
+        conformance!(@groups $ctor;
+            connect { connect_errors, closed_store }
+            schema { install_idempotent, not_installed, schema_upgrade, schema_too_new }
+            queues {
+                queue_lifecycle,
+                queue_name_validation,
+                delete_refused_while_leased,
+                unknown_queue_errors,
+                queue_recreated_by_another_store,
+            }
+            jobs {
+                payload_roundtrip,
+                payload_nul_char,
+                payload_deep_nesting,
+                payload_too_large,
+                batch_enqueue_ids_in_order,
+                delayed_enqueue,
+                claim_with_visibility_timeout,
+                lease_expiry_redelivery,
+                lease_guarded_completion,
+                archive_keeps_payload,
+                delete_job,
+                extend_lease,
+                release_job,
+                metrics_after_sequence,
+            }
+            retry {
+                retry_then_dead_letter_then_requeue,
+                consumer_fail_with_backoff,
+                policy_and_job_limits_agree,
+                final_attempt_expiry_rescued_by_worker,
+            }
+            consume { dequeue_one_shot, dequeue_handler_error_and_panic }
+            worker {
+                worker_concurrency,
+                worker_batch_handler,
+                worker_failing_handler_retries,
+                worker_panicking_handler,
+                worker_graceful_shutdown,
+                worker_grace_exceeded,
+                worker_registration_heartbeat,
+                worker_extends_running_leases,
+                worker_delete_on_success,
+                worker_queue_deleted,
+            }
+            concurrency { exactly_once_workers, exactly_once_consumers }
+            quickstart { seed_example }
+        );
+    };
+    (@groups $ctor:path; $($group:ident { $($case:ident),* $(,)? })*) => {
+        $(
+            mod $group {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $case() {
+                        let Some(db) = $ctor().await else { return };
+                        $crate::common::bounded(
+                            concat!(stringify!($group), "::", stringify!($case)),
+                            $crate::cases::$group::$case(&db),
+                        )
+                        .await;
+                    }
+                )*
+            }
+        )*
+    };
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    conformance!(crate::common::TestDb::sqlite);
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    conformance!(crate::common::TestDb::postgres);
+}
+
+#[cfg(feature = "turso")]
+mod turso {
+    conformance!(crate::common::TestDb::turso);
+}
