@@ -1,0 +1,438 @@
+"""The benchmark orchestrator: ``make bench`` / ``make bench-quick`` run this.
+
+    python benches/run.py [--quick] [--runs N] [--only S3,S4] [--systems pgqrs,ceiling]
+                          [--backends postgres] [--dsn postgresql://…] [--no-report]
+
+Every measurement runs in a subprocess of its own, on a fresh database: a new SQLite file, or a
+new PostgreSQL schema (``?schema=`` in pgqrs's DSN), dropped afterwards. The systems' runs are
+interleaved (run 1 of every system, then run 2, …) so that a change in the machine's load
+spreads over all of them. Results are appended to ``benches/results/<timestamp>.jsonl`` as each
+case finishes; ``report.py`` turns them into ``latest.md`` and ``charts.py`` into SVG charts.
+
+Standard library only. What is measured, and by what, is data: ``BACKENDS``, ``SYSTEMS`` and
+``CASES`` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import glob
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+DEFAULT_DSN = os.environ.get(
+    "PGQRS_BENCH_DSN", os.environ.get("PGQRS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+)
+
+# --- What runs --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """``dsn`` is a template: ``{file}`` (a fresh file per run) or ``{schema}`` (a fresh
+    PostgreSQL schema per run); ``{pg}`` is the PostgreSQL server's DSN (``--dsn``)."""
+
+    key: str
+    title: str
+    dsn: str
+
+
+BACKENDS = [
+    Backend("postgres", "PostgreSQL", "{pg}?schema={schema}"),
+    Backend("sqlite", "SQLite", "sqlite://{file}"),
+    # Backend("turso", "Turso", "turso://{file}"),  # once the Turso backend lands
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    key: str
+    title: str
+    kind: str  # "python" (a driver script in a venv) or "ceiling" (the Rust binary)
+    backends: tuple[str, ...] | None  # None: every backend
+    python: str = ""
+    script: str = ""
+
+
+SYSTEMS = [
+    System("pgqrs", "pgqrs", "python", None, ".venv/bin/python", "pgqrs_bench.py"),
+    System("ceiling", "ceiling (SQL)", "ceiling", ("postgres", "sqlite")),
+    System(
+        "pgqrs-0.15.3",
+        "pgqrs 0.15.3",
+        "python",
+        ("postgres",),
+        "benches/.venv-peers/bin/python",
+        "peer_pgqrs015.py",
+    ),
+    System(
+        "pgqueuer",
+        "PgQueuer",
+        "python",
+        ("postgres",),
+        "benches/.venv-peers/bin/python",
+        "peer_pgqueuer.py",
+    ),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool = True
+
+
+THROUGHPUT = (Metric("throughput", "throughput", "jobs/s"),)
+LATENCY = (
+    Metric("p50", "p50", "ms", False),
+    Metric("p95", "p95", "ms", False),
+    Metric("p99", "p99", "ms", False),
+)
+WORKFLOW = (
+    Metric("runs_per_s", "runs/s", "runs/s"),
+    Metric("step_ms", "step overhead", "ms", False),
+)
+MEMORY = (
+    Metric("peak_rss", "peak RSS", "MiB", False),
+    Metric("rss_growth", "RSS growth 10%→100% drained", "MiB", False),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    key: str
+    title: str
+    scenario: str  # the driver's scenario
+    metrics: tuple[Metric, ...]
+    full: dict[str, float]  # driver arguments, full run
+    quick: dict[str, float]  # driver arguments, quick run
+    ceiling: bool = False  # the ceiling binary has this scenario
+    backends: tuple[str, ...] | None = None
+    systems: tuple[str, ...] | None = None
+    dsn_params: str = ""  # extra query parameters for PostgreSQL DSNs
+
+
+CASES = [
+    Case("S1", "S1 enqueue one at a time", "s1", THROUGHPUT,
+         {"count": 5000}, {"count": 1000}, ceiling=True),
+    Case("S2", "S2 batch enqueue (batches of 500)", "s2", THROUGHPUT,
+         {"count": 50000, "batch": 500}, {"count": 10000, "batch": 500}, ceiling=True),
+    Case("S3 c1 b1", "S3 drain: 1 consumer, batch 1", "s3", THROUGHPUT,
+         {"count": 20000, "concurrency": 1, "batch": 1},
+         {"count": 2000, "concurrency": 1, "batch": 1}, ceiling=True),
+    Case("S3 c4 b1", "S3 drain: 4 consumers, batch 1", "s3", THROUGHPUT,
+         {"count": 20000, "concurrency": 4, "batch": 1},
+         {"count": 3000, "concurrency": 4, "batch": 1}, ceiling=True),
+    Case("S3 c4 b50", "S3 drain: 4 consumers, batch 50", "s3", THROUGHPUT,
+         {"count": 20000, "concurrency": 4, "batch": 50},
+         {"count": 10000, "concurrency": 4, "batch": 50}, ceiling=True),
+    Case("S4", "S4 enqueue → handler start, 200 jobs/s, worker concurrency 4", "s4", LATENCY,
+         {"rate": 200, "seconds": 10, "concurrency": 4},
+         {"rate": 200, "seconds": 3, "concurrency": 4}),
+    Case("S5 seq", "S5 workflows (3 no-op steps), one at a time", "s5", WORKFLOW,
+         {"count": 500, "concurrency": 1, "steps": 3},
+         {"count": 100, "concurrency": 1, "steps": 3}),
+    Case("S5 c16", "S5 workflows (3 no-op steps), 16 at a time", "s5", WORKFLOW,
+         {"count": 500, "concurrency": 16, "steps": 3},
+         {"count": 100, "concurrency": 16, "steps": 3}),
+    Case("Memory", "worker draining a backlog (concurrency 4, batch 50), RSS", "mem", MEMORY,
+         {"count": 200000, "concurrency": 4, "batch": 50},
+         {"count": 30000, "concurrency": 4, "batch": 50}, systems=("pgqrs",)),
+    # Not one of the issue's scenarios: S2 again over a connection without TLS, to show what
+    # a TLS connection costs sqlx's batch statements (see README, Performance).
+    Case("S2 no TLS", "S2 over a connection without TLS (sslmode=disable)", "s2", THROUGHPUT,
+         {"count": 50000, "batch": 500}, {"count": 5000, "batch": 500}, ceiling=True,
+         backends=("postgres",), systems=("pgqrs", "ceiling"), dsn_params="sslmode=disable"),
+]  # fmt: skip
+
+
+# --- Running ------------------------------------------------------------------------------
+
+
+def ceiling_bin() -> str:
+    target = os.environ.get("CARGO_TARGET_DIR")
+    if not target:
+        meta = subprocess.run(
+            ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        target = json.loads(meta)["target_directory"]
+    path = Path(target) / "release" / "pgqrs-ceiling"
+    if not path.exists():
+        sys.exit(f"{path} is missing: build it with `make build` (or run `make bench`)")
+    return str(path)
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.pg = args.dsn
+        self.ceiling = ceiling_bin()
+        self.tmp = RESULTS / ".tmp-db"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.counter = 0
+
+    # fresh databases
+    def fresh(self, backend: Backend, case: Case) -> tuple[str, Any]:
+        self.counter += 1
+        name = f"bench_{os.getpid()}_{self.counter}"
+        if "{schema}" in backend.dsn:
+            pg = self.pg
+            if case.dsn_params:
+                pg += ("&" if "?" in pg else "?") + case.dsn_params
+            dsn = backend.dsn.format(pg=pg, schema=name)
+            if "?" in pg:  # the template's "?schema=" follows the server DSN's own query
+                dsn = dsn.replace("?schema=", "&schema=", 1)
+            self.ceiling_cmd("reset-schema", dsn)
+            return dsn, lambda: self.ceiling_cmd("drop-schema", dsn)
+        path = self.tmp / f"{name}.db"
+        dsn = backend.dsn.format(file=path)
+
+        def cleanup() -> None:
+            for f in glob.glob(f"{path}*"):
+                if os.path.isdir(f):
+                    shutil.rmtree(f, ignore_errors=True)
+                else:
+                    os.unlink(f)
+
+        cleanup()
+        return dsn, cleanup
+
+    def ceiling_cmd(self, cmd: str, dsn: str) -> None:
+        subprocess.run([self.ceiling, cmd, "--dsn", dsn], check=True, capture_output=True)
+
+    def command(self, system: System, case: Case, dsn: str, params: dict[str, float]) -> list[str]:
+        if system.kind == "ceiling":
+            cmd = [self.ceiling, case.scenario, "--dsn", dsn]
+            flags = {"count": "--count", "batch": "--batch", "concurrency": "--consumers"}
+            for k, v in params.items():
+                if k in flags:
+                    cmd += [flags[k], str(int(v))]
+            return cmd
+        cmd = [str(ROOT / system.python), str(HERE / system.script), case.scenario, "--dsn", dsn]
+        for k, v in params.items():
+            cmd += [f"--{k}", str(int(v)) if float(v).is_integer() else str(v)]
+        return cmd
+
+    def run_once(self, system: System, backend: Backend, case: Case) -> dict[str, Any]:
+        params = case.quick if self.args.quick else case.full
+        dsn, cleanup = self.fresh(backend, case)
+        try:
+            cmd = self.command(system, case, dsn, params)
+            start = time.perf_counter()
+            try:
+                proc = subprocess.run(
+                    cmd, capture_output=True, text=True, timeout=self.args.timeout, cwd=ROOT
+                )
+            except subprocess.TimeoutExpired:
+                return {"error": f"timed out after {self.args.timeout} s"}
+            wall = time.perf_counter() - start
+            lines = [x for x in proc.stdout.splitlines() if x.strip()]
+            try:
+                result = json.loads(lines[-1]) if lines else None
+            except json.JSONDecodeError:
+                result = None
+            if proc.returncode != 0 or not isinstance(result, dict):
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+                return {"error": f"exit {proc.returncode}: " + " | ".join(tail)[-400:]}
+            if system.kind == "ceiling":
+                result = {"values": {"throughput": result["value"]}, "extra": result}
+            result["wall_s"] = wall
+            return result
+        finally:
+            cleanup()
+
+
+def runs_for(system: System, backend: Backend, case: Case) -> bool:
+    if system.backends is not None and backend.key not in system.backends:
+        return False
+    if case.backends is not None and backend.key not in case.backends:
+        return False
+    if case.systems is not None and system.key not in case.systems:
+        return False
+    return system.kind != "ceiling" or case.ceiling
+
+
+def summarize(
+    case: Case,
+    system: System,
+    backend: Backend,
+    runs: list[dict[str, Any]],
+    params: dict[str, float],
+    n_runs: int,
+) -> list[dict[str, Any]]:
+    """One record per metric: the runs' values, median, min and max."""
+    base = {
+        "case": case.key,
+        "scenario": case.title,
+        "system": system.key,
+        "system_title": system.title,
+        "backend": backend.key,
+        "backend_title": backend.title,
+        "params": params,
+    }
+    unsupported = next((r["unsupported"] for r in runs if "unsupported" in r), None)
+    errors = [r["error"] for r in runs if "error" in r]
+    out = []
+    for m in case.metrics:
+        values = [r["values"][m.key] for r in runs if "values" in r and m.key in r["values"]]
+        rec = dict(base, metric=m.key, metric_title=m.title, unit=m.unit)
+        rec["higher_is_better"] = m.higher_is_better
+        rec["runs"] = values
+        if values:
+            rec.update(median=statistics.median(values), min=min(values), max=max(values))
+        else:
+            rec.update(median=None, min=None, max=None)
+        if unsupported:
+            rec["unsupported"] = unsupported
+        if errors:
+            rec["errors"] = errors
+        extras = [r.get("extra") for r in runs if r.get("extra")]
+        if extras:
+            rec["extra"] = extras
+        rec["expected_runs"] = n_runs
+        out.append(rec)
+    return out
+
+
+def environment(runner: Runner) -> dict[str, Any]:
+    def out(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        except OSError:
+            return ""
+
+    def version(dsn: str) -> str:
+        text = out([runner.ceiling, "version", "--dsn", dsn])
+        try:
+            return str(json.loads(text)["version"])
+        except (ValueError, KeyError):
+            return "?"
+
+    peers = out(
+        [
+            str(ROOT / "benches/.venv-peers/bin/python"),
+            "-c",
+            "import importlib.metadata as m; "
+            "print(', '.join(f'{p} {m.version(p)}' for p in ('pgqrs','pgqueuer','asyncpg')))",
+        ]
+    )
+    commit = out(["git", "rev-parse", "--short", "HEAD"])
+    dirty = out(["git", "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "kind": "environment",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "quick": runner.args.quick,
+        "runs": runner.args.runs,
+        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgres": version(runner.pg),
+        "sqlite": version("sqlite::memory:"),
+        "peers": peers,
+        "load_at_start": os.getloadavg(),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small counts, 1 run each")
+    p.add_argument("--runs", type=int, help="runs per case (default 3, quick 1)")
+    p.add_argument("--only", help="comma-separated case keys or prefixes (e.g. S3,S4)")
+    p.add_argument("--systems", help="comma-separated system keys")
+    p.add_argument("--backends", help="comma-separated backend keys")
+    p.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL server DSN")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+    p.add_argument("--out", help="results file (default benches/results/<timestamp>.jsonl)")
+    p.add_argument("--no-report", action="store_true", help="skip latest.md and the charts")
+    args = p.parse_args()
+    args.runs = args.runs or (1 if args.quick else 3)
+
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    cases = [c for c in CASES if only is None or any(c.key.startswith(o) for o in only)]
+    systems = [s for s in SYSTEMS if not args.systems or s.key in args.systems.split(",")]
+    backends = [b for b in BACKENDS if not args.backends or b.key in args.backends.split(",")]
+    runner = Runner(args)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = RESULTS / "quick" if args.quick else RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else out_dir / f"{stamp}.jsonl"
+    env = environment(runner)
+    log(f"load average {env['load_at_start']}; {env['postgres']}; {env['sqlite']}")
+    log(f"writing {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    with open(out, "w") as f:
+        f.write(json.dumps(env) + "\n")
+    started = time.perf_counter()
+    for case in cases:
+        for backend in backends:
+            todo = [s for s in systems if runs_for(s, backend, case)]
+            results: dict[str, list[dict[str, Any]]] = {s.key: [] for s in todo}
+            for i in range(args.runs):
+                for system in todo:
+                    if any("unsupported" in r for r in results[system.key]):
+                        continue
+                    r = runner.run_once(system, backend, case)
+                    results[system.key].append(r)
+                    log(f"[{case.key} | {backend.key} | {system.key}] run {i + 1}/{args.runs}: "
+                        + describe(r, case))  # fmt: skip
+            with open(out, "a") as f:
+                for system in todo:
+                    params = case.quick if args.quick else case.full
+                    runs = results[system.key]
+                    for rec in summarize(case, system, backend, runs, params, args.runs):
+                        f.write(json.dumps(rec) + "\n")
+    with open(out, "a") as f:
+        f.write(json.dumps({"kind": "end", "load_at_end": os.getloadavg(),
+                            "elapsed_s": time.perf_counter() - started}) + "\n")  # fmt: skip
+    log(f"done in {(time.perf_counter() - started) / 60:.1f} min; load {os.getloadavg()}")
+    if not args.no_report:
+        import charts
+        import report
+
+        md = out_dir / "latest.md"
+        report.write(out, md)
+        log(f"wrote {md.relative_to(ROOT)}")
+        svg_dir = out_dir / "svg" if args.quick else ROOT / "docs" / "bench"
+        for path in charts.write(out, svg_dir):
+            log(f"wrote {path.relative_to(ROOT)}")
+
+
+def describe(r: dict[str, Any], case: Case) -> str:
+    if "unsupported" in r:
+        return f"not supported: {r['unsupported']}"
+    if "error" in r:
+        return f"ERROR {r['error']}"
+    vals = ", ".join(
+        f"{m.title} {r['values'][m.key]:,.2f} {m.unit}"
+        for m in case.metrics
+        if m.key in r["values"]
+    )
+    return f"{vals} ({r.get('wall_s', 0):.1f} s)"
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
