@@ -73,11 +73,13 @@ test-rust: venv ## Run the Rust test suite only (release, all features)
 test-python: venv ## Run the Python test suite only, against the package last built
 	$(VENV_BIN)/pytest tests -q
 
-lint: venv ## Check formatting, clippy (warnings are errors) and ruff
+lint: build ## Check formatting, clippy (warnings are errors), ruff, mypy and the native stub
 	$(CARGO) fmt --all --check
 	$(CARGO_ENV) $(CARGO) clippy $(CARGO_FLAGS) --all-targets -- -D warnings
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
+	$(VENV_BIN)/mypy
+	$(VENV_BIN)/python -m mypy.stubtest pgqrs._pgqrs
 
 fmt: venv ## Format the Rust and Python sources in place
 	$(CARGO) fmt --all

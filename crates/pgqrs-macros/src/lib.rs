@@ -96,7 +96,9 @@ fn parse_step_opts(attr: TokenStream) -> syn::Result<StepOpts> {
         } else if meta.path.is_ident("max_attempts") {
             let n = int(&meta)?;
             if n == 0 || n > u32::MAX as u64 {
-                return Err(meta.error("max_attempts counts every attempt, the first included: at least 1"));
+                return Err(
+                    meta.error("max_attempts counts every attempt, the first included: at least 1")
+                );
             }
             o.max_attempts = Some(n as u32);
         } else if meta.path.is_ident("backoff_ms") {

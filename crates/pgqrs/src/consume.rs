@@ -187,9 +187,11 @@ pub(crate) fn failure(
 pub struct Consumer {
     store: Store,
     queue: String,
-    /// Claimed jobs: id → (lease token, attempts, max attempts).
-    leases: Arc<Mutex<HashMap<i64, (i64, i32, i32)>>>,
+    leases: Arc<Mutex<HashMap<i64, Claimed>>>,
 }
+
+/// What a consumer remembers of a job it claimed: (lease token, attempts, max attempts).
+type Claimed = (i64, i32, i32);
 
 impl Consumer {
     /// A consumer of `queue`. Fails with [`Error::QueueNotFound`] if the queue does not exist.

@@ -105,7 +105,10 @@ impl RetryPolicy {
     /// Whether another attempt is allowed after `attempts` attempts, given the job's own limit
     /// (the smaller of the two limits applies).
     pub fn allows_retry(&self, attempts: u32, job_max_attempts: u32) -> bool {
-        attempts < self.max_attempts.map_or(job_max_attempts, |p| p.min(job_max_attempts))
+        attempts
+            < self
+                .max_attempts
+                .map_or(job_max_attempts, |p| p.min(job_max_attempts))
     }
 }
 

@@ -456,14 +456,15 @@ impl Workflow {
         if !inner.lost.load(Ordering::Relaxed) {
             let backend = inner.store.backend_impl();
             let l = backend.run_lease(inner.run_id).await?;
-            if l.status == RunStatus::Running && l.owner.as_deref() == Some(inner.owner.as_str()) {
-                if l.lease_valid
+            let mine =
+                l.status == RunStatus::Running && l.owner.as_deref() == Some(inner.owner.as_str());
+            if mine
+                && (l.lease_valid
                     || backend
                         .renew_run(inner.run_id, &inner.owner, inner.lease)
-                        .await?
-                {
-                    return Ok(());
-                }
+                        .await?)
+            {
+                return Ok(());
             }
         }
         Err(self.not_owned().await)

@@ -7,12 +7,16 @@ use std::process::Command;
 
 const README_DSN: &str = "\"postgresql://localhost/mydb\"";
 
+/// The code without `//!` lines, whitespace, or the trailing commas rustfmt adds when it
+/// breaks a call over several lines.
 fn squash(s: &str) -> String {
-    s.lines()
+    let code: String = s
+        .lines()
         .filter(|l| !l.trim_start().starts_with("//!"))
         .flat_map(|l| l.chars())
         .filter(|c| !c.is_whitespace())
-        .collect()
+        .collect();
+    code.replace(",)", ")")
 }
 
 fn readme_rust_blocks() -> Vec<String> {

@@ -259,7 +259,10 @@ impl Probe {
 
     /// Executions of steps `0..n`.
     fn hits(&self, n: usize) -> Vec<usize> {
-        self.hits[..n].iter().map(|h| h.load(Ordering::SeqCst)).collect()
+        self.hits[..n]
+            .iter()
+            .map(|h| h.load(Ordering::SeqCst))
+            .collect()
     }
 }
 
@@ -338,21 +341,33 @@ async fn gate_after_wf(ctx: &Workflow, p: &Probe, g: &Gate) -> anyhow::Result<u3
 
 /// Returns `v` from a step, then runs step 1 (which the case may make hang).
 #[pgqrs_workflow]
-async fn value_wf(ctx: &Workflow, p: &Probe, v: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+async fn value_wf(
+    ctx: &Workflow,
+    p: &Probe,
+    v: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     let out = value_step(ctx, p, v).await?;
     probe_step(ctx, p, 1).await?;
     Ok(out)
 }
 
 #[pgqrs_step]
-async fn value_step(ctx: &Workflow, p: &Probe, v: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+async fn value_step(
+    ctx: &Workflow,
+    p: &Probe,
+    v: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     p.hit(0);
     Ok(v.clone())
 }
 
 /// Returns `v` as the run's output.
 #[pgqrs_workflow]
-async fn value_out_wf(ctx: &Workflow, p: &Probe, v: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+async fn value_out_wf(
+    ctx: &Workflow,
+    p: &Probe,
+    v: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     probe_step(ctx, p, 1).await?;
     Ok(v.clone())
 }
@@ -367,7 +382,10 @@ fn edge_values() -> Vec<(&'static str, serde_json::Value)> {
 }
 
 fn typed_rejection(e: &pgqrs::Error) -> bool {
-    matches!(e, pgqrs::Error::Serialization { .. } | pgqrs::Error::Validation { .. })
+    matches!(
+        e,
+        pgqrs::Error::Serialization { .. } | pgqrs::Error::Validation { .. }
+    )
 }
 
 // --- non-determinism: version 1 journals A, B (then hangs); version 2 calls A, C ---------
@@ -562,18 +580,27 @@ fn read_log(path: &Path) -> Vec<(i64, u32, u32)> {
         .map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             assert_eq!(f.len(), 3, "malformed log line {l:?}");
-            (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap())
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
         })
         .collect()
 }
 
 #[pgqrs_step]
 async fn chain_step(ctx: &Workflow, input: &ChainInput, i: u32, acc: u64) -> anyhow::Result<u64> {
-    append_line(&input.log, &format!("{} {i} {}", ctx.id(), std::process::id()));
+    append_line(
+        &input.log,
+        &format!("{} {i} {}", ctx.id(), std::process::id()),
+    );
     if input.step_ms > 0 {
         tokio::time::sleep(Duration::from_millis(input.step_ms)).await;
     }
-    let crash_at = std::env::var(CRASH_AT_ENV).ok().and_then(|s| s.parse::<u32>().ok());
+    let crash_at = std::env::var(CRASH_AT_ENV)
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok());
     if crash_at == Some(i) {
         if let Ok(marker) = std::env::var(MARKER_ENV) {
             std::fs::write(&marker, format!("{}", std::process::id()))?;
@@ -616,7 +643,10 @@ fn registry() -> WorkflowRegistry {
             let input: ChainInput = serde_json::from_value(ctx.input().clone())?;
             chain(&ctx, input).await
         })
-        .register("doomed", |ctx: Workflow| async move { doomed_wf(&ctx).await })
+        .register(
+            "doomed",
+            |ctx: Workflow| async move { doomed_wf(&ctx).await },
+        )
 }
 
 // =======================================================================================
@@ -661,7 +691,10 @@ async fn child_run() {
     let retry_locked = std::env::var_os(RETRY_LOCKED_ENV).is_some();
     let start = Instant::now();
     loop {
-        let ctx = pgqrs::admin(&store).get_workflow(id).await.expect("get_workflow");
+        let ctx = pgqrs::admin(&store)
+            .get_workflow(id)
+            .await
+            .expect("get_workflow");
         let input: ChainInput = serde_json::from_value(ctx.input().clone()).unwrap();
         match chain(&ctx, input).await {
             Ok(v) => {
@@ -698,7 +731,10 @@ async fn child_worker() {
             Ok(_) => {}
             Err(e) => eprintln!("child worker: list_workflows: {e}"),
         }
-        assert!(start.elapsed() < secs(120), "child worker: runs not finished within 120 s");
+        assert!(
+            start.elapsed() < secs(120),
+            "child worker: runs not finished within 120 s"
+        );
         sleep_ms(100).await;
     }
     stop.shutdown();
@@ -728,11 +764,16 @@ impl Proc {
         let out = dir.join(format!("{label}.stdout"));
         let err = dir.join(format!("{label}.stderr"));
         let mut cmd = Command::new(exe);
-        cmd.args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, mode)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap());
+        cmd.args([
+            "--exact",
+            "child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, mode)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -853,7 +894,10 @@ where
     loop {
         match f().await {
             Err(e) if is_locked(&e) => {
-                assert!(start.elapsed() < secs(30), "{what}: still locked after 30 s");
+                assert!(
+                    start.elapsed() < secs(30),
+                    "{what}: still locked after 30 s"
+                );
                 sleep_ms(50).await;
             }
             r => return r,
@@ -874,11 +918,17 @@ where
 }
 
 async fn run_of(store: &pgqrs::Store, id: i64) -> pgqrs::WorkflowRun {
-    pgqrs::admin(store).workflow_run(id).await.expect("workflow_run")
+    pgqrs::admin(store)
+        .workflow_run(id)
+        .await
+        .expect("workflow_run")
 }
 
 async fn steps_of(store: &pgqrs::Store, id: i64) -> Vec<pgqrs::StepRecord> {
-    pgqrs::admin(store).workflow_steps(id).await.expect("workflow_steps")
+    pgqrs::admin(store)
+        .workflow_steps(id)
+        .await
+        .expect("workflow_steps")
 }
 
 fn names(steps: &[pgqrs::StepRecord]) -> Vec<(i32, String, pgqrs::StepStatus)> {
@@ -921,7 +971,11 @@ mod cases {
     pub async fn seed_workflow(db: &TestDb) {
         let store = db.store().await;
         let admin = pgqrs::admin(&store);
-        let url = format!("https://example.com/{:?}-{:016x}.txt", db.kind(), fastrand::u64(..));
+        let url = format!(
+            "https://example.com/{:?}-{:016x}.txt",
+            db.kind(),
+            fastrand::u64(..)
+        );
 
         let wf = admin.create_workflow("data_pipeline", &url).await.unwrap();
         let run = run_of(&store, wf.id()).await;
@@ -945,17 +999,34 @@ mod cases {
                 (1, "process_data".into(), StepStatus::Succeeded)
             ]
         );
-        assert_eq!(steps[0].output, Some(json!(format!("line 1 of {url}\nline 2\nline 3\n"))));
+        assert_eq!(
+            steps[0].output,
+            Some(json!(format!("line 1 of {url}\nline 2\nline 3\n")))
+        );
         assert_eq!(steps[1].output, Some(json!(3)));
         assert_eq!((steps[0].attempts, steps[1].attempts), (1, 1));
 
         // Same context again: stored result, nothing runs.
-        assert_eq!(seed_counted::data_pipeline(&wf, &url).await.unwrap(), result);
+        assert_eq!(
+            seed_counted::data_pipeline(&wf, &url).await.unwrap(),
+            result
+        );
         // A fresh context for the run.
         let again = admin.get_workflow(wf.id()).await.unwrap();
-        assert_eq!(seed_counted::data_pipeline(&again, &url).await.unwrap(), result);
-        assert_eq!(seed_counted::counts(&url), (1, 1), "a finished run ran a step again");
-        assert_eq!(run_of(&store, wf.id()).await, run, "a finished run was modified");
+        assert_eq!(
+            seed_counted::data_pipeline(&again, &url).await.unwrap(),
+            result
+        );
+        assert_eq!(
+            seed_counted::counts(&url),
+            (1, 1),
+            "a finished run ran a step again"
+        );
+        assert_eq!(
+            run_of(&store, wf.id()).await,
+            run,
+            "a finished run was modified"
+        );
         assert_eq!(steps_of(&store, wf.id()).await, steps);
 
         // A second run, with the README's URL.
@@ -976,8 +1047,14 @@ mod cases {
         // (Other cases use this URL too, so only this case's own effect is bounded below.)
         assert!(after.0 > before.0 && after.1 > before.1);
 
-        let ok = admin.list_workflows(Some(RunStatus::Succeeded), 10).await.unwrap();
-        assert_eq!(ok.iter().map(|r| r.id).collect::<Vec<_>>(), vec![wf.id(), wf2.id()]);
+        let ok = admin
+            .list_workflows(Some(RunStatus::Succeeded), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            ok.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![wf.id(), wf2.id()]
+        );
     }
 
     /// `examples/workflow.rs` as written (only the connection string changed), in a process of
@@ -1003,7 +1080,10 @@ mod cases {
         let store = db.store_with("visibility_timeout=1").await;
         let admin = pgqrs::admin(&store);
         let p = Probe::new().hang_at(3);
-        let ctx = admin.create_workflow("probe", &json!({"n": 5})).await.unwrap();
+        let ctx = admin
+            .create_workflow("probe", &json!({"n": 5}))
+            .await
+            .unwrap();
         let id = ctx.id();
         crash_when(probe_wf(&ctx, &p, 5), &p.entered).await;
         drop(ctx);
@@ -1031,19 +1111,27 @@ mod cases {
         assert_eq!(run.output, Some(json!([0, 100, 200, 300, 400])));
         let steps = steps_of(&store, id).await;
         assert_eq!(steps.len(), 5);
-        assert!(steps.iter().all(|s| s.status == StepStatus::Succeeded && s.attempts == 1));
+        assert!(steps
+            .iter()
+            .all(|s| s.status == StepStatus::Succeeded && s.attempts == 1));
     }
 
     /// The same step called N times in a loop journals N positions.
     pub async fn loop_positions(db: &TestDb) {
         let store = db.store().await;
         let p = Probe::new();
-        let ctx = pgqrs::admin(&store).create_workflow("loop", &7).await.unwrap();
+        let ctx = pgqrs::admin(&store)
+            .create_workflow("loop", &7)
+            .await
+            .unwrap();
         let out = probe_wf(&ctx, &p, 7).await.unwrap();
         assert_eq!(out, (0..7).map(|i| i * 100).collect::<Vec<u32>>());
         let steps = steps_of(&store, ctx.id()).await;
         assert_eq!(
-            steps.iter().map(|s| (s.position, s.name.as_str())).collect::<Vec<_>>(),
+            steps
+                .iter()
+                .map(|s| (s.position, s.name.as_str()))
+                .collect::<Vec<_>>(),
             (0..7).map(|i| (i, "probe_step")).collect::<Vec<_>>()
         );
         for (i, s) in steps.iter().enumerate() {
@@ -1058,7 +1146,10 @@ mod cases {
     pub async fn non_determinism(db: &TestDb) {
         let store = db.store_with("visibility_timeout=1").await;
         let p = Probe::new().hang_at(3);
-        let ctx = pgqrs::admin(&store).create_workflow("nd", &()).await.unwrap();
+        let ctx = pgqrs::admin(&store)
+            .create_workflow("nd", &())
+            .await
+            .unwrap();
         let id = ctx.id();
         crash_when(nd_v1(&ctx, &p), &p.entered).await;
         drop(ctx);
@@ -1078,18 +1169,29 @@ mod cases {
         .await
         .expect_err("a different step at a journaled position must fail");
         match pgqrs_error(&err) {
-            Some(Error::NonDeterministic { run_id, position, recorded, called }) => {
+            Some(Error::NonDeterministic {
+                run_id,
+                position,
+                recorded,
+                called,
+            }) => {
                 assert_eq!((*run_id, *position), (id, 1));
                 assert_eq!((recorded.as_str(), called.as_str()), ("step_b", "step_c"));
             }
             other => panic!("expected NonDeterministic, got {other:?} ({err:#})"),
         }
-        assert_eq!(p.hits(4), vec![1, 1, 0, 1], "step_c must not run; step_a replayed");
+        assert_eq!(
+            p.hits(4),
+            vec![1, 1, 0, 1],
+            "step_c must not run; step_a replayed"
+        );
         let run = run_of(&store, id).await;
         assert_ne!(run.status, RunStatus::Succeeded);
         assert_eq!(run.status, RunStatus::Failed);
         assert!(
-            run.error.as_deref().is_some_and(|e| e.contains("non-deterministic")),
+            run.error
+                .as_deref()
+                .is_some_and(|e| e.contains("non-deterministic")),
             "{:?}",
             run.error
         );
@@ -1111,7 +1213,10 @@ mod cases {
             fail_first: 2,
             ..Default::default()
         };
-        let ctx = pgqrs::admin(&store).create_workflow("flaky", &()).await.unwrap();
+        let ctx = pgqrs::admin(&store)
+            .create_workflow("flaky", &())
+            .await
+            .unwrap();
         assert_eq!(flaky_fixed_wf(&ctx, &f).await.unwrap(), 3);
         assert_eq!(f.attempts(), 3);
         for g in f.gaps() {
@@ -1120,13 +1225,23 @@ mod cases {
         let seen = f.seen.lock().unwrap().clone();
         for (k, rec) in seen.iter().enumerate() {
             let rec = rec.as_ref().expect("a failed attempt is journaled");
-            assert_eq!((rec.status, rec.attempts), (StepStatus::Retrying, k as i32 + 1));
-            assert!(rec.error.as_deref().unwrap().contains(&format!("#{}", k + 1)));
+            assert_eq!(
+                (rec.status, rec.attempts),
+                (StepStatus::Retrying, k as i32 + 1)
+            );
+            assert!(rec
+                .error
+                .as_deref()
+                .unwrap()
+                .contains(&format!("#{}", k + 1)));
             assert!(rec.next_retry_at.is_some());
         }
         let steps = steps_of(&store, ctx.id()).await;
         assert_eq!(steps.len(), 1);
-        assert_eq!((steps[0].status, steps[0].attempts), (StepStatus::Succeeded, 3));
+        assert_eq!(
+            (steps[0].status, steps[0].attempts),
+            (StepStatus::Succeeded, 3)
+        );
         assert_eq!(steps[0].output, Some(json!(3)));
         assert_eq!(run_of(&store, ctx.id()).await.status, RunStatus::Succeeded);
     }
@@ -1139,7 +1254,10 @@ mod cases {
             fail_first: 3,
             ..Default::default()
         };
-        let ctx = pgqrs::admin(&store).create_workflow("flaky", &()).await.unwrap();
+        let ctx = pgqrs::admin(&store)
+            .create_workflow("flaky", &())
+            .await
+            .unwrap();
         assert_eq!(flaky_exp_wf(&ctx, &f).await.unwrap(), 4);
         let gaps = f.gaps();
         assert_eq!(gaps.len(), 3);
@@ -1156,7 +1274,10 @@ mod cases {
             fail_first: 99,
             ..Default::default()
         };
-        let ctx = pgqrs::admin(&store).create_workflow("flaky", &()).await.unwrap();
+        let ctx = pgqrs::admin(&store)
+            .create_workflow("flaky", &())
+            .await
+            .unwrap();
         let err = flaky_fixed_wf(&ctx, &f).await.unwrap_err();
         assert!(err.to_string().contains("transient failure #3"), "{err:#}");
         assert_eq!(f.attempts(), 3);
@@ -1164,13 +1285,22 @@ mod cases {
         let run = run_of(&store, ctx.id()).await;
         assert_eq!(run.status, RunStatus::Failed);
         assert!(
-            run.error.as_deref().is_some_and(|e| e.contains("transient failure #3")),
+            run.error
+                .as_deref()
+                .is_some_and(|e| e.contains("transient failure #3")),
             "{:?}",
             run.error
         );
         let steps = steps_of(&store, ctx.id()).await;
-        assert_eq!((steps[0].status, steps[0].attempts), (StepStatus::Failed, 3));
-        assert!(steps[0].error.as_deref().unwrap().contains("transient failure #3"));
+        assert_eq!(
+            (steps[0].status, steps[0].attempts),
+            (StepStatus::Failed, 3)
+        );
+        assert!(steps[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("transient failure #3"));
         assert_eq!(steps[0].next_retry_at, None);
         // A failed run called again: its stored error, no attempt.
         let err = flaky_fixed_wf(&ctx, &f).await.unwrap_err();
@@ -1190,15 +1320,25 @@ mod cases {
             permanent: true,
             ..Default::default()
         };
-        let ctx = pgqrs::admin(&store).create_workflow("flaky", &()).await.unwrap();
+        let ctx = pgqrs::admin(&store)
+            .create_workflow("flaky", &())
+            .await
+            .unwrap();
         let err = flaky_fixed_wf(&ctx, &f).await.unwrap_err();
         assert!(err.downcast_ref::<Permanent>().is_some(), "{err:#}");
         assert_eq!(f.attempts(), 1, "a permanent error was retried");
         let run = run_of(&store, ctx.id()).await;
         assert_eq!(run.status, RunStatus::Failed);
-        assert!(run.error.as_deref().unwrap().contains("bad input: not retryable"));
+        assert!(run
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("bad input: not retryable"));
         let steps = steps_of(&store, ctx.id()).await;
-        assert_eq!((steps[0].status, steps[0].attempts), (StepStatus::Failed, 1));
+        assert_eq!(
+            (steps[0].status, steps[0].attempts),
+            (StepStatus::Failed, 1)
+        );
     }
 
     /// The executor dies during a step's backoff; the resumed run continues the attempt count
@@ -1209,7 +1349,10 @@ mod cases {
             fail_first: 1,
             ..Default::default()
         };
-        let ctx = pgqrs::admin(&store).create_workflow("slow", &()).await.unwrap();
+        let ctx = pgqrs::admin(&store)
+            .create_workflow("slow", &())
+            .await
+            .unwrap();
         let id = ctx.id();
         let journaled_retry = async {
             eventually(secs(20), "attempt 1 journaled as retrying", || async {
@@ -1236,9 +1379,16 @@ mod cases {
         .unwrap();
         assert_eq!(n, 2);
         let gaps = f.gaps();
-        assert!(gaps[0] >= ms(1500), "attempt 2 came {:?} after attempt 1", gaps[0]);
+        assert!(
+            gaps[0] >= ms(1500),
+            "attempt 2 came {:?} after attempt 1",
+            gaps[0]
+        );
         let steps = steps_of(&store, id).await;
-        assert_eq!((steps[0].status, steps[0].attempts), (StepStatus::Succeeded, 2));
+        assert_eq!(
+            (steps[0].status, steps[0].attempts),
+            (StepStatus::Succeeded, 2)
+        );
     }
 
     /// Cancelled between steps: the next step does not start, WorkflowCancelled, Cancelled.
@@ -1276,7 +1426,10 @@ mod cases {
         }
         assert_eq!(p.hits(2), vec![1, 0]);
         assert_eq!(run_of(&store, id).await, run);
-        assert!(!admin.cancel_workflow(id).await.unwrap(), "cancelling twice");
+        assert!(
+            !admin.cancel_workflow(id).await.unwrap(),
+            "cancelling twice"
+        );
     }
 
     /// Cancelled while a step runs: the step's result is not journaled, the next step does not
@@ -1353,12 +1506,18 @@ mod cases {
         g.open.store(true, Ordering::SeqCst);
         let later = gate_after_wf(&ctx, &p, &g).await;
         assert!(
-            matches!(later.as_ref().map_err(pgqrs_error), Err(Some(Error::WorkflowCancelled { .. }))),
+            matches!(
+                later.as_ref().map_err(pgqrs_error),
+                Err(Some(Error::WorkflowCancelled { .. }))
+            ),
             "{later:?}"
         );
         // ... and what the executing call reported.
         assert!(
-            matches!(r.as_ref().map_err(pgqrs_error), Err(Some(Error::WorkflowCancelled { .. }))),
+            matches!(
+                r.as_ref().map_err(pgqrs_error),
+                Err(Some(Error::WorkflowCancelled { .. }))
+            ),
             "the executing call returned {:?} although the run ended cancelled (a later call \
              says {:?})",
             r.map_err(|e| describe(&e)),
@@ -1383,7 +1542,10 @@ mod cases {
             r
         };
         let (first, second) = tokio::join!(gate_inside_wf(&ctx, &p, &g), second);
-        let (first, second) = (first.map_err(|e| describe(&e)), second.map_err(|e| describe(&e)));
+        let (first, second) = (
+            first.map_err(|e| describe(&e)),
+            second.map_err(|e| describe(&e)),
+        );
         let steps = steps_of(&store, id).await;
         eprintln!(
             "same_context_concurrent_calls[{:?}]: first {first:?}, second {second:?}, hits {:?}, run {:?}, steps {:?}",
@@ -1412,7 +1574,9 @@ mod cases {
                 Ok(ctx) => match admin.workflow_run(ctx.id()).await {
                     Ok(run) if run.input == v => {}
                     Ok(_) => problems.push(format!("{what}: input changed in storage")),
-                    Err(e) => problems.push(format!("{what}: accepted, then workflow_run fails: {e}")),
+                    Err(e) => {
+                        problems.push(format!("{what}: accepted, then workflow_run fails: {e}"))
+                    }
                 },
                 Err(e) if typed_rejection(&e) => {}
                 Err(e) => problems.push(format!("{what}: create_workflow gave an untyped {e:?}")),
@@ -1495,7 +1659,9 @@ mod cases {
                                 other.map_err(|e| describe(&e))
                             )),
                         },
-                        Err(e) => problems.push(format!("{what}: stored, then get_workflow fails: {e}")),
+                        Err(e) => {
+                            problems.push(format!("{what}: stored, then get_workflow fails: {e}"))
+                        }
                     }
                 }
                 Err(e) if pgqrs_error(&e).is_some_and(typed_rejection) => {}
@@ -1513,14 +1679,23 @@ mod cases {
         let store = db.store().await;
         let p = Probe::new();
         // Warm up the pool and statement cache.
-        let ctx = pgqrs::admin(&store).create_workflow("warm", &()).await.unwrap();
+        let ctx = pgqrs::admin(&store)
+            .create_workflow("warm", &())
+            .await
+            .unwrap();
         probe_wf(&ctx, &p, 3).await.unwrap();
-        let empty = pgqrs::admin(&store).create_workflow("empty", &()).await.unwrap();
+        let empty = pgqrs::admin(&store)
+            .create_workflow("empty", &())
+            .await
+            .unwrap();
         let t0 = Instant::now();
         probe_wf(&empty, &p, 0).await.unwrap();
         let base = t0.elapsed();
         const N: u32 = 14;
-        let ctx = pgqrs::admin(&store).create_workflow("overhead", &()).await.unwrap();
+        let ctx = pgqrs::admin(&store)
+            .create_workflow("overhead", &())
+            .await
+            .unwrap();
         let t = Instant::now();
         probe_wf(&ctx, &Probe::new(), N).await.unwrap();
         let total = t.elapsed();
@@ -1544,7 +1719,10 @@ mod cases {
         let ctx = admin.create_workflow("fails", &()).await.unwrap();
         let id = ctx.id();
         let err = probe_wf(&ctx, &p, 4).await.unwrap_err();
-        assert!(err.to_string().contains("step 2 failed for good"), "{err:#}");
+        assert!(
+            err.to_string().contains("step 2 failed for good"),
+            "{err:#}"
+        );
         assert_eq!(p.hits(4), vec![1, 1, 1, 0]);
         let run = run_of(&store, id).await;
         assert_eq!((run.status, run.attempts), (RunStatus::Failed, 1));
@@ -1572,7 +1750,10 @@ mod cases {
         assert_eq!(p.hits(4), vec![1, 1, 1, 0], "a failed run ran steps again");
         assert_eq!(run_of(&store, id).await, run);
         assert_eq!(steps_of(&store, id).await, steps);
-        assert!(!admin.cancel_workflow(id).await.unwrap(), "cancelled a finished run");
+        assert!(
+            !admin.cancel_workflow(id).await.unwrap(),
+            "cancelled a finished run"
+        );
     }
 
     /// Two contexts for one run: while one holds the lease (and keeps renewing it), the other
@@ -1588,16 +1769,28 @@ mod cases {
 
         let probe = async {
             g.reached.notified().await; // ctx1 is inside step 1
-            assert!(matches!(ctx2.start().await, Err(Error::WorkflowLocked { run_id }) if run_id == id));
+            assert!(
+                matches!(ctx2.start().await, Err(Error::WorkflowLocked { run_id }) if run_id == id)
+            );
             let err = gate_inside_wf(&ctx2, &p, &g).await.unwrap_err();
             assert!(is_locked(&err), "{err:#}");
-            assert_eq!(p.hits(3), vec![1, 1, 0], "the locked-out context ran a step");
+            assert_eq!(
+                p.hits(3),
+                vec![1, 1, 0],
+                "the locked-out context ran a step"
+            );
             // Longer than two leases: the holder's renewals keep it.
             sleep_ms(2500).await;
-            assert!(matches!(ctx2.start().await, Err(Error::WorkflowLocked { .. })));
+            assert!(matches!(
+                ctx2.start().await,
+                Err(Error::WorkflowLocked { .. })
+            ));
             let run = run_of(&store, id).await;
             assert_eq!(run.status, RunStatus::Running);
-            assert!(!run.lease_expired(), "the holder's lease was not renewed: {run:?}");
+            assert!(
+                !run.lease_expired(),
+                "the holder's lease was not renewed: {run:?}"
+            );
         };
         tokio::select! {
             r = gate_inside_wf(&ctx1, &p, &g) => panic!("ctx1 should be held in step 1: {r:?}"),
@@ -1621,18 +1814,27 @@ mod cases {
     pub async fn step_output_not_serializable(db: &TestDb) {
         let store = db.store().await;
         let p = Probe::new();
-        let ctx = pgqrs::admin(&store).create_workflow("bad", &()).await.unwrap();
+        let ctx = pgqrs::admin(&store)
+            .create_workflow("bad", &())
+            .await
+            .unwrap();
         let err = bad_step_wf(&ctx, &p).await.unwrap_err();
         assert!(
             matches!(pgqrs_error(&err), Some(Error::Serialization { .. })),
             "expected Error::Serialization, got {err:#}"
         );
         assert_eq!(p.hits(3), vec![1, 1, 0]);
-        assert_eq!(steps_of(&store, ctx.id()).await.len(), 1, "only step 0 journaled");
+        assert_eq!(
+            steps_of(&store, ctx.id()).await.len(),
+            1,
+            "only step 0 journaled"
+        );
         let run = run_of(&store, ctx.id()).await;
         assert_eq!(run.status, RunStatus::Failed);
         assert!(
-            run.error.as_deref().is_some_and(|e| e.contains("JSON serialization")),
+            run.error
+                .as_deref()
+                .is_some_and(|e| e.contains("JSON serialization")),
             "{:?}",
             run.error
         );
@@ -1643,7 +1845,10 @@ mod cases {
     pub async fn workflow_output_not_serializable(db: &TestDb) {
         let store = db.store().await;
         let p = Probe::new();
-        let ctx = pgqrs::admin(&store).create_workflow("bad", &()).await.unwrap();
+        let ctx = pgqrs::admin(&store)
+            .create_workflow("bad", &())
+            .await
+            .unwrap();
         let err = bad_output_wf(&ctx, &p).await.unwrap_err();
         assert!(
             matches!(pgqrs_error(&err), Some(Error::Serialization { .. })),
@@ -1659,7 +1864,10 @@ mod cases {
             run.status,
             run.lease_until
         );
-        assert!(run.error.as_deref().is_some_and(|e| e.contains("JSON serialization")));
+        assert!(run
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("JSON serialization")));
     }
 
     /// A non-serializable input is a typed error; no run (and no job) is created.
@@ -1695,11 +1903,18 @@ mod cases {
         };
         let mut ids = Vec::new();
         for _ in 0..20 {
-            let run = admin.enqueue_workflow("wfq", "chain", &input).await.unwrap();
+            let run = admin
+                .enqueue_workflow("wfq", "chain", &input)
+                .await
+                .unwrap();
             assert_eq!(run.status, RunStatus::Pending);
             ids.push(run.id);
         }
-        let doomed_id = admin.enqueue_workflow("wfq", "doomed", &()).await.unwrap().id;
+        let doomed_id = admin
+            .enqueue_workflow("wfq", "doomed", &())
+            .await
+            .unwrap()
+            .id;
 
         let w = registry()
             .worker("wfq")
@@ -1707,10 +1922,15 @@ mod cases {
             .configure(|b| b.poll_interval(ms(50)))
             .build(&store);
         let (stop, task) = spawn_worker(&store, w);
-        eventually(secs(60), "every run finished and every job archived", || async {
-            let runs = admin.list_workflows(None, 100).await.unwrap();
-            runs.iter().all(|r| r.status.is_finished()) && metrics(&store, "wfq").await.archived == 21
-        })
+        eventually(
+            secs(60),
+            "every run finished and every job archived",
+            || async {
+                let runs = admin.list_workflows(None, 100).await.unwrap();
+                runs.iter().all(|r| r.status.is_finished())
+                    && metrics(&store, "wfq").await.archived == 21
+            },
+        )
         .await;
         stop.shutdown();
         let stats = task.await.unwrap().unwrap();
@@ -1737,7 +1957,11 @@ mod cases {
             }
         }
         // 21 jobs done; the doomed run's job failed once, then found its run finished.
-        assert_eq!((stats.succeeded, stats.failed, stats.dead), (21, 1, 0), "{stats:?}");
+        assert_eq!(
+            (stats.succeeded, stats.failed, stats.dead),
+            (21, 1, 0),
+            "{stats:?}"
+        );
         assert_eq!(counts(&store, "wfq").await, (0, 0, 0, 21, 0));
     }
 
@@ -1759,7 +1983,13 @@ mod cases {
         };
         let mut ids = Vec::new();
         for _ in 0..RUNS {
-            ids.push(admin.enqueue_workflow("wf200", "chain", &input).await.unwrap().id);
+            ids.push(
+                admin
+                    .enqueue_workflow("wf200", "chain", &input)
+                    .await
+                    .unwrap()
+                    .id,
+            );
         }
         let t = Instant::now();
         let mut procs: Vec<Proc> = (0..PROCS)
@@ -1796,7 +2026,13 @@ mod cases {
         let runs = admin.list_workflows(None, 1000).await.unwrap();
         assert_eq!(runs.len(), RUNS);
         for r in &runs {
-            assert_eq!(r.status, RunStatus::Succeeded, "run {}: {:?}", r.id, r.error);
+            assert_eq!(
+                r.status,
+                RunStatus::Succeeded,
+                "run {}: {:?}",
+                r.id,
+                r.error
+            );
             assert_eq!(r.output, Some(json!(123)), "run {}", r.id);
             assert_eq!(r.attempts, 1, "run {} acquired more than once", r.id);
         }
@@ -1811,7 +2047,10 @@ mod cases {
         assert!(dup.is_empty(), "steps executed more than once: {dup:?}");
         for id in &ids {
             for s in 1..=3 {
-                assert!(per.contains_key(&(*id, s)), "run {id} step {s} never executed");
+                assert!(
+                    per.contains_key(&(*id, s)),
+                    "run {id} step {s} never executed"
+                );
             }
         }
         assert_eq!(lines.len(), RUNS * 3);
@@ -1845,7 +2084,11 @@ mod cases {
             steps: 5,
             step_ms: 0,
         };
-        let id = pgqrs::admin(store).create_workflow("chain", &input).await.unwrap().id();
+        let id = pgqrs::admin(store)
+            .create_workflow("chain", &input)
+            .await
+            .unwrap()
+            .id();
 
         let mut victim = Proc::spawn(
             &format!("k{k}-victim"),
@@ -1859,9 +2102,11 @@ mod cases {
             ],
         );
         let vpid = victim.pid();
-        eventually(secs(60), &format!("k={k}: the child is inside step {k}"), || async {
-            marker.exists()
-        })
+        eventually(
+            secs(60),
+            &format!("k={k}: the child is inside step {k}"),
+            || async { marker.exists() },
+        )
         .await;
         let st = victim.kill();
         {
@@ -1871,7 +2116,11 @@ mod cases {
         let run = run_of(store, id).await;
         assert_eq!(run.status, RunStatus::Running, "k={k}");
         let steps = steps_of(store, id).await;
-        assert_eq!(steps.len(), k as usize - 1, "k={k}: steps before k journaled");
+        assert_eq!(
+            steps.len(),
+            k as usize - 1,
+            "k={k}: steps before k journaled"
+        );
 
         let mut rescuer = Proc::spawn(
             &format!("k{k}-rescuer"),
@@ -1894,7 +2143,11 @@ mod cases {
         let steps = steps_of(store, id).await;
         assert_eq!(steps.len(), 5, "k={k}");
         for (i, s) in steps.iter().enumerate() {
-            assert_eq!((s.status, s.attempts), (StepStatus::Succeeded, 1), "k={k} step {i}");
+            assert_eq!(
+                (s.status, s.attempts),
+                (StepStatus::Succeeded, 1),
+                "k={k} step {i}"
+            );
         }
 
         let lines = read_log(&log);
@@ -1909,7 +2162,10 @@ mod cases {
                 std::cmp::Ordering::Equal => vec![vpid, rpid],
                 std::cmp::Ordering::Greater => vec![rpid],
             };
-            assert_eq!(pids, want, "k={k}: executions of step {i} (victim {vpid}, rescuer {rpid})");
+            assert_eq!(
+                pids, want,
+                "k={k}: executions of step {i} (victim {vpid}, rescuer {rpid})"
+            );
         }
     }
 
@@ -1945,7 +2201,10 @@ mod cases {
         env1.push((MARKER_ENV, marker.display().to_string()));
         let mut victim = Proc::spawn("qvictim", dir.path(), "worker", &env1);
         let vpid = victim.pid();
-        eventually(secs(60), "the worker is inside step 3", || async { marker.exists() }).await;
+        eventually(secs(60), "the worker is inside step 3", || async {
+            marker.exists()
+        })
+        .await;
         victim.kill();
         assert_eq!(steps_of(&store, id).await.len(), 2);
 
@@ -1958,7 +2217,14 @@ mod cases {
         let lines: Vec<(u32, u32)> = read_log(&log).into_iter().map(|(_, s, p)| (s, p)).collect();
         assert_eq!(
             lines,
-            vec![(1, vpid), (2, vpid), (3, vpid), (3, rpid), (4, rpid), (5, rpid)]
+            vec![
+                (1, vpid),
+                (2, vpid),
+                (3, vpid),
+                (3, rpid),
+                (4, rpid),
+                (5, rpid)
+            ]
         );
         assert_eq!(metrics(&store, "crashq").await.archived, 1);
     }
@@ -1981,7 +2247,11 @@ mod cases {
             steps: 5,
             step_ms: 0,
         };
-        let id = pgqrs::admin(&store).create_workflow("chain", &input).await.unwrap().id();
+        let id = pgqrs::admin(&store)
+            .create_workflow("chain", &input)
+            .await
+            .unwrap()
+            .id();
         let mut zombie = Proc::spawn(
             "zombie",
             dir.path(),
@@ -1995,7 +2265,10 @@ mod cases {
             ],
         );
         let zpid = zombie.pid();
-        eventually(secs(60), "the child is inside step 3", || async { marker.exists() }).await;
+        eventually(secs(60), "the child is inside step 3", || async {
+            marker.exists()
+        })
+        .await;
         zombie.signal("STOP");
 
         // Resume here. Should the child have been frozen in the middle of a lease renewal
@@ -2028,8 +2301,16 @@ mod cases {
             "the zombie's outcome: {}",
             wfresult(&out)
         );
-        assert_eq!(run_of(&store, id).await, run, "the zombie changed the finished run");
-        assert_eq!(steps_of(&store, id).await, steps, "the zombie changed the journal");
+        assert_eq!(
+            run_of(&store, id).await,
+            run,
+            "the zombie changed the finished run"
+        );
+        assert_eq!(
+            steps_of(&store, id).await,
+            steps,
+            "the zombie changed the journal"
+        );
 
         let me = std::process::id();
         let lines: Vec<(u32, u32)> = read_log(&log).into_iter().map(|(_, s, p)| (s, p)).collect();

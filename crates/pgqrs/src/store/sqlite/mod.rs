@@ -349,11 +349,13 @@ impl Backend for SqliteBackend {
                     supported: latest,
                 })
             }
-            Some(v) if v < latest => return Err(Error::SchemaInvalid {
-                message: format!(
+            Some(v) if v < latest => {
+                return Err(Error::SchemaInvalid {
+                    message: format!(
                     "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
                 ),
-            }),
+                })
+            }
             _ => {}
         }
         let mut missing = Vec::new();
