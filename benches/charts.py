@@ -20,6 +20,7 @@ import report
 
 COLORS = {
     "pgqrs": "#2563eb",
+    "pgqrs-rust": "#93c5fd",
     "ceiling": "#9ca3af",
     "pgqrs-0.15.3": "#f59e0b",
     "pgqueuer": "#10b981",

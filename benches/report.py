@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 OURS = "pgqrs"
+# Heading of the ratio column next to a system (default: "pgqrs vs <its title>").
+RATIO_TITLES = {"pgqrs-rust": "Python vs Rust API", "ceiling": "pgqrs vs ceiling"}
 
 # (case, backend ("*": every backend), metric, other system or None, target, description).
 # With another system the target is a ratio (pgqrs's advantage ≥ target); without, an upper
@@ -122,7 +124,7 @@ def tables(recs: list[dict[str, Any]], notes: list[str]) -> list[str]:
         others = [s for s in systems if s != OURS]
         head = ["case", "metric", titles.get(OURS, OURS)]
         for s in others:
-            head += [titles[s], f"pgqrs vs {titles[s].replace(' (SQL)', '')}"]
+            head += [titles[s], RATIO_TITLES.get(s, f"pgqrs vs {titles[s]}")]
         out += [f"### {title}", "", "| " + " | ".join(head) + " |"]
         out.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
         rows = ordered((r["case"], r["metric"]) for r in brecs)
@@ -178,9 +180,13 @@ def render(path: Path) -> str:
         f"Each cell is the median of {runs} run(s) on a fresh database, with the range "
         "(min–max) when there are several. *pgqrs vs X* is pgqrs's advantage: pgqrs ÷ X for "
         "throughput, X ÷ pgqrs for latency, time and memory — above 1× pgqrs is better. "
-        "The ceiling is hand-written SQL for the same operations through the same driver "
-        "(`benches/ceiling`), so *pgqrs vs ceiling* is the share of what the database allows "
-        "that pgqrs delivers.",
+        "*pgqrs (Python)* is what users run; *pgqrs (Rust API)* is the same core without "
+        "Python (`benches/rust`, so *Python vs Rust API* is what the Python layer keeps). The "
+        "ceiling is hand-written SQL for the same operations through the same driver "
+        "(`benches/rust`, `pgqrs-ceiling`): *pgqrs vs ceiling* is the share of what the "
+        "database allows that pgqrs delivers. Above 1× against the ceiling means pgqrs "
+        "does fewer round trips than one statement per job (claim-ahead, batched "
+        "completions).",
         "",
     ]
     lines += tables(recs, notes)

@@ -61,15 +61,16 @@ BACKENDS = [
 class System:
     key: str
     title: str
-    kind: str  # "python" (a driver script in a venv) or "ceiling" (the Rust binary)
+    kind: str  # "python" (a driver script run by a venv's python) or "native" (a Rust binary)
     backends: tuple[str, ...] | None  # None: every backend
-    python: str = ""
-    script: str = ""
+    python: str = ""  # python: the interpreter, relative to the repository
+    script: str = ""  # python: the driver, in benches/; native: the binary's name
 
 
 SYSTEMS = [
-    System("pgqrs", "pgqrs", "python", None, ".venv/bin/python", "pgqrs_bench.py"),
-    System("ceiling", "ceiling (SQL)", "ceiling", ("postgres", "sqlite")),
+    System("pgqrs", "pgqrs (Python)", "python", None, ".venv/bin/python", "pgqrs_bench.py"),
+    System("pgqrs-rust", "pgqrs (Rust API)", "native", None, script="pgqrs-rust-api"),
+    System("ceiling", "ceiling (SQL)", "native", ("postgres", "sqlite"), script="pgqrs-ceiling"),
     System(
         "pgqrs-0.15.3",
         "pgqrs 0.15.3",
@@ -105,7 +106,8 @@ LATENCY = (
 )
 WORKFLOW = (
     Metric("runs_per_s", "runs/s", "runs/s"),
-    Metric("step_ms", "step overhead", "ms", False),
+    Metric("step_ms", "step overhead (mean)", "ms", False),
+    Metric("step_p50", "step overhead (p50)", "ms", False),
 )
 MEMORY = (
     Metric("peak_rss", "peak RSS", "MiB", False),
@@ -121,7 +123,7 @@ class Case:
     metrics: tuple[Metric, ...]
     full: dict[str, float]  # driver arguments, full run
     quick: dict[str, float]  # driver arguments, quick run
-    ceiling: bool = False  # the ceiling binary has this scenario
+    native: bool = False  # the Rust binaries (ceiling, Rust API) have this scenario
     backends: tuple[str, ...] | None = None
     systems: tuple[str, ...] | None = None
     dsn_params: str = ""  # extra query parameters for PostgreSQL DSNs
@@ -129,18 +131,18 @@ class Case:
 
 CASES = [
     Case("S1", "S1 enqueue one at a time", "s1", THROUGHPUT,
-         {"count": 5000}, {"count": 1000}, ceiling=True),
+         {"count": 5000}, {"count": 1000}, native=True),
     Case("S2", "S2 batch enqueue (batches of 500)", "s2", THROUGHPUT,
-         {"count": 50000, "batch": 500}, {"count": 10000, "batch": 500}, ceiling=True),
+         {"count": 50000, "batch": 500}, {"count": 10000, "batch": 500}, native=True),
     Case("S3 c1 b1", "S3 drain: 1 consumer, batch 1", "s3", THROUGHPUT,
          {"count": 20000, "concurrency": 1, "batch": 1},
-         {"count": 2000, "concurrency": 1, "batch": 1}, ceiling=True),
+         {"count": 2000, "concurrency": 1, "batch": 1}, native=True),
     Case("S3 c4 b1", "S3 drain: 4 consumers, batch 1", "s3", THROUGHPUT,
          {"count": 20000, "concurrency": 4, "batch": 1},
-         {"count": 3000, "concurrency": 4, "batch": 1}, ceiling=True),
+         {"count": 3000, "concurrency": 4, "batch": 1}, native=True),
     Case("S3 c4 b50", "S3 drain: 4 consumers, batch 50", "s3", THROUGHPUT,
          {"count": 20000, "concurrency": 4, "batch": 50},
-         {"count": 10000, "concurrency": 4, "batch": 50}, ceiling=True),
+         {"count": 10000, "concurrency": 4, "batch": 50}, native=True),
     Case("S4", "S4 enqueue → handler start, 200 jobs/s, worker concurrency 4", "s4", LATENCY,
          {"rate": 200, "seconds": 10, "concurrency": 4},
          {"rate": 200, "seconds": 3, "concurrency": 4}),
@@ -156,15 +158,17 @@ CASES = [
     # Not one of the issue's scenarios: S2 again over a connection without TLS, to show what
     # a TLS connection costs sqlx's batch statements (see README, Performance).
     Case("S2 no TLS", "S2 over a connection without TLS (sslmode=disable)", "s2", THROUGHPUT,
-         {"count": 50000, "batch": 500}, {"count": 5000, "batch": 500}, ceiling=True,
-         backends=("postgres",), systems=("pgqrs", "ceiling"), dsn_params="sslmode=disable"),
+         {"count": 50000, "batch": 500}, {"count": 5000, "batch": 500}, native=True,
+         backends=("postgres",), systems=("pgqrs", "pgqrs-rust", "ceiling"),
+         dsn_params="sslmode=disable"),
 ]  # fmt: skip
 
 
 # --- Running ------------------------------------------------------------------------------
 
 
-def ceiling_bin() -> str:
+def native_bin(name: str) -> str:
+    """A binary of benches/rust, from cargo's target directory (built by `make build`)."""
     target = os.environ.get("CARGO_TARGET_DIR")
     if not target:
         meta = subprocess.run(
@@ -175,7 +179,7 @@ def ceiling_bin() -> str:
             text=True,
         ).stdout
         target = json.loads(meta)["target_directory"]
-    path = Path(target) / "release" / "pgqrs-ceiling"
+    path = Path(target) / "release" / name
     if not path.exists():
         sys.exit(f"{path} is missing: build it with `make build` (or run `make bench`)")
     return str(path)
@@ -185,7 +189,7 @@ class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.pg = args.dsn
-        self.ceiling = ceiling_bin()
+        self.ceiling = native_bin("pgqrs-ceiling")  # also creates and drops the schemas
         self.tmp = RESULTS / ".tmp-db"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.counter = 0
@@ -220,8 +224,8 @@ class Runner:
         subprocess.run([self.ceiling, cmd, "--dsn", dsn], check=True, capture_output=True)
 
     def command(self, system: System, case: Case, dsn: str, params: dict[str, float]) -> list[str]:
-        if system.kind == "ceiling":
-            cmd = [self.ceiling, case.scenario, "--dsn", dsn]
+        if system.kind == "native":
+            cmd = [native_bin(system.script), case.scenario, "--dsn", dsn]
             flags = {"count": "--count", "batch": "--batch", "concurrency": "--consumers"}
             for k, v in params.items():
                 if k in flags:
@@ -253,7 +257,7 @@ class Runner:
             if proc.returncode != 0 or not isinstance(result, dict):
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
                 return {"error": f"exit {proc.returncode}: " + " | ".join(tail)[-400:]}
-            if system.kind == "ceiling":
+            if system.kind == "native":
                 result = {"values": {"throughput": result["value"]}, "extra": result}
             result["wall_s"] = wall
             return result
@@ -268,7 +272,7 @@ def runs_for(system: System, backend: Backend, case: Case) -> bool:
         return False
     if case.systems is not None and system.key not in case.systems:
         return False
-    return system.kind != "ceiling" or case.ceiling
+    return system.kind != "native" or case.native
 
 
 def summarize(
@@ -379,7 +383,7 @@ def main() -> None:
     out = Path(args.out) if args.out else out_dir / f"{stamp}.jsonl"
     env = environment(runner)
     log(f"load average {env['load_at_start']}; {env['postgres']}; {env['sqlite']}")
-    log(f"writing {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    log(f"writing {show(out)}")
     with open(out, "w") as f:
         f.write(json.dumps(env) + "\n")
     started = time.perf_counter()
@@ -409,12 +413,15 @@ def main() -> None:
         import charts
         import report
 
-        md = out_dir / "latest.md"
+        if args.out:  # a results file of one's own: its report and charts go next to it
+            md, svg_dir = out.with_suffix(".md"), out.parent / f"{out.stem}-svg"
+        else:
+            md = out_dir / "latest.md"
+            svg_dir = out_dir / "svg" if args.quick else ROOT / "docs" / "bench"
         report.write(out, md)
-        log(f"wrote {md.relative_to(ROOT)}")
-        svg_dir = out_dir / "svg" if args.quick else ROOT / "docs" / "bench"
+        log(f"wrote {show(md)}")
         for path in charts.write(out, svg_dir):
-            log(f"wrote {path.relative_to(ROOT)}")
+            log(f"wrote {show(path)}")
 
 
 def describe(r: dict[str, Any], case: Case) -> str:
@@ -428,6 +435,11 @@ def describe(r: dict[str, Any], case: Case) -> str:
         if m.key in r["values"]
     )
     return f"{vals} ({r.get('wall_s', 0):.1f} s)"
+
+
+def show(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def log(msg: str) -> None:

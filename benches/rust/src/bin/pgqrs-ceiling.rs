@@ -124,15 +124,20 @@ enum Db {
     Lite(SqlitePool),
 }
 
+fn ping() -> bool {
+    std::env::var("CEILING_PING").is_ok_and(|v| v == "1")
+}
+
 async fn pg_pool(dsn: &str, size: u32) -> Res<PgPool> {
     let (base, schema) = split_schema(dsn);
     let opts = PgConnectOptions::from_str(&base)?.options([("search_path", schema)]);
     // No ping before each use of a pooled connection (sqlx's default): a round trip per
-    // statement that a hand-written loop would not make.
+    // statement that a hand-written loop would not make. CEILING_PING=1 puts it back, to
+    // measure what it costs.
     Ok(PgPoolOptions::new()
         .max_connections(size)
         .min_connections(size)
-        .test_before_acquire(false)
+        .test_before_acquire(ping())
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(opts)
         .await?)
@@ -165,7 +170,7 @@ async fn open(dsn: &str, size: u32) -> Res<Db> {
         // single write lock (pgqrs does the same).
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .test_before_acquire(false)
+            .test_before_acquire(ping())
             .connect_with(opts)
             .await?;
         for stmt in [
