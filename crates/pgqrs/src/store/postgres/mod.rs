@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -162,6 +162,27 @@ fn run(r: &PgRow) -> Result<WorkflowRun, sqlx::Error> {
     })
 }
 
+/// TLS to the local machine protects nothing and costs a lot with sqlx 0.9 (which leaves
+/// Nagle's algorithm on: replies then wait for delayed ACKs, up to tens of milliseconds). So
+/// when the connection string does not ask for an `sslmode` (and `PGSSLMODE` is unset), a
+/// loopback or Unix-socket connection goes without TLS; any other host keeps the driver's
+/// default (`prefer`).
+fn ssl_pointless(dsn: &str, host: &str) -> bool {
+    let asked = dsn.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|kv| kv.to_ascii_lowercase().starts_with("sslmode="))
+    });
+    if asked || std::env::var_os("PGSSLMODE").is_some() {
+        return false;
+    }
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl PgBackend {
     pub(crate) async fn connect(cfg: Config) -> Result<Self> {
         let opts = PgConnectOptions::from_str(&cfg.driver_dsn).map_err(|e| Error::InvalidDsn {
@@ -169,6 +190,11 @@ impl PgBackend {
             reason: e.to_string(),
         })?;
         let target = format!("{}:{}", opts.get_host(), opts.get_port());
+        let opts = if ssl_pointless(&cfg.driver_dsn, opts.get_host()) {
+            opts.ssl_mode(PgSslMode::Disable)
+        } else {
+            opts
+        };
         let opts = opts
             .application_name("pgqrs")
             .statement_cache_capacity(if cfg.statement_cache { 100 } else { 0 });
@@ -954,5 +980,30 @@ impl Backend for PgBackend {
         rows.iter()
             .map(|r| run(r).map_err(|e| self.err(e)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ssl_pointless;
+
+    #[test]
+    fn tls_is_skipped_only_for_local_connections_that_did_not_ask() {
+        assert!(ssl_pointless("postgresql://u@127.0.0.1/db", "127.0.0.1"));
+        assert!(ssl_pointless("postgresql://u@localhost/db", "localhost"));
+        assert!(ssl_pointless("postgresql://u@[::1]/db", "::1"));
+        assert!(ssl_pointless(
+            "postgresql:///db?host=/run/postgresql",
+            "/run/postgresql"
+        ));
+        assert!(!ssl_pointless(
+            "postgresql://u@db.internal/db",
+            "db.internal"
+        ));
+        assert!(!ssl_pointless("postgresql://u@10.0.0.5/db", "10.0.0.5"));
+        assert!(!ssl_pointless(
+            "postgresql://u@127.0.0.1/db?sslmode=require",
+            "127.0.0.1"
+        ));
     }
 }
