@@ -18,6 +18,8 @@ use crate::types::*;
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "turso"))]
+mod sqlite_sql;
 #[cfg(feature = "turso")]
 pub(crate) mod turso;
 

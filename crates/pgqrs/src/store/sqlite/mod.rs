@@ -6,7 +6,6 @@
 //! spinning on the database lock; reads use a separate pool. Other processes contend through
 //! SQLite's lock and the busy timeout.
 
-mod queries;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
-use self::queries::*;
+use super::sqlite_sql::*;
 use super::*;
 use crate::config::Durability;
 use crate::error::from_sqlx;

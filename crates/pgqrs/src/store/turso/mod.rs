@@ -19,7 +19,6 @@
 //!   leaves its connection inside the transaction; the next user of the connection rolls it
 //!   back before doing anything else, so an interrupted write never half-commits.
 
-mod queries;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,7 +31,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::{Mutex, MutexGuard};
 
-use self::queries::*;
+use super::sqlite_sql::*;
 use super::*;
 use crate::config::Durability;
 

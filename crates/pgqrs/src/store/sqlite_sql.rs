@@ -1,25 +1,17 @@
-//! The Turso backend's SQL: the SQLite dialect, which the Turso engine speaks. Timestamps are
-//! microseconds since the epoch, as on SQLite, so a database file's contents mean the same
-//! thing to both backends.
-//!
-//! Everything pgqrs needs from the dialect works on Turso 0.8: `RETURNING`, `ON CONFLICT … DO
-//! NOTHING / DO UPDATE`, partial indexes, `VALUES` lists as tables, `AUTOINCREMENT`, foreign
-//! keys and `CHECK` constraints. The statements below are therefore the SQLite backend's,
-//! kept in this file so that either backend can change without the other.
+//! The SQLite dialect's SQL, shared by the SQLite backend (sqlx) and the Turso backend (the
+//! `turso` engine speaks the same dialect: `RETURNING`, `ON CONFLICT`, partial indexes, `VALUES`
+//! lists, `AUTOINCREMENT`). Timestamps are microseconds since the epoch, so a database file
+//! means the same to both. A statement or migration that must differ on Turso goes into
+//! `turso/` and is named there instead.
 //!
 //! Batch statements over leases are built for the batch's size: `{leases}` is replaced by
 //! `(?, ?), (?, ?), …` — one `(job id, lease token)` pair per lease.
 
-/// Numbered migrations, applied in order by `install`. They are identical to the SQLite
-/// backend's and included from there; a migration that has to differ on Turso goes into
-/// `turso/migrations/` and is listed here instead (see `migrations/README.md`).
+/// Numbered migrations, applied in order by `install`.
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        include_str!("../sqlite/migrations/0001_queues_and_jobs.sql"),
-    ),
-    (2, include_str!("../sqlite/migrations/0002_workers.sql")),
-    (3, include_str!("../sqlite/migrations/0003_workflows.sql")),
+    (1, include_str!("sqlite/migrations/0001_queues_and_jobs.sql")),
+    (2, include_str!("sqlite/migrations/0002_workers.sql")),
+    (3, include_str!("sqlite/migrations/0003_workflows.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgqrs_schema_version (
