@@ -9,7 +9,10 @@
 
 /// Numbered migrations, applied in order by `install`.
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("sqlite/migrations/0001_queues_and_jobs.sql")),
+    (
+        1,
+        include_str!("sqlite/migrations/0001_queues_and_jobs.sql"),
+    ),
     (2, include_str!("sqlite/migrations/0002_workers.sql")),
     (3, include_str!("sqlite/migrations/0003_workflows.sql")),
 ];

@@ -6,7 +6,6 @@
 //! spinning on the database lock; reads use a separate pool. Other processes contend through
 //! SQLite's lock and the busy timeout.
 
-
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -19,7 +19,6 @@
 //!   leaves its connection inside the transaction; the next user of the connection rolls it
 //!   back before doing anything else, so an interrupted write never half-commits.
 
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
