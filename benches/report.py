@@ -177,6 +177,15 @@ def render(path: Path) -> str:
         f"Load average at start {fmt_load(env.get('load_at_start'))}, "
         f"at end {fmt_load(end.get('load_at_end'))}.",
         "",
+    ]
+    if env.get("stale_builds"):
+        lines += [
+            "**Warning:** built before their sources last changed (rerun with `make bench`): "
+            + ", ".join(env["stale_builds"])
+            + ".",
+            "",
+        ]
+    lines += [
         f"Each cell is the median of {runs} run(s) on a fresh database, with the range "
         "(min–max) when there are several. *pgqrs vs X* is pgqrs's advantage: pgqrs ÷ X for "
         "throughput, X ÷ pgqrs for latency, time and memory — above 1× pgqrs is better. "

@@ -12,6 +12,8 @@
 //!
 //! DSNs are pgqrs's: `postgresql://…?schema=NAME` (the tables go in schema NAME) or
 //! `sqlite:///path.db`. Each scenario prints one JSON object: `{"value": jobs/s, …}`.
+//! Connections are made as pgqrs makes them (no TLS to a local server unless `sslmode` says
+//! so), but without sqlx's ping before each use of a pooled connection.
 //!
 //! What the SQL does, per backend:
 //! * PostgreSQL — S1: one `INSERT … RETURNING id` per job (autocommit). S2: one
@@ -28,7 +30,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -128,9 +130,34 @@ fn ping() -> bool {
     std::env::var("CEILING_PING").is_ok_and(|v| v == "1")
 }
 
+/// pgqrs's TLS policy, so that both connect alike: a DSN that names no `sslmode` (with
+/// `PGSSLMODE` unset) to a loopback address or a Unix socket goes without TLS; anything else
+/// keeps sqlx's default. (sqlx leaves Nagle's algorithm on, and over TLS a statement larger
+/// than one TLS record waits for a delayed ACK: tens of milliseconds.)
+fn pg_options(dsn: &str) -> Res<PgConnectOptions> {
+    let opts = PgConnectOptions::from_str(dsn)?;
+    let named = dsn.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|kv| kv.to_ascii_lowercase().starts_with("sslmode="))
+    });
+    let host = opts.get_host().trim_matches(['[', ']']).to_string();
+    let local = host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    Ok(
+        if local && !named && std::env::var_os("PGSSLMODE").is_none() {
+            opts.ssl_mode(PgSslMode::Disable)
+        } else {
+            opts
+        },
+    )
+}
+
 async fn pg_pool(dsn: &str, size: u32) -> Res<PgPool> {
     let (base, schema) = split_schema(dsn);
-    let opts = PgConnectOptions::from_str(&base)?.options([("search_path", schema)]);
+    let opts = pg_options(&base)?.options([("search_path", schema)]);
     // No ping before each use of a pooled connection (sqlx's default): a round trip per
     // statement that a hand-written loop would not make. CEILING_PING=1 puts it back, to
     // measure what it costs.
@@ -402,7 +429,7 @@ async fn schema_cmd(dsn: &str, create: bool) -> Res<()> {
     let (base, schema) = split_schema(dsn);
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(PgConnectOptions::from_str(&base)?)
+        .connect_with(pg_options(&base)?)
         .await?;
     let q = quote_ident(&schema);
     sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {q} CASCADE")))
@@ -431,7 +458,7 @@ async fn version(dsn: &str) -> Res<()> {
         let (base, _) = split_schema(dsn);
         let pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(PgConnectOptions::from_str(&base)?)
+            .connect_with(pg_options(&base)?)
             .await?;
         sqlx::query_scalar("SELECT 'PostgreSQL ' || current_setting('server_version')")
             .fetch_one(&pool)
