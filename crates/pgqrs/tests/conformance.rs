@@ -100,3 +100,20 @@ mod postgres {
 mod turso {
     conformance!(crate::common::TestDb::turso);
 }
+
+/// PostgreSQL only, because only a server can close a pooled connection under the pool's feet
+/// (a restart, `pg_terminate_backend`, an idle-killing proxy); SQLite and Turso have none.
+#[cfg(feature = "postgres")]
+mod postgres_server {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_closed_by_the_server() {
+        let Some(db) = crate::common::TestDb::postgres().await else {
+            return;
+        };
+        crate::common::bounded(
+            "connections_closed_by_the_server",
+            crate::cases::connect::connections_closed_by_the_server(&db),
+        )
+        .await;
+    }
+}

@@ -227,3 +227,42 @@ pub async fn closed_store(db: &TestDb) {
         .await
         .expect("second close hung");
 }
+
+/// The server closes every connection in the store's pool. A connection idle for a second or
+/// more is pinged before use, so once the pool's connections have sat idle that long, the
+/// next calls reconnect and succeed without the caller seeing an error.
+pub async fn connections_closed_by_the_server(db: &TestDb) {
+    let app = format!("pgqrs_kill_{}", std::process::id());
+    let store = db
+        .store_with(&format!("application_name={app}&pool_size=3"))
+        .await;
+    pgqrs::admin(&store).create_queue("q").await.unwrap();
+    let send = |n: i64| {
+        let store = store.clone();
+        async move {
+            pgqrs::enqueue()
+                .message(&n)
+                .to("q")
+                .execute(&store)
+                .await
+                .map(drop)
+        }
+    };
+    // Open several pooled connections at once.
+    let (a, b, c) = tokio::join!(send(1), send(2), send(3));
+    a.and(b).and(c).expect("enqueue before the kill");
+
+    db.exec_raw(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = '{app}' AND pid <> pg_backend_pid()"
+    ))
+    .await;
+    sleep_ms(1_200).await;
+    for n in 4..10 {
+        send(n).await.unwrap_or_else(|e| {
+            panic!("enqueue {n} after the server closed the pooled connections: {e}")
+        });
+    }
+    let m = metrics(&store, "q").await;
+    assert_eq!(m.ready, 9, "{m:?}");
+}

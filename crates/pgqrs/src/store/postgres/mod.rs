@@ -183,6 +183,9 @@ fn ssl_pointless(dsn: &str, host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A pooled connection idle for at least this long is pinged before it is used again.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 impl PgBackend {
     pub(crate) async fn connect(cfg: Config) -> Result<Self> {
         let opts = PgConnectOptions::from_str(&cfg.driver_dsn).map_err(|e| Error::InvalidDsn {
@@ -195,12 +198,28 @@ impl PgBackend {
         } else {
             opts
         };
-        let opts = opts
-            .application_name("pgqrs")
-            .statement_cache_capacity(if cfg.statement_cache { 100 } else { 0 });
+        // `pgqrs` in pg_stat_activity unless the DSN names the application itself.
+        let opts = if opts.get_application_name().is_none() {
+            opts.application_name("pgqrs")
+        } else {
+            opts
+        };
+        let opts = opts.statement_cache_capacity(if cfg.statement_cache { 100 } else { 0 });
         let pool_fut = PgPoolOptions::new()
             .max_connections(cfg.pool_size.unwrap_or(10))
             .min_connections(0)
+            // sqlx pings every pooled connection before each use by default: a whole round
+            // trip per statement. Ping only connections that sat idle for a while (the ones
+            // a server restart or an idle-killing proxy may have closed).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .acquire_timeout(cfg.connect_timeout)
             .connect_with(opts);
         let pool = match tokio::time::timeout(
@@ -532,9 +551,13 @@ impl Backend for PgBackend {
                 });
             }
         }
+        // The queue's row is locked `FOR UPDATE` above, so no enqueue (which locks it
+        // `FOR KEY SHARE`) can add a job between these deletes: dead letters go before the
+        // jobs because requeueing moves them back into the jobs table.
         for sql in [
             &self.q.delete_queue_archive,
             &self.q.delete_queue_dead,
+            &self.q.purge_queue,
             &self.q.delete_queue,
         ] {
             sqlx::query(sql.clone())
@@ -594,7 +617,6 @@ impl Backend for PgBackend {
         visibility: Visibility,
         max_attempts: i32,
     ) -> Result<Vec<i64>> {
-        let queue_id = self.queue_id(queue).await?;
         let (at, delay): (Option<DateTime<Utc>>, f64) = match visibility {
             Visibility::Now => (None, 0.0),
             Visibility::After(d) => (None, secs(d)),
@@ -603,22 +625,20 @@ impl Backend for PgBackend {
         let notify = self.cfg.notify
             && matches!(visibility, Visibility::Now)
             && self.notifier.leading_edge(queue);
-        let res = if payloads.len() == 1 {
-            sqlx::query_scalar::<_, i64>(self.q.enqueue_one.clone())
-                .bind(queue_id)
-                .bind(&payloads[0])
-                .bind(max_attempts)
-                .bind(at)
-                .bind(delay)
-                .bind(&self.notifier.channel)
-                .bind(queue)
-                .bind(notify)
-                .fetch_all(&self.pool)
-                .await
+        let sql = if payloads.len() == 1 {
+            &self.q.enqueue_one
         } else {
-            sqlx::query_scalar::<_, i64>(self.q.enqueue_many.clone())
-                .bind(queue_id)
-                .bind(&payloads)
+            &self.q.enqueue_many
+        };
+        let mut queue_id = self.queue_id(queue).await?;
+        let mut ids = loop {
+            let q = sqlx::query_scalar::<_, i64>(sql.clone()).bind(queue_id);
+            let q = if payloads.len() == 1 {
+                q.bind(&payloads[0])
+            } else {
+                q.bind(&payloads)
+            };
+            let ids = q
                 .bind(max_attempts)
                 .bind(at)
                 .bind(delay)
@@ -627,16 +647,21 @@ impl Backend for PgBackend {
                 .bind(notify)
                 .fetch_all(&self.pool)
                 .await
-        };
-        let mut ids = match res {
-            Ok(ids) => ids,
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23503") => {
-                self.forget_queue(queue);
+                .map_err(|e| self.err(e))?;
+            if !ids.is_empty() {
+                break ids;
+            }
+            // Nothing was inserted, so the queue row with the cached id is gone (`payloads`
+            // is never empty). Look the name up again: QueueNotFound if it was deleted, one
+            // more try if it was re-created under a new id meanwhile.
+            self.forget_queue(queue);
+            let fresh = self.queue_id(queue).await?;
+            if fresh == queue_id {
                 return Err(Error::QueueNotFound {
                     queue: queue.to_string(),
                 });
             }
-            Err(e) => return Err(self.err(e)),
+            queue_id = fresh;
         };
         ids.sort_unstable();
         if matches!(visibility, Visibility::Now) {

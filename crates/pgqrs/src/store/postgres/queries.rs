@@ -5,6 +5,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_queues_and_jobs.sql")),
     (2, include_str!("migrations/0002_workers.sql")),
     (3, include_str!("migrations/0003_workflows.sql")),
+    (4, include_str!("migrations/0004_jobs_without_fk.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS {s}.pgqrs_schema_version (
@@ -74,16 +75,24 @@ queries! {
 
     // $6 channel, $7 queue name, $8 whether to notify: the NOTIFY rides along in the same
     // statement (an InitPlan evaluated once), so waking workers costs no extra round trip.
-    enqueue_one = "WITH ins AS (
+    //
+    // The jobs table has no foreign key (it would be checked once per row): `q` locks the
+    // queue's row once per statement instead, and an enqueue to a queue deleted meanwhile
+    // inserts nothing (`delete_queue` holds that row `FOR UPDATE` while it deletes the jobs).
+    enqueue_one = "WITH q AS (
+            SELECT id FROM {s}.pgqrs_queues WHERE id = $1 FOR KEY SHARE
+        ), ins AS (
             INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at)
-            VALUES ($1, $2::json, $3, COALESCE($4, now() + make_interval(secs => $5)))
+            SELECT q.id, $2::json, $3, COALESCE($4, now() + make_interval(secs => $5)) FROM q
             RETURNING id
         )
         SELECT id, (SELECT pg_notify($6, $7) WHERE $8) FROM ins";
-    enqueue_many = "WITH ins AS (
+    enqueue_many = "WITH q AS (
+            SELECT id FROM {s}.pgqrs_queues WHERE id = $1 FOR KEY SHARE
+        ), ins AS (
             INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at)
-            SELECT $1, p::json, $3, COALESCE($4, now() + make_interval(secs => $5))
-            FROM unnest($2::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n
+            SELECT q.id, p::json, $3, COALESCE($4, now() + make_interval(secs => $5))
+            FROM q, unnest($2::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n
             RETURNING id
         )
         SELECT id, (SELECT pg_notify($6, $7) WHERE $8) FROM ins";

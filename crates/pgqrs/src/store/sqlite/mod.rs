@@ -168,6 +168,10 @@ impl SqliteBackend {
                     Some(Duration::from_secs(600))
                 })
                 .max_lifetime(None)
+                // sqlx pings a pooled connection before each use by default: for SQLite
+                // that is a round trip to the connection's thread on every statement, and
+                // an open file handle does not go stale the way a socket does.
+                .test_before_acquire(false)
                 .acquire_timeout(cfg.connect_timeout.max(cfg.busy_timeout))
                 .connect_with(opts.clone())
         };
