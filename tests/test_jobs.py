@@ -108,6 +108,23 @@ async def test_payload_roundtrip(store: pgqrs.Store) -> None:
             assert a.payload == expected[a.id][1], f"archived {expected[a.id][0]} changed"
 
 
+async def test_produce_batch_takes_any_iterable(store: pgqrs.Store) -> None:
+    """A batch is encoded in one call and split in Rust: any iterable works, order is kept."""
+    await pgqrs.admin(store).create_queue("q")
+    ids = await pgqrs.produce_batch(store, "q", ({"i": i, "s": "é\u2603"} for i in range(3)))
+    ids += await pgqrs.produce_batch(store, "q", ("a", ["b", {"c": None}]))
+    assert await pgqrs.produce_batch(store, "q", []) == []
+    assert ids == sorted(ids) and len(ids) == 5
+    msgs = await (await store.consumer("q")).dequeue(10)
+    assert [m.payload for m in sorted(msgs, key=lambda m: m.id)] == [
+        {"i": 0, "s": "é\u2603"},
+        {"i": 1, "s": "é\u2603"},
+        {"i": 2, "s": "é\u2603"},
+        "a",
+        ["b", {"c": None}],
+    ]
+
+
 async def test_payload_nul_char(store: pgqrs.Store) -> None:
     """A NUL character is valid JSON: it round-trips, or is refused with a pgqrs validation
     error before anything is written -- never a raw database error."""

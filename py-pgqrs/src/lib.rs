@@ -18,6 +18,15 @@ use pyo3::prelude::*;
 use errors::to_py;
 use runtime::awaitable;
 
+/// Payloads handed to `Store.enqueue`: checked and split in Rust either way.
+#[derive(FromPyObject)]
+enum Payloads {
+    /// One JSON array text (`produce_batch` encodes the whole list in one call).
+    Array(String),
+    /// One JSON text per job.
+    Each(Vec<String>),
+}
+
 type Msg = (i64, String, String, i32, i32, i64, i64, Option<String>, i64);
 type Run = (
     i64,
@@ -362,13 +371,14 @@ impl Store {
         ))
     }
 
-    /// Enqueue JSON texts (already serialized by the Python layer) in one statement.
+    /// Enqueue JSON (already serialized by the Python layer) in one statement: a list of
+    /// texts, one per job, or one JSON array text whose elements are the jobs.
     #[pyo3(signature = (queue, payloads, delay=None, at_us=None, max_attempts=None))]
     fn enqueue<'py>(
         &self,
         py: Python<'py>,
         queue: String,
-        payloads: Vec<String>,
+        payloads: Payloads,
         delay: Option<f64>,
         at_us: Option<i64>,
         max_attempts: Option<u32>,
@@ -383,8 +393,13 @@ impl Store {
         };
         awaitable(py, async move {
             let mut b = pgqrs::enqueue().to(queue);
-            for p in payloads {
-                b = b.message_json(p);
+            match payloads {
+                Payloads::Array(text) => b = b.messages_json_array(&text),
+                Payloads::Each(texts) => {
+                    for p in texts {
+                        b = b.message_json(p);
+                    }
+                }
             }
             if let Some(d) = delay {
                 b = b.delay(d);

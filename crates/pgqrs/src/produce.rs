@@ -104,6 +104,34 @@ impl EnqueueBuilder {
         self
     }
 
+    /// Add many messages given as one JSON array text: each element becomes one message
+    /// (`"[1, {\"a\": 2}]"` adds two). Cheaper than one [`message_json`](Self::message_json)
+    /// per element when the producer already holds the array's text: it is parsed once.
+    pub fn messages_json_array(mut self, json: &str) -> Self {
+        match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(json) {
+            Ok(items) => {
+                self.payloads.reserve(items.len());
+                for item in items {
+                    let text = item.get();
+                    match check_depth(text) {
+                        Ok(()) => self.payloads.push(text.to_owned()),
+                        Err(e) => {
+                            self.error = self.error.or(Some(e));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                self.error = self.error.or(Some(Error::validation(
+                    "payloads",
+                    format!("expected a JSON array of messages: {e}"),
+                )))
+            }
+        }
+        self
+    }
+
     /// The queue to add to.
     pub fn to(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());

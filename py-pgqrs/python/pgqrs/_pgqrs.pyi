@@ -95,12 +95,13 @@ class Store:
     def enqueue(
         self,
         queue: str,
-        payloads: list[str],
+        payloads: list[str] | str,
         delay: float | None = None,
         at_us: int | None = None,
         max_attempts: int | None = None,
     ) -> Awaitable[list[int]]:
-        """Enqueue JSON texts (already serialized) in one statement; ids in order."""
+        """Enqueue JSON (already serialized) in one statement: one text per job, or one
+        JSON array text whose elements are the jobs. Returns the ids in order."""
 
     def consumer(self, queue: str) -> Awaitable[Consumer]: ...
     def worker_session(

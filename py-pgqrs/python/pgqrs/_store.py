@@ -272,14 +272,14 @@ async def produce_batch(
 ) -> list[int]:
     """Enqueue many jobs in one statement; returns their ids in order. Nothing is written if
     any payload is not serializable or too large."""
-    texts = [_json.dumps(p, f"payloads[{i}]") for i, p in enumerate(payloads)]
-    return await _enqueue(store, queue, texts, delay, at, max_attempts)
+    items = payloads if isinstance(payloads, list) else list(payloads)
+    return await _enqueue(store, queue, _json.dumps_array(items), delay, at, max_attempts)
 
 
 async def _enqueue(
     store: Store,
     queue: str,
-    texts: list[str],
+    texts: list[str] | str,
     delay: float | timedelta | None,
     at: datetime | None,
     max_attempts: int | None,
