@@ -423,7 +423,7 @@ impl Store {
         })
     }
 
-    #[pyo3(signature = (queue, visibility_timeout=None, retry=None, delete_on_success=false, flush_interval=0.002, flush_max=500, heartbeat_interval=5.0))]
+    #[pyo3(signature = (queue, visibility_timeout=None, retry=None, delete_on_success=false, flush_interval=0.002, flush_max=500, heartbeat_interval=5.0, claim_ahead=2))]
     #[allow(clippy::too_many_arguments)]
     fn worker_session<'py>(
         &self,
@@ -435,6 +435,7 @@ impl Store {
         flush_interval: f64,
         flush_max: usize,
         heartbeat_interval: f64,
+        claim_ahead: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
         let s = self.get()?;
         let pid = self.pid;
@@ -445,6 +446,7 @@ impl Store {
             flush_interval: secs("flush_interval", flush_interval)?,
             flush_max,
             heartbeat_interval: secs("heartbeat_interval", heartbeat_interval)?,
+            claim_ahead,
         };
         awaitable(py, async move {
             let inner = pgqrs::WorkerSession::start(&s, &queue, opts)
@@ -666,6 +668,27 @@ impl WorkerSession {
                 .map(|v| v.into_iter().map(msg).collect::<Vec<_>>())
                 .map_err(to_py)
         })
+    }
+
+    /// Claim ahead of the handlers (adaptive depth; see `pgqrs::WorkerSession::claim_ahead`).
+    fn claim_ahead<'py>(
+        &self,
+        py: Python<'py>,
+        buffered: usize,
+        starved: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.get()?;
+        awaitable(py, async move {
+            s.claim_ahead(buffered, starved)
+                .await
+                .map(|v| v.into_iter().map(msg).collect::<Vec<_>>())
+                .map_err(to_py)
+        })
+    }
+
+    /// Claim again once fewer than this many claimed jobs wait for a handler.
+    fn refill_below(&self) -> usize {
+        self.inner.refill_below()
     }
 
     /// Report an outcome; returns at once (written in the next batch). `error=None` is success.

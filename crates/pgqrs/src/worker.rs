@@ -24,7 +24,7 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::consume::{failure, validate_batch, validate_lease};
+use crate::consume::{failure, validate_batch, validate_lease, MAX_BATCH};
 use crate::error::{BoxError, Error, Result};
 use crate::retry::RetryPolicy;
 use crate::store::{
@@ -367,6 +367,9 @@ pub struct SessionOptions {
     pub flush_max: usize,
     /// Heartbeat and lease-extension interval.
     pub heartbeat_interval: Duration,
+    /// Jobs to keep claimed ahead of the handlers at first: one round of work
+    /// (concurrency × batch size). [`WorkerSession::claim_ahead`] adapts it from there.
+    pub claim_ahead: usize,
 }
 
 impl Default for SessionOptions {
@@ -378,18 +381,71 @@ impl Default for SessionOptions {
             flush_interval: Duration::from_millis(2),
             flush_max: 500,
             heartbeat_interval: Duration::from_secs(5),
+            claim_ahead: 2,
         }
+    }
+}
+
+/// Most jobs a worker keeps claimed ahead of its handlers, however fast they are.
+const MAX_CLAIM_AHEAD: usize = 1_000;
+
+/// How many jobs a worker keeps claimed ahead of its handlers.
+///
+/// A claim is one round trip, so a worker whose handlers are quicker than that round trip
+/// would idle between claims if it only claimed for its free slots. The depth starts at one
+/// round of work (concurrency × batch size), doubles (up to 16 times that) whenever the
+/// handlers sat idle waiting for a claim while the queue had more, and falls back by a
+/// quarter after each claim they did not wait for. Slow handlers so keep few jobs claimed
+/// (other workers get the rest) and quick ones get deep claims. Claimed jobs waiting for a
+/// handler are held by the worker's heartbeat like running ones.
+#[derive(Debug, Clone)]
+struct ClaimDepth {
+    base: usize,
+    max: usize,
+    depth: usize,
+    /// The last claim: how many it asked for and how many it got.
+    last: Option<(usize, usize)>,
+}
+
+impl ClaimDepth {
+    fn new(base: usize) -> Self {
+        let base = base.clamp(2, MAX_BATCH);
+        ClaimDepth {
+            base,
+            max: (base * 16).min(MAX_CLAIM_AHEAD).max(base),
+            depth: base,
+            last: None,
+        }
+    }
+
+    /// Adapt to how the last claim went, then say how many to claim with `buffered` jobs
+    /// already waiting (0 when the buffer is full enough).
+    fn next(&mut self, buffered: usize, starved: bool) -> usize {
+        if let Some((asked, got)) = self.last.take() {
+            if starved && got >= asked {
+                self.depth = (self.depth * 2).min(self.max);
+            } else if !starved {
+                self.depth = (self.depth - self.depth / 4).max(self.base);
+            }
+        }
+        self.depth.saturating_sub(buffered)
+    }
+
+    fn refill_below(&self) -> usize {
+        self.depth.div_ceil(2)
     }
 }
 
 /// The database side of a running worker: its registration and heartbeats, the leases it
 /// holds (extended at each heartbeat while held), and batched completions.
 ///
-/// [`Worker`] runs on one; language bindings drive one from their own event loop: `claim`,
-/// then report each outcome with [`complete`](Self::complete) (it returns at once; outcomes
-/// are written in batches), and finally [`stop`](Self::stop).
+/// [`Worker`] runs on one; language bindings drive one from their own event loop: `claim` or
+/// [`claim_ahead`](Self::claim_ahead), then report each outcome with
+/// [`complete`](Self::complete) (it returns at once; outcomes are written in batches), and
+/// finally [`stop`](Self::stop).
 pub struct WorkerSession {
     backend: Arc<dyn Backend>,
+    depth: Mutex<ClaimDepth>,
     queue: String,
     worker_id: i64,
     lease: Duration,
@@ -457,6 +513,7 @@ impl WorkerSession {
         ));
         Ok(WorkerSession {
             backend,
+            depth: Mutex::new(ClaimDepth::new(opts.claim_ahead)),
             queue: queue.to_string(),
             worker_id,
             lease,
@@ -499,6 +556,25 @@ impl WorkerSession {
             }
         }
         Ok(msgs)
+    }
+
+    /// Claim ahead of the handlers: as many jobs as the adaptive claim depth allows with
+    /// `buffered` claimed jobs still waiting for a handler. `starved` tells whether the
+    /// handlers sat idle waiting for the previous claim (the depth grows if so and the queue
+    /// had more). Returns nothing, without a round trip, when the buffer is deep enough.
+    pub async fn claim_ahead(&self, buffered: usize, starved: bool) -> Result<Vec<Message>> {
+        let want = lock(&self.depth).next(buffered, starved);
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        let msgs = self.claim(want).await?;
+        lock(&self.depth).last = Some((want, msgs.len()));
+        Ok(msgs)
+    }
+
+    /// Claim again once fewer than this many claimed jobs wait for a handler.
+    pub fn refill_below(&self) -> usize {
+        lock(&self.depth).refill_below()
     }
 
     /// Report a handler's outcome: `Ok` completes the job (archive or delete), `Err(text)`
@@ -611,97 +687,124 @@ impl Worker {
                 flush_interval: c.flush_interval,
                 flush_max: c.flush_max,
                 heartbeat_interval: c.heartbeat,
+                claim_ahead: c.concurrency * c.batch_size,
             },
         )
         .await?;
         let session = Arc::new(session);
 
         let sem = Arc::new(Semaphore::new(c.concurrency));
-        let prefetch = (c.concurrency * c.batch_size).max(2);
-        let refill_below = prefetch.div_ceil(2);
-        let mut buffer: VecDeque<Message> = VecDeque::with_capacity(prefetch);
+        let mut buffer: VecDeque<Message> = VecDeque::new();
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut shutdown_rx = self.shutdown.tx.subscribe();
         let mut idle = poll;
         let mut fatal: Option<Error> = None;
         let mut error_backoff = Duration::from_millis(50);
+        // The claim in flight: it runs while handlers run and jobs are handed out.
+        let mut claim: Option<tokio::task::JoinHandle<Result<Vec<Message>>>> = None;
+        // Whether the handlers sat idle waiting for the last claim (see `claim_ahead`).
+        let mut starved = false;
+        // The last claim found nothing: do not claim again before the buffer is empty.
+        let mut dry = false;
 
         'main: loop {
             if *shutdown_rx.borrow() {
                 break;
             }
             while tasks.try_join_next().is_some() {}
-            if buffer.len() < refill_below {
-                match session.claim(prefetch - buffer.len()).await {
-                    Ok(msgs) => {
-                        error_backoff = Duration::from_millis(50);
-                        if msgs.is_empty() && buffer.is_empty() {
+            if let Some(h) = claim.as_mut() {
+                if buffer.is_empty() || h.is_finished() {
+                    let waited = buffer.is_empty();
+                    let joined = tokio::select! {
+                        r = h => r,
+                        _ = shutdown_rx.changed() => break 'main,
+                    };
+                    claim = None;
+                    let res = joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                    match res {
+                        Ok(msgs) => {
+                            error_backoff = Duration::from_millis(50);
+                            starved = waited && sem.available_permits() > 0;
+                            dry = msgs.is_empty();
+                            if msgs.is_empty() && buffer.is_empty() {
+                                tokio::select! {
+                                    _ = session.wait_for_jobs(idle) => {}
+                                    _ = shutdown_rx.changed() => {}
+                                }
+                                idle = (idle * 2).min(poll * 10);
+                                continue;
+                            }
+                            idle = poll;
+                            buffer.extend(msgs);
+                        }
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(error = %e, queue = %c.queue, "claim failed; retrying");
                             tokio::select! {
-                                _ = session.wait_for_jobs(idle) => {}
+                                _ = tokio::time::sleep(error_backoff) => {}
                                 _ = shutdown_rx.changed() => {}
                             }
-                            idle = (idle * 2).min(poll * 10);
+                            error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
                             continue;
                         }
-                        idle = poll;
-                        buffer.extend(msgs);
-                    }
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(error = %e, queue = %c.queue, "claim failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(error_backoff) => {}
-                            _ = shutdown_rx.changed() => {}
+                        Err(e) => {
+                            fatal = Some(e);
+                            break;
                         }
-                        error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
-                        if buffer.is_empty() {
-                            continue;
-                        }
-                    }
-                    Err(e) => {
-                        fatal = Some(e);
-                        break;
                     }
                 }
             }
-            while !buffer.is_empty() {
-                let permit = match sem.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(_) => tokio::select! {
-                        p = sem.clone().acquire_owned() => p.expect("semaphore is never closed"),
-                        _ = shutdown_rx.changed() => break 'main,
-                    },
-                };
-                let take = if self.batch {
-                    c.batch_size.min(buffer.len())
-                } else {
-                    1
-                };
-                let msgs: Vec<Message> = buffer.drain(..take).collect();
-                let handler = self.handler.clone();
-                let session = session.clone();
-                let batch = self.batch;
-                tasks.spawn(async move {
-                    let meta: Vec<(Lease, i32, i32)> = msgs
-                        .iter()
-                        .map(|m| (m.lease(), m.attempts, m.max_attempts))
-                        .collect();
-                    let outcomes = run_batch(&*handler, msgs, batch).await;
-                    for ((lease, attempts, max_attempts), outcome) in meta.into_iter().zip(outcomes)
-                    {
-                        let outcome = match outcome {
-                            Outcome::Ok => Ok(()),
-                            Outcome::Err(e) => Err(e),
-                        };
-                        let _ = session.complete(lease, attempts, max_attempts, outcome);
-                    }
-                    drop(permit);
-                });
-                if buffer.len() < refill_below {
-                    break;
-                }
+            if claim.is_none()
+                && buffer.len() < session.refill_below()
+                && (!dry || buffer.is_empty())
+            {
+                let (s, buffered) = (session.clone(), buffer.len());
+                let st = std::mem::take(&mut starved);
+                claim = Some(tokio::spawn(
+                    async move { s.claim_ahead(buffered, st).await },
+                ));
             }
+            if buffer.is_empty() {
+                continue; // the claim in flight is awaited at the top
+            }
+            let permit = match sem.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => tokio::select! {
+                    p = sem.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                    _ = shutdown_rx.changed() => break 'main,
+                },
+            };
+            let take = if self.batch {
+                c.batch_size.min(buffer.len())
+            } else {
+                1
+            };
+            let msgs: Vec<Message> = buffer.drain(..take).collect();
+            let handler = self.handler.clone();
+            let session = session.clone();
+            let batch = self.batch;
+            tasks.spawn(async move {
+                let meta: Vec<(Lease, i32, i32)> = msgs
+                    .iter()
+                    .map(|m| (m.lease(), m.attempts, m.max_attempts))
+                    .collect();
+                let outcomes = run_batch(&*handler, msgs, batch).await;
+                for ((lease, attempts, max_attempts), outcome) in meta.into_iter().zip(outcomes) {
+                    let outcome = match outcome {
+                        Outcome::Ok => Ok(()),
+                        Outcome::Err(e) => Err(e),
+                    };
+                    let _ = session.complete(lease, attempts, max_attempts, outcome);
+                }
+                drop(permit);
+            });
         }
 
+        // A claim still in flight: what it got was never started either.
+        if let Some(h) = claim.take() {
+            if let Ok(Ok(msgs)) = h.await {
+                buffer.extend(msgs);
+            }
+        }
         // Shutdown: claim nothing more; give back what was never started.
         let never_started: Vec<Lease> = buffer.drain(..).map(|m| m.lease()).collect();
         session.release(&never_started).await;
@@ -921,5 +1024,47 @@ async fn heartbeat_loop(
         if let Err(e) = backend.rescue_expired(&queue).await {
             tracing::warn!(error = %e, "dead-lettering expired final attempts failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClaimDepth;
+
+    #[test]
+    fn claim_depth_adapts_to_handler_speed() {
+        let mut d = ClaimDepth::new(4);
+        assert_eq!(d.next(0, false), 4, "starts at one round of work");
+        assert_eq!(d.refill_below(), 2);
+
+        // Handlers idle while a full claim was in flight: the depth doubles, up to 16×.
+        for _ in 0..10 {
+            let want = d.next(0, true);
+            d.last = Some((want, want));
+        }
+        assert_eq!(d.next(0, true), 64, "capped at 16 times the base");
+        assert_eq!(d.refill_below(), 32);
+
+        // A claim that found fewer jobs than asked does not grow it, even when starved.
+        d.last = Some((64, 10));
+        assert_eq!(d.next(0, true), 64);
+
+        // Claims the handlers did not wait for shrink it back to the base, never below.
+        for _ in 0..20 {
+            d.last = Some((1, 1));
+            d.next(0, false);
+        }
+        assert_eq!(d.next(3, false), 1, "base 4 minus the 3 already buffered");
+        assert_eq!(d.next(9, false), 0, "nothing to claim with a full buffer");
+
+        // Bounds: at least 2, at most MAX_CLAIM_AHEAD however large the base.
+        assert_eq!(ClaimDepth::new(0).next(0, false), 2);
+        let mut big = ClaimDepth::new(5_000);
+        big.last = Some((5_000, 5_000));
+        assert_eq!(
+            big.next(0, true),
+            5_000,
+            "a base above the cap stays the base"
+        );
     }
 }

@@ -113,6 +113,7 @@ class Store:
         flush_interval: float = 0.002,
         flush_max: int = 500,
         heartbeat_interval: float = 5.0,
+        claim_ahead: int = 2,
     ) -> Awaitable[WorkerSession]: ...
     def create_workflow(self, name: str, input_json: str) -> Awaitable[Workflow]: ...
     def get_workflow(self, id: int) -> Awaitable[Workflow]: ...
@@ -148,6 +149,13 @@ class WorkerSession:
     @property
     def worker_id(self) -> int: ...
     def claim(self, limit: int) -> Awaitable[list[_MessageRow]]: ...
+    def claim_ahead(self, buffered: int, starved: bool) -> Awaitable[list[_MessageRow]]:
+        """Claim as many as the adaptive claim-ahead depth allows with ``buffered`` jobs
+        waiting; ``starved``: handlers sat idle waiting for the previous claim."""
+
+    def refill_below(self) -> int:
+        """Claim again once fewer than this many claimed jobs wait for a handler."""
+
     def complete(
         self, id: int, token: int, attempts: int, max_attempts: int, error: str | None = None
     ) -> None:

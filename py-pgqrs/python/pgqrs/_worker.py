@@ -1,9 +1,10 @@
 """The long-running worker.
 
-The asyncio side claims ahead for free handler slots and runs handlers on the event loop (plain
-functions in threads); the Rust side registers the worker, heartbeats and extends the leases of
-running jobs while the worker lives, and writes outcomes in batches (one statement every few
-milliseconds), so a job costs no database round trip of its own.
+The asyncio side hands claimed jobs to handlers on the event loop (plain functions in threads)
+while the next claim is in flight; how far it claims ahead adapts to how quickly handlers finish
+(`WorkerSession::claim_ahead` in the Rust core). The Rust side registers the worker, heartbeats
+and extends the leases of the jobs it holds while the worker lives, and writes outcomes in
+batches (one statement every few milliseconds), so a job costs no database round trip of its own.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from pgqrs._store import Store, call_handler, claim_safely, error_text
+from pgqrs._store import Store, call_handler, error_text
 from pgqrs._types import Message, RetryPolicy, WorkerStats, to_seconds
 from pgqrs.errors import PgqrsError, ValidationError
 
@@ -90,25 +91,32 @@ class Worker:
             self.flush_interval,
             500,
             self.heartbeat_interval,
+            self.concurrency * self.batch_size,
         )
         self.worker_id = session.worker_id
         slots = asyncio.Semaphore(self.concurrency)
         per_call = self.batch_size if self.batch else 1
-        prefetch = max(2, self.concurrency * self.batch_size)
-        refill_below = (prefetch + 1) // 2
         buffer: collections.deque[Message] = collections.deque()
         tasks: set[asyncio.Task[None]] = set()
         idle = self.poll_interval
         error_backoff = 0.05
         cancelled = False
+        # The claim in flight runs while handlers run and jobs are handed out; it is never
+        # cancelled (its jobs would stay leased to nobody), only awaited.
+        claim: asyncio.Future[list[Any]] | None = None
+        starved = False  # handlers sat idle waiting for the last claim
+        dry = False  # the last claim found nothing: claim again once the buffer is empty
         try:
             while not self._stopping:
-                if len(buffer) < refill_below:
+                if claim is not None and (not buffer or claim.done()):
+                    waited = not buffer
+                    if not claim.done():
+                        await self._wait_done(claim)
+                        if not claim.done():
+                            break  # stopping
+                    done, claim = claim, None
                     try:
-                        rows = await claim_safely(
-                            session.claim(prefetch - len(buffer)),
-                            lambda got: session.release([(r[0], r[8]) for r in got]),
-                        )
+                        rows = done.result()
                     except PgqrsError as e:
                         if not e.transient:
                             raise
@@ -117,36 +125,51 @@ class Worker:
                         error_backoff = min(error_backoff * 2, 5.0)
                         continue
                     error_backoff = 0.05
+                    starved = waited and not slots.locked()
+                    dry = not rows
                     if not rows and not buffer:
                         await self._idle(session, idle)
                         idle = min(idle * 2, self.poll_interval * 10)
                         continue
                     idle = self.poll_interval
                     buffer.extend(Message(r) for r in rows)
-                while buffer and not self._stopping:
-                    if slots.locked():
-                        await self._acquire(slots)
-                        if self._stopping:
-                            break
-                    else:
-                        await slots.acquire()
-                    msgs = [buffer.popleft() for _ in range(min(per_call, len(buffer)))]
-                    task = asyncio.create_task(self._handle(session, msgs, slots))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    if len(buffer) < refill_below:
+                refill = len(buffer) < session.refill_below() and (not dry or not buffer)
+                if claim is None and refill:
+                    claim = asyncio.ensure_future(session.claim_ahead(len(buffer), starved))
+                    starved = False
+                if not buffer:
+                    continue  # the claim in flight is awaited at the top
+                if slots.locked():
+                    await self._acquire(slots)
+                    if self._stopping:
                         break
+                else:
+                    await slots.acquire()
+                msgs = [buffer.popleft() for _ in range(min(per_call, len(buffer)))]
+                task = asyncio.create_task(self._handle(session, msgs, slots))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
         except asyncio.CancelledError:
             cancelled = True
         finally:
-            stats = await asyncio.shield(self._shutdown(session, buffer, tasks))
+            stats = await asyncio.shield(self._shutdown(session, buffer, tasks, claim))
         if cancelled:
             raise asyncio.CancelledError
         return stats
 
     async def _shutdown(
-        self, session: Any, buffer: collections.deque[Message], tasks: set[asyncio.Task[None]]
+        self,
+        session: Any,
+        buffer: collections.deque[Message],
+        tasks: set[asyncio.Task[None]],
+        claim: asyncio.Future[list[Any]] | None,
     ) -> WorkerStats:
+        if claim is not None:
+            # What the claim in flight got was never started either.
+            try:
+                buffer.extend(Message(r) for r in await claim)
+            except Exception:
+                pass
         never_started = [(m.id, m.lease_token) for m in buffer]
         buffer.clear()
         if never_started:
@@ -182,6 +205,15 @@ class Worker:
             await asyncio.wait_for(self._wake.wait(), seconds)
         except asyncio.TimeoutError:
             pass
+
+    async def _wait_done(self, fut: asyncio.Future[Any]) -> None:
+        """Wait until ``fut`` is done or the worker is asked to stop (``fut`` runs on)."""
+        assert self._wake is not None
+        stopper = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({fut, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
 
     async def _idle(self, session: Any, seconds: float) -> None:
         assert self._wake is not None
