@@ -299,3 +299,42 @@ print("locked", flush=True)
 sys.stdin.readline()
 con.execute("COMMIT")
 """
+
+
+async def test_calls_are_polled_once_on_the_calling_thread(store: pgqrs.Store) -> None:
+    """A call that needs no database finishes before it is awaited (it is polled once on the
+    calling thread); one that does is handed to the runtime, so the event loop never does
+    database work itself (on Turso, whose engine works synchronously inside its futures,
+    this is what keeps a statement or an fsync off the event loop)."""
+    await pgqrs.admin(store).create_queue("q")
+    # (ensure_future returns the native call's asyncio future itself.)
+    pending = asyncio.ensure_future(store._native.enqueue("q", ["1"]))
+    assert not pending.done(), "database work ran on the event loop's thread"
+    assert len(await pending) == 1
+    session = await store._native.worker_session("q")
+    try:
+        at_once = asyncio.ensure_future(
+            session.claim_ahead(10_000, False)
+        )  # the buffer is full: nothing to claim
+        assert at_once.done() and at_once.result() == []
+        failed = asyncio.ensure_future(store._native.enqueue("q", ["not json"]))
+        assert failed.done(), "a validation error needs no database"
+        with pytest.raises(pgqrs.errors.SerializationError):
+            await failed
+    finally:
+        await session.stop()
+    # A call cancelled while it waits is dropped; the store keeps working.
+    waiting = asyncio.ensure_future(session_wait(store))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (await pgqrs.admin(store).queue_metrics("q")).ready == 1
+
+
+async def session_wait(store: pgqrs.Store) -> None:
+    session = await store._native.worker_session("q")
+    try:
+        await session.wait_for_jobs(30.0)
+    finally:
+        await asyncio.shield(session.stop())

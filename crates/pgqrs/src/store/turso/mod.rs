@@ -47,6 +47,15 @@ const CACHE_LEASE_STMTS_UP_TO: usize = 16;
 /// Reader connections when `pool_size` is not given.
 const DEFAULT_READERS: u32 = 4;
 
+/// The engine does its work (statements, fsyncs, busy waits) synchronously inside the poll
+/// of its futures. Yield once before touching it, so that whoever polls a pgqrs future first
+/// on a thread of its own gets it back at once: the Python binding polls every call once on
+/// the event loop's thread and hands it to the tokio runtime when it yields, so engine work
+/// never runs on (and never blocks) the event loop.
+async fn yield_before_engine_work() {
+    tokio::task::yield_now().await
+}
+
 fn now_us() -> i64 {
     Utc::now().timestamp_micros()
 }
@@ -491,6 +500,7 @@ fn parse_location(cfg: &Config) -> Result<Option<PathBuf>> {
 impl TursoBackend {
     pub(crate) async fn connect(cfg: Config) -> Result<Self> {
         let location = parse_location(&cfg)?;
+        yield_before_engine_work().await;
         let target = match &location {
             None => "turso in-memory database".to_string(),
             Some(p) => format!("turso file {}", p.display()),
@@ -630,6 +640,7 @@ impl TursoBackend {
     /// The writer connection, after the process-wide write gate of this file.
     async fn writer(&self) -> Result<Held<'_>> {
         self.check_open()?;
+        yield_before_engine_work().await;
         let gate = self.shared.gate.lock().await;
         self.take(&self.writer, Some(gate)).await
     }
@@ -637,6 +648,7 @@ impl TursoBackend {
     /// A reader connection (the writer's, for an in-memory database).
     async fn reader(&self) -> Result<Held<'_>> {
         self.check_open()?;
+        yield_before_engine_work().await;
         if self.readers.is_empty() {
             return self.writer().await;
         }
