@@ -53,7 +53,7 @@ class Backend:
 BACKENDS = [
     Backend("postgres", "PostgreSQL", "{pg}?schema={schema}"),
     Backend("sqlite", "SQLite", "sqlite://{file}"),
-    # Backend("turso", "Turso", "turso://{file}"),  # once the Turso backend lands
+    Backend("turso", "Turso", "turso://{file}"),
 ]
 
 
