@@ -370,6 +370,45 @@ pub(crate) fn mark(leases: &[Lease], done: impl IntoIterator<Item = i64>) -> Vec
 }
 
 /// Check a queue name: letters, digits, `_` and `-`, 1 to 48 characters.
+/// Text appended to the last error of a job whose final attempt's lease expired.
+pub(crate) const EXPIRED_FINAL: &str =
+    "lease expired during the final attempt (the consumer stopped or crashed without completing the job)";
+
+/// `verify()`'s check of the installed schema version, the same on every backend:
+/// `installed` is `None` when there is no version table; `where_` says where pgqrs looked.
+pub(crate) fn check_schema_version(
+    installed: Option<i64>,
+    latest: i64,
+    where_: impl FnOnce() -> String,
+) -> Result<()> {
+    match installed {
+        None => Err(Error::SchemaNotInstalled { where_: where_() }),
+        Some(v) if v > latest => Err(Error::SchemaTooNew {
+            found: v,
+            supported: latest,
+        }),
+        Some(v) if v < latest => Err(Error::SchemaInvalid {
+            message: format!(
+                "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
+            ),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `verify()`'s verdict on the tables and indexes it did not find (`where_`: " in …" or "").
+pub(crate) fn check_missing(missing: &[&str], where_: &str) -> Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::SchemaInvalid {
+        message: format!(
+            "missing{where_}: {}; run install() to repair",
+            missing.join(", ")
+        ),
+    })
+}
+
 pub(crate) fn validate_queue_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_QUEUE_NAME {
         return Err(Error::validation(

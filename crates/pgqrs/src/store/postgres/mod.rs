@@ -18,10 +18,6 @@ use self::queries::{Queries, INDEXES, MIGRATIONS, TABLES, VERSION_TABLE};
 use super::*;
 use crate::error::from_sqlx;
 
-/// Text appended to the last error of a job whose final attempt's lease expired.
-pub(super) const EXPIRED_FINAL: &str =
-    "lease expired during the final attempt (the consumer stopped or crashed without completing the job)";
-
 pub(crate) struct PgBackend {
     cfg: Config,
     pool: PgPool,
@@ -422,29 +418,10 @@ impl Backend for PgBackend {
     }
 
     async fn verify(&self) -> Result<()> {
-        let version = self.schema_version().await?;
         let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-        match version {
-            None => {
-                return Err(Error::SchemaNotInstalled {
-                    where_: format!(" in schema {:?}", self.schema),
-                })
-            }
-            Some(v) if v > latest => {
-                return Err(Error::SchemaTooNew {
-                    found: v,
-                    supported: latest,
-                })
-            }
-            Some(v) if v < latest => {
-                return Err(Error::SchemaInvalid {
-                    message: format!(
-                    "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
-                ),
-                })
-            }
-            _ => {}
-        }
+        check_schema_version(self.schema_version().await?, latest, || {
+            format!(" in schema {:?}", self.schema)
+        })?;
         let mut missing = Vec::new();
         for name in TABLES.iter().chain(INDEXES) {
             let exists: bool = sqlx::query_scalar(
@@ -459,16 +436,7 @@ impl Backend for PgBackend {
                 missing.push(*name);
             }
         }
-        if !missing.is_empty() {
-            return Err(Error::SchemaInvalid {
-                message: format!(
-                    "missing in schema {:?}: {}; run install() to repair",
-                    self.schema,
-                    missing.join(", ")
-                ),
-            });
-        }
-        Ok(())
+        check_missing(&missing, &format!(" in schema {:?}", self.schema))
     }
 
     async fn schema_version(&self) -> Result<Option<i64>> {

@@ -23,9 +23,18 @@ use super::*;
 use crate::config::Durability;
 use crate::error::from_sqlx;
 
-/// Text appended to the last error of a job whose final attempt's lease expired.
-const EXPIRED_FINAL: &str =
-    "lease expired during the final attempt (the consumer stopped or crashed without completing the job)";
+// Single-row writes through the writer pool are fetched with `fetch_all`, never
+// `fetch_one`/`fetch_optional`: those stop after the first row and reset the statement, and a
+// statement that commits on reset instead of running to its end skips SQLite's WAL hook, which
+// is what runs the automatic checkpoint. The WAL then grew without bound (77 MB after 6,000
+// `create_workflow` calls) and every commit appended to it.
+fn first_row<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
+fn one_row<T>(rows: Vec<T>) -> std::result::Result<T, sqlx::Error> {
+    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
+}
 
 pub(crate) struct SqliteBackend {
     cfg: Config,
@@ -339,27 +348,9 @@ impl Backend for SqliteBackend {
 
     async fn verify(&self) -> Result<()> {
         let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-        match self.schema_version().await? {
-            None => {
-                return Err(Error::SchemaNotInstalled {
-                    where_: format!(" in {}", self.target),
-                })
-            }
-            Some(v) if v > latest => {
-                return Err(Error::SchemaTooNew {
-                    found: v,
-                    supported: latest,
-                })
-            }
-            Some(v) if v < latest => {
-                return Err(Error::SchemaInvalid {
-                    message: format!(
-                    "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
-                ),
-                })
-            }
-            _ => {}
-        }
+        check_schema_version(self.schema_version().await?, latest, || {
+            format!(" in {}", self.target)
+        })?;
         let mut missing = Vec::new();
         for name in TABLES.iter().chain(INDEXES) {
             let n: i64 = sqlx::query_scalar(OBJECT_EXISTS)
@@ -371,12 +362,7 @@ impl Backend for SqliteBackend {
                 missing.push(*name);
             }
         }
-        if !missing.is_empty() {
-            return Err(Error::SchemaInvalid {
-                message: format!("missing: {}; run install() to repair", missing.join(", ")),
-            });
-        }
-        Ok(())
+        check_missing(&missing, "")
     }
 
     async fn schema_version(&self) -> Result<Option<i64>> {
@@ -411,8 +397,9 @@ impl Backend for SqliteBackend {
         let row = sqlx::query(CREATE_QUEUE)
             .bind(name)
             .bind(now_us())
-            .fetch_optional(&self.writer)
+            .fetch_all(&self.writer)
             .await
+            .map(first_row)
             .map_err(|e| self.err(e))?;
         match row {
             Some(r) => queue_info(&r).map_err(|e| self.err(e)),
@@ -802,8 +789,9 @@ impl Backend for SqliteBackend {
             .bind(w.queue)
             .bind(now)
             .bind(now)
-            .fetch_one(&self.writer)
+            .fetch_all(&self.writer)
             .await
+            .and_then(one_row)
             .map_err(|e| self.err(e))
     }
 
@@ -857,8 +845,9 @@ impl Backend for SqliteBackend {
             .bind(name)
             .bind(input)
             .bind(now_us())
-            .fetch_one(&self.writer)
+            .fetch_all(&self.writer)
             .await
+            .and_then(one_row)
             .map_err(|e| self.err(e))?;
         run(&r).map_err(|e| self.err(e))
     }
@@ -887,8 +876,9 @@ impl Backend for SqliteBackend {
             .bind(owner)
             .bind(now)
             .bind(now.saturating_add(us(lease)))
-            .fetch_optional(&self.writer)
+            .fetch_all(&self.writer)
             .await
+            .map(first_row)
             .map_err(|e| self.err(e))?;
         r.map(|r| run(&r).map_err(|e| self.err(e))).transpose()
     }
@@ -919,8 +909,9 @@ impl Backend for SqliteBackend {
             .bind(owner)
             .bind(now)
             .bind(now.saturating_add(us(lease)))
-            .fetch_optional(&self.writer)
+            .fetch_all(&self.writer)
             .await
+            .map(first_row)
             .map_err(|e| self.err(e))?;
         Ok(r.is_some())
     }
@@ -964,8 +955,9 @@ impl Backend for SqliteBackend {
             .bind(s.retry_in.map(|d| now.saturating_add(us(d))))
             .bind(owner)
             .bind(now)
-            .fetch_optional(&self.writer)
+            .fetch_all(&self.writer)
             .await
+            .map(first_row)
             .map_err(|e| self.err(e))?;
         Ok(r.is_some())
     }
@@ -985,8 +977,9 @@ impl Backend for SqliteBackend {
             .bind(output)
             .bind(error)
             .bind(now_us())
-            .fetch_optional(&self.writer)
+            .fetch_all(&self.writer)
             .await
+            .map(first_row)
             .map_err(|e| self.err(e))?;
         Ok(r.is_some())
     }
@@ -995,8 +988,9 @@ impl Backend for SqliteBackend {
         let r = sqlx::query(CANCEL_RUN)
             .bind(id)
             .bind(now_us())
-            .fetch_optional(&self.writer)
+            .fetch_all(&self.writer)
             .await
+            .map(first_row)
             .map_err(|e| self.err(e))?;
         Ok(r.is_some())
     }

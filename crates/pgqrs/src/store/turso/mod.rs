@@ -34,10 +34,6 @@ use super::sqlite_sql::*;
 use super::*;
 use crate::config::Durability;
 
-/// Text appended to the last error of a job whose final attempt's lease expired.
-const EXPIRED_FINAL: &str =
-    "lease expired during the final attempt (the consumer stopped or crashed without completing the job)";
-
 /// Largest number of leases in one statement (two parameters each).
 const LEASE_CHUNK: usize = 4000;
 /// Largest number of rows in one multi-row insert.
@@ -781,27 +777,9 @@ impl Backend for TursoBackend {
 
     async fn verify(&self) -> Result<()> {
         let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-        match self.schema_version().await? {
-            None => {
-                return Err(Error::SchemaNotInstalled {
-                    where_: format!(" in {}", self.target),
-                })
-            }
-            Some(v) if v > latest => {
-                return Err(Error::SchemaTooNew {
-                    found: v,
-                    supported: latest,
-                })
-            }
-            Some(v) if v < latest => {
-                return Err(Error::SchemaInvalid {
-                    message: format!(
-                    "schema is at version {v}, this pgqrs needs {latest}: run install() to upgrade"
-                ),
-                })
-            }
-            _ => {}
-        }
+        check_schema_version(self.schema_version().await?, latest, || {
+            format!(" in {}", self.target)
+        })?;
         let r = self.reader().await?;
         let mut missing = Vec::new();
         for name in TABLES.iter().chain(INDEXES) {
@@ -809,12 +787,7 @@ impl Backend for TursoBackend {
                 missing.push(*name);
             }
         }
-        if !missing.is_empty() {
-            return Err(Error::SchemaInvalid {
-                message: format!("missing: {}; run install() to repair", missing.join(", ")),
-            });
-        }
-        Ok(())
+        check_missing(&missing, "")
     }
 
     async fn schema_version(&self) -> Result<Option<i64>> {
