@@ -286,6 +286,17 @@ pub(crate) fn from_sqlx(e: sqlx::Error, target: &str) -> Error {
                     field: "payload",
                     message: format!("{message}; PostgreSQL cannot store the NUL character (\\u0000) in JSON: remove it or encode the data (e.g. base64)"),
                 },
+                // duplicate_prepared_statement, invalid_sql_statement_name: prepared statements
+                // that vanish or clash between calls, the mark of a pooler that hands each
+                // transaction a different server connection.
+                Some("42P05") | Some("26000") => Error::Database {
+                    code,
+                    message: format!(
+                        "{message}: is a connection pooler in transaction mode in between? pgqrs \
+                         needs PgBouncer in session pooling mode, or PgBouncer 1.21+ with \
+                         max_prepared_statements > 0 (and notify=false) for transaction pooling"
+                    ),
+                },
                 // admin_shutdown, crash_shutdown, cannot_connect_now
                 Some("57P01") | Some("57P02") | Some("57P03") => {
                     Error::ConnectionLost { message }

@@ -10,7 +10,9 @@
 //! Each case is `cases::<group>::<case>(db: &TestDb)`; [`conformance!`] instantiates it as
 //! `<backend>::<group>::<case>`, a multi-threaded tokio test with a fresh database (see
 //! `common`). Without `PGQRS_TEST_DSN` the PostgreSQL cases are skipped, except under
-//! `CI=true`, where they fail.
+//! `CI=true`, where they fail; the same goes for the `pgbouncer::` cases and
+//! `PGQRS_TEST_PGBOUNCER_DSN` (a PgBouncer in front of the same server; `.ci/run` starts
+//! one).
 
 mod cases;
 mod common;
@@ -101,6 +103,13 @@ mod turso {
     conformance!(crate::common::TestDb::turso);
 }
 
+/// Every case again through PgBouncer (session pooling), with unnamed statements
+/// (`statement_cache=false`) and workers that poll instead of listening (`notify=false`).
+#[cfg(feature = "postgres")]
+mod pgbouncer {
+    conformance!(crate::common::TestDb::pgbouncer);
+}
+
 /// PostgreSQL only, because only a server can close a pooled connection under the pool's feet
 /// (a restart, `pg_terminate_backend`, an idle-killing proxy); SQLite and Turso have none.
 #[cfg(feature = "postgres")]
@@ -113,6 +122,32 @@ mod postgres_server {
         crate::common::bounded(
             "connections_closed_by_the_server",
             crate::cases::connect::connections_closed_by_the_server(&db),
+        )
+        .await;
+    }
+}
+
+/// SQLite and Turso only, because only they keep a write-ahead log file of pgqrs's own
+/// (PostgreSQL checkpoints its WAL itself): it must stay bounded under pgqrs's writes.
+mod embedded_wal {
+    #[cfg(feature = "sqlite")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_wal_stays_bounded() {
+        let db = crate::common::TestDb::sqlite().await.expect("sqlite");
+        crate::common::bounded(
+            "sqlite_wal_stays_bounded",
+            crate::cases::jobs::wal_stays_bounded(&db),
+        )
+        .await;
+    }
+
+    #[cfg(feature = "turso")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turso_wal_stays_bounded() {
+        let db = crate::common::TestDb::turso().await.expect("turso");
+        crate::common::bounded(
+            "turso_wal_stays_bounded",
+            crate::cases::jobs::wal_stays_bounded(&db),
         )
         .await;
     }

@@ -125,6 +125,40 @@ impl TestDb {
         })
     }
 
+    /// A fresh schema on the server in `PGQRS_TEST_DSN`, reached through the PgBouncer in
+    /// `PGQRS_TEST_PGBOUNCER_DSN` (session pooling, in front of that server) with
+    /// `statement_cache=false&notify=false` (unnamed statements, workers that poll). Raw SQL
+    /// and the schema's cleanup go straight to the server. `None` (skip) when it is unset,
+    /// unless `CI=true` (`.ci/run` installs and starts PgBouncer).
+    #[cfg(feature = "postgres")]
+    pub async fn pgbouncer() -> Option<TestDb> {
+        let bouncer = match std::env::var("PGQRS_TEST_PGBOUNCER_DSN") {
+            Ok(s) if !s.trim().is_empty() => s,
+            _ => {
+                if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+                    panic!(
+                        "PGQRS_TEST_PGBOUNCER_DSN is not set and CI=true: the PgBouncer cases \
+                         must run under CI (.ci/run starts one)"
+                    );
+                }
+                eprintln!(
+                    "SKIPPED: PgBouncer case (set PGQRS_TEST_PGBOUNCER_DSN=postgresql://user@host:6432/db)"
+                );
+                return None;
+            }
+        };
+        let mut db = TestDb::postgres().await?;
+        let schema = db
+            .schema
+            .clone()
+            .expect("a PostgreSQL test database has a schema");
+        db.dsn = add_param(
+            &bouncer,
+            &format!("schema={schema}&statement_cache=false&notify=false"),
+        );
+        Some(db)
+    }
+
     /// Another fresh database on the same backend as `db`.
     pub async fn same_kind(db: &TestDb) -> TestDb {
         match db.kind {

@@ -274,6 +274,7 @@ impl PgBackend {
     /// Claim from the queue with this id (see [`QueueIds::claim`]).
     async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {
         let rows = sqlx::query(self.q.claim.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(queue_id)
             .bind(p.limit as i64)
             .bind(secs(p.lease))
@@ -341,7 +342,10 @@ impl PgBackend {
         }
         let ids: Vec<i64> = leases.iter().map(|l| l.id).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
-        let mut q = sqlx::query(sql.clone()).bind(&ids).bind(&tokens);
+        let mut q = sqlx::query(sql.clone())
+            .persistent(self.cfg.statement_cache)
+            .bind(&ids)
+            .bind(&tokens);
         if let Some(s) = secs_arg {
             q = q.bind(s);
         }
@@ -355,19 +359,23 @@ impl PgBackend {
     async fn apply_migrations(&self, up_to: i64) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pgqrs.install:' || $1))")
+            .persistent(self.cfg.statement_cache)
             .bind(&self.schema)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
         sqlx::query(self.sql("CREATE SCHEMA IF NOT EXISTS {s}"))
+            .persistent(self.cfg.statement_cache)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
         sqlx::query(self.sql(VERSION_TABLE))
+            .persistent(self.cfg.statement_cache)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
         let current: Option<i64> = sqlx::query_scalar(self.q.schema_version.clone())
+            .persistent(self.cfg.statement_cache)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
@@ -388,6 +396,7 @@ impl PgBackend {
                 .await
                 .map_err(|e| self.err(e))?;
             sqlx::query(self.sql("INSERT INTO {s}.pgqrs_schema_version (version) VALUES ($1)"))
+                .persistent(self.cfg.statement_cache)
                 .bind(version)
                 .execute(&mut *tx)
                 .await
@@ -427,6 +436,7 @@ impl Backend for PgBackend {
             let exists: bool = sqlx::query_scalar(
                 "SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL",
             )
+            .persistent(self.cfg.statement_cache)
             .bind(&self.schema)
             .bind(name)
             .fetch_one(&self.pool)
@@ -441,6 +451,7 @@ impl Backend for PgBackend {
 
     async fn schema_version(&self) -> Result<Option<i64>> {
         let exists: bool = sqlx::query_scalar(self.q.version_table_exists.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(format!("\"{}\"", self.schema))
             .fetch_one(&self.pool)
             .await
@@ -449,6 +460,7 @@ impl Backend for PgBackend {
             return Ok(None);
         }
         sqlx::query_scalar(self.q.schema_version.clone())
+            .persistent(self.cfg.statement_cache)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| self.err(e))
@@ -468,6 +480,7 @@ impl Backend for PgBackend {
 
     async fn create_queue(&self, name: &str) -> Result<QueueInfo> {
         let row = sqlx::query(self.q.create_queue.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -482,6 +495,7 @@ impl Backend for PgBackend {
 
     async fn get_queue(&self, name: &str) -> Result<QueueInfo> {
         let row = sqlx::query(self.q.get_queue.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -497,6 +511,7 @@ impl Backend for PgBackend {
     async fn delete_queue(&self, name: &str, force: bool) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let id: Option<i64> = sqlx::query_scalar(self.q.lock_queue.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(name)
             .fetch_optional(&mut *tx)
             .await
@@ -508,6 +523,7 @@ impl Backend for PgBackend {
         };
         if !force {
             let leased: i64 = sqlx::query_scalar(self.q.count_leased.clone())
+                .persistent(self.cfg.statement_cache)
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await
@@ -529,6 +545,7 @@ impl Backend for PgBackend {
             &self.q.delete_queue,
         ] {
             sqlx::query(sql.clone())
+                .persistent(self.cfg.statement_cache)
                 .bind(id)
                 .execute(&mut *tx)
                 .await
@@ -542,6 +559,7 @@ impl Backend for PgBackend {
     async fn purge_queue(&self, name: &str) -> Result<u64> {
         let id = self.get_queue(name).await?.id;
         let r = sqlx::query(self.q.purge_queue.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .execute(&self.pool)
             .await
@@ -551,6 +569,7 @@ impl Backend for PgBackend {
 
     async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
         let rows = sqlx::query(self.q.list_queues.clone())
+            .persistent(self.cfg.statement_cache)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
@@ -562,6 +581,7 @@ impl Backend for PgBackend {
     async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics> {
         let id = self.get_queue(name).await?.id;
         let r = sqlx::query(self.q.queue_metrics.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .fetch_one(&self.pool)
             .await
@@ -600,7 +620,9 @@ impl Backend for PgBackend {
         };
         let mut queue_id = self.queue_id(queue).await?;
         let mut ids = loop {
-            let q = sqlx::query_scalar::<_, i64>(sql.clone()).bind(queue_id);
+            let q = sqlx::query_scalar::<_, i64>(sql.clone())
+                .persistent(self.cfg.statement_cache)
+                .bind(queue_id);
             let q = if payloads.len() == 1 {
                 q.bind(&payloads[0])
             } else {
@@ -662,6 +684,7 @@ impl Backend for PgBackend {
         let mut done = Vec::new();
         if !retry.is_empty() {
             let rows = sqlx::query(self.q.retry.clone())
+                .persistent(self.cfg.statement_cache)
                 .bind(retry.iter().map(|f| f.lease.id).collect::<Vec<_>>())
                 .bind(retry.iter().map(|f| f.lease.token).collect::<Vec<_>>())
                 .bind(
@@ -678,6 +701,7 @@ impl Backend for PgBackend {
         }
         if !bury.is_empty() {
             let rows = sqlx::query(self.q.bury.clone())
+                .persistent(self.cfg.statement_cache)
                 .bind(bury.iter().map(|f| f.lease.id).collect::<Vec<_>>())
                 .bind(bury.iter().map(|f| f.lease.token).collect::<Vec<_>>())
                 .bind(bury.iter().map(|f| f.error.as_str()).collect::<Vec<_>>())
@@ -707,6 +731,7 @@ impl Backend for PgBackend {
     async fn dead_letters(&self, queue: &str, limit: i64) -> Result<Vec<DeadLetter>> {
         let id = self.get_queue(queue).await?.id;
         let rows = sqlx::query(self.q.dead_letters.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -731,6 +756,7 @@ impl Backend for PgBackend {
     async fn requeue_dead(&self, queue: &str, ids: Option<&[i64]>) -> Result<u64> {
         let id = self.get_queue(queue).await?.id;
         let r = sqlx::query(self.q.requeue_dead.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .bind(ids.map(|i| i.to_vec()))
             .execute(&self.pool)
@@ -745,6 +771,7 @@ impl Backend for PgBackend {
     async fn archived_jobs(&self, queue: &str, limit: i64) -> Result<Vec<ArchivedJob>> {
         let id = self.get_queue(queue).await?.id;
         let rows = sqlx::query(self.q.archived.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -768,6 +795,7 @@ impl Backend for PgBackend {
     async fn rescue_expired(&self, queue: &str) -> Result<u64> {
         let id = self.queue_id(queue).await?;
         let r = sqlx::query(self.q.rescue.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .bind(EXPIRED_FINAL)
             .execute(&self.pool)
@@ -778,6 +806,7 @@ impl Backend for PgBackend {
 
     async fn register_worker(&self, w: NewWorker) -> Result<i64> {
         sqlx::query_scalar(self.q.register_worker.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(w.hostname)
             .bind(w.pid)
             .bind(w.queue)
@@ -788,6 +817,7 @@ impl Backend for PgBackend {
 
     async fn worker_heartbeat(&self, id: i64, status: WorkerStatus) -> Result<()> {
         sqlx::query(self.q.heartbeat.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .bind(status.as_str())
             .execute(&self.pool)
@@ -798,6 +828,7 @@ impl Backend for PgBackend {
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
         let rows = sqlx::query(self.q.list_workers.clone())
+            .persistent(self.cfg.statement_cache)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
@@ -826,6 +857,7 @@ impl Backend for PgBackend {
 
     async fn create_run(&self, name: &str, input: String) -> Result<WorkflowRun> {
         let r = sqlx::query(self.q.create_run.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(name)
             .bind(input)
             .fetch_one(&self.pool)
@@ -836,6 +868,7 @@ impl Backend for PgBackend {
 
     async fn get_run(&self, id: i64) -> Result<WorkflowRun> {
         let r = sqlx::query(self.q.get_run.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -853,6 +886,7 @@ impl Backend for PgBackend {
         lease: Duration,
     ) -> Result<Option<WorkflowRun>> {
         let r = sqlx::query(self.q.acquire_run.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .bind(owner)
             .bind(secs(lease))
@@ -864,6 +898,7 @@ impl Backend for PgBackend {
 
     async fn run_lease(&self, id: i64) -> Result<RunLease> {
         let r = sqlx::query(self.q.run_lease.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -882,6 +917,7 @@ impl Backend for PgBackend {
 
     async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool> {
         let r = sqlx::query(self.q.renew_run.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .bind(owner)
             .bind(secs(lease))
@@ -893,6 +929,7 @@ impl Backend for PgBackend {
 
     async fn list_steps(&self, run_id: i64) -> Result<Vec<StepRecord>> {
         let rows = sqlx::query(self.q.list_steps.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(run_id)
             .fetch_all(&self.pool)
             .await
@@ -919,6 +956,7 @@ impl Backend for PgBackend {
 
     async fn record_step(&self, owner: &str, s: NewStep<'_>) -> Result<bool> {
         let r = sqlx::query(self.q.record_step.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(s.run_id)
             .bind(s.position)
             .bind(s.name)
@@ -943,6 +981,7 @@ impl Backend for PgBackend {
         error: Option<String>,
     ) -> Result<bool> {
         let r = sqlx::query(self.q.finish_run.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .bind(owner)
             .bind(status.as_str())
@@ -956,6 +995,7 @@ impl Backend for PgBackend {
 
     async fn cancel_run(&self, id: i64) -> Result<bool> {
         let r = sqlx::query(self.q.cancel_run.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -965,6 +1005,7 @@ impl Backend for PgBackend {
 
     async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>> {
         let rows = sqlx::query(self.q.list_runs.clone())
+            .persistent(self.cfg.statement_cache)
             .bind(status.map(|s| s.as_str()))
             .bind(limit)
             .fetch_all(&self.pool)
