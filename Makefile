@@ -105,7 +105,7 @@ BENCH_PEERS := "pgqrs==0.15.3" "pgqueuer==1.6.0" "asyncpg==0.32.0"
 PGQRS_BENCH_DSN ?= $(PGQRS_TEST_DSN)
 BENCH_ARGS ?=
 
-bench: build $(PEERS_STAMP) ## Full benchmark (~45 min): pgqrs vs the SQL ceiling and peers, 3 runs each
+bench: build $(PEERS_STAMP) ## Full benchmark (~25 min): pgqrs vs the SQL ceiling and peers, 3 runs each
 	$(VENV_BIN)/python benches/run.py --dsn "$(PGQRS_BENCH_DSN)" $(BENCH_ARGS)
 
 bench-quick: build $(PEERS_STAMP) ## Quick benchmark (a few minutes): small counts, 1 run each

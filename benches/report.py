@@ -154,7 +154,10 @@ def target_rows(recs: list[dict[str, Any]]) -> list[str]:
                 shown = f"{fmt(value)} {ours['unit']}" if value is not None else "—"
                 met = value is not None and value <= goal
             else:
-                value = advantage(ours, idx.get((case, metric, other, b)))
+                theirs = idx.get((case, metric, other, b))
+                if theirs is None and backend == "*":
+                    continue  # nothing to compare with on this backend (no ceiling for Turso)
+                value = advantage(ours, theirs)
                 shown = ratio(value)
                 met = value is not None and value >= goal
             mark = "✅" if met else ("❌" if value is not None else "—")
