@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Mutex as StdMutex};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use pyo3::prelude::*;
@@ -136,7 +136,7 @@ where
     let handle = runtime();
     let mut fut: Pin<Box<dyn Future<Output = PyResult<T>> + Send>> = Box::pin(fut);
     let deferred = Arc::new(Deferred {
-        state: StdMutex::new(State::Polling),
+        state: Mutex::new(State::Polling),
         handle: handle.clone(),
     });
     let polled = {
@@ -202,7 +202,7 @@ enum State {
 /// A future polled once on the calling thread, waiting for the wake-up that moves it onto
 /// the runtime.
 struct Deferred {
-    state: StdMutex<State>,
+    state: Mutex<State>,
     handle: tokio::runtime::Handle,
 }
 
