@@ -65,6 +65,10 @@ fn json_text(v: &serde_json::Value) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
+fn msgs(v: Vec<pgqrs::Message>) -> Vec<Msg> {
+    v.into_iter().map(msg).collect()
+}
+
 fn msg(m: pgqrs::Message) -> Msg {
     (
         m.id,
@@ -582,10 +586,7 @@ impl Consumer {
         let c = self.get()?;
         let vt = opt_secs("visibility_timeout", visibility_timeout)?;
         awaitable(py, async move {
-            c.dequeue(batch_size, vt)
-                .await
-                .map(|v| v.into_iter().map(msg).collect::<Vec<_>>())
-                .map_err(to_py)
+            c.dequeue(batch_size, vt).await.map(msgs).map_err(to_py)
         })
     }
 
@@ -662,12 +663,10 @@ impl WorkerSession {
 
     fn claim<'py>(&self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyAny>> {
         let s = self.get()?;
-        awaitable(py, async move {
-            s.claim(limit)
-                .await
-                .map(|v| v.into_iter().map(msg).collect::<Vec<_>>())
-                .map_err(to_py)
-        })
+        awaitable(
+            py,
+            async move { s.claim(limit).await.map(msgs).map_err(to_py) },
+        )
     }
 
     /// Claim ahead of the handlers (adaptive depth; see `pgqrs::WorkerSession::claim_ahead`).
@@ -681,7 +680,7 @@ impl WorkerSession {
         awaitable(py, async move {
             s.claim_ahead(buffered, starved)
                 .await
-                .map(|v| v.into_iter().map(msg).collect::<Vec<_>>())
+                .map(msgs)
                 .map_err(to_py)
         })
     }
