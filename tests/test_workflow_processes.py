@@ -74,6 +74,7 @@ async def test_crash_in_each_step_then_recovery(dsn: str, tmp_path: Path, backen
 
     # One child per k, all at once; each is killed inside step k.
     crashing = {k: await spawn("run", dsn, str(run_of[k]), crash=True) for k in run_of}
+    killed: set[int] = set()
     try:
         pending = set(run_of)
         for _ in range(6000):
@@ -81,6 +82,7 @@ async def test_crash_in_each_step_then_recovery(dsn: str, tmp_path: Path, backen
                 if (tmp_path / f"marker-{k}").exists():
                     crashing[k].send_signal(signal.SIGKILL)
                     pending.discard(k)
+                    killed.add(k)
                 elif crashing[k].returncode is not None:
                     raise AssertionError(
                         f"child for k={k} ended early: {await output(crashing[k])}"
@@ -90,8 +92,11 @@ async def test_crash_in_each_step_then_recovery(dsn: str, tmp_path: Path, backen
             await asyncio.sleep(0.01)
         assert not pending, f"steps {sorted(pending)} were never reached"
     finally:
-        for p in crashing.values():
-            if p.returncode is None:
+        for k, p in crashing.items():
+            # Signal only the children not killed yet: a second signal to a child that died
+            # but was not yet reaped lets Popen.send_signal's poll() reap it behind asyncio's
+            # child watcher, which then reports exit status 255 instead of -SIGKILL.
+            if k not in killed and p.returncode is None:
                 p.kill()
             await p.wait()
     assert all(p.returncode == -signal.SIGKILL for p in crashing.values())
