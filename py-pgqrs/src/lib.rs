@@ -205,7 +205,9 @@ fn connect(py: Python<'_>, dsn: String) -> PyResult<Bound<'_, PyAny>> {
     })
 }
 
-macro_rules! admin_call {
+/// `self.get()?` (the native object, checked to be of this process), then an awaitable of
+/// `$body` with the error mapped to Python.
+macro_rules! native_call {
     ($self:ident, $py:ident, |$s:ident| $body:expr) => {{
         let $s = $self.get()?;
         awaitable($py, async move { $body.map_err(to_py) })
@@ -235,23 +237,23 @@ impl Store {
     }
 
     fn install<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).install().await)
+        native_call!(self, py, |s| pgqrs::admin(&s).install().await)
     }
 
     fn install_up_to<'py>(&self, py: Python<'py>, version: i64) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).install_up_to(version).await)
+        native_call!(self, py, |s| pgqrs::admin(&s).install_up_to(version).await)
     }
 
     fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).verify().await)
+        native_call!(self, py, |s| pgqrs::admin(&s).verify().await)
     }
 
     fn schema_version<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).schema_version().await)
+        native_call!(self, py, |s| pgqrs::admin(&s).schema_version().await)
     }
 
     fn create_queue<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s)
+        native_call!(self, py, |s| pgqrs::admin(&s)
             .create_queue(&name)
             .await
             .map(|q| (q.id, q.name, us(q.created_at))))
@@ -263,17 +265,17 @@ impl Store {
         name: String,
         force: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s)
+        native_call!(self, py, |s| pgqrs::admin(&s)
             .delete_queue(&name, force)
             .await)
     }
 
     fn purge_queue<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).purge_queue(&name).await)
+        native_call!(self, py, |s| pgqrs::admin(&s).purge_queue(&name).await)
     }
 
     fn list_queues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).list_queues().await.map(
+        native_call!(self, py, |s| pgqrs::admin(&s).list_queues().await.map(
             |qs| qs
                 .into_iter()
                 .map(|q| (q.id, q.name, us(q.created_at)))
@@ -282,7 +284,7 @@ impl Store {
     }
 
     fn queue_metrics<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s)
+        native_call!(self, py, |s| pgqrs::admin(&s)
             .queue_metrics(&name)
             .await
             .map(|m| (
@@ -302,7 +304,7 @@ impl Store {
         queue: String,
         limit: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s)
+        native_call!(self, py, |s| pgqrs::admin(&s)
             .dead_letters(&queue, limit)
             .await
             .map(|ds| ds
@@ -326,7 +328,7 @@ impl Store {
         queue: String,
         ids: Option<Vec<i64>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| match ids {
+        native_call!(self, py, |s| match ids {
             Some(ids) => pgqrs::admin(&s).requeue_dead(&queue, &ids).await,
             None => pgqrs::admin(&s).requeue_all_dead(&queue).await,
         })
@@ -338,7 +340,7 @@ impl Store {
         queue: String,
         limit: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s)
+        native_call!(self, py, |s| pgqrs::admin(&s)
             .archived_jobs(&queue, limit)
             .await
             .map(|js| js
@@ -355,7 +357,7 @@ impl Store {
     }
 
     fn list_workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).list_workers().await.map(
+        native_call!(self, py, |s| pgqrs::admin(&s).list_workers().await.map(
             |ws| ws
                 .into_iter()
                 .map(|w| (
@@ -509,14 +511,14 @@ impl Store {
     }
 
     fn workflow_run<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s)
+        native_call!(self, py, |s| pgqrs::admin(&s)
             .workflow_run(id)
             .await
             .map(run))
     }
 
     fn workflow_steps<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s)
+        native_call!(self, py, |s| pgqrs::admin(&s)
             .workflow_steps(id)
             .await
             .map(|v| v.into_iter().map(step).collect::<Vec<_>>()))
@@ -538,14 +540,14 @@ impl Store {
             })?),
             None => None,
         };
-        admin_call!(self, py, |s| pgqrs::admin(&s)
+        native_call!(self, py, |s| pgqrs::admin(&s)
             .list_workflows(status, limit)
             .await
             .map(|v| v.into_iter().map(run).collect::<Vec<_>>()))
     }
 
     fn cancel_workflow<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
-        admin_call!(self, py, |s| pgqrs::admin(&s).cancel_workflow(id).await)
+        native_call!(self, py, |s| pgqrs::admin(&s).cancel_workflow(id).await)
     }
 }
 
@@ -661,14 +663,6 @@ impl WorkerSession {
         self.inner.worker_id()
     }
 
-    fn claim<'py>(&self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.get()?;
-        awaitable(
-            py,
-            async move { s.claim(limit).await.map(msgs).map_err(to_py) },
-        )
-    }
-
     /// Claim ahead of the handlers (adaptive depth; see `pgqrs::WorkerSession::claim_ahead`).
     fn claim_ahead<'py>(
         &self,
@@ -676,13 +670,10 @@ impl WorkerSession {
         buffered: usize,
         starved: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.get()?;
-        awaitable(py, async move {
-            s.claim_ahead(buffered, starved)
-                .await
-                .map(msgs)
-                .map_err(to_py)
-        })
+        native_call!(self, py, |s| s
+            .claim_ahead(buffered, starved)
+            .await
+            .map(msgs))
     }
 
     /// Claim again once fewer than this many claimed jobs wait for a handler.

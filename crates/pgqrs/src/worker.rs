@@ -706,6 +706,8 @@ impl Worker {
         let mut starved = false;
         // The last claim found nothing: do not claim again before the buffer is empty.
         let mut dry = false;
+        // Claim again below this many buffered jobs; the depth changes only with a claim.
+        let mut refill_below = session.refill_below();
 
         'main: loop {
             if *shutdown_rx.borrow() {
@@ -720,6 +722,7 @@ impl Worker {
                         _ = shutdown_rx.changed() => break 'main,
                     };
                     claim = None;
+                    refill_below = session.refill_below();
                     let res = joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
                     match res {
                         Ok(msgs) => {
@@ -753,10 +756,7 @@ impl Worker {
                     }
                 }
             }
-            if claim.is_none()
-                && buffer.len() < session.refill_below()
-                && (!dry || buffer.is_empty())
-            {
+            if claim.is_none() && buffer.len() < refill_below && (!dry || buffer.is_empty()) {
                 let (s, buffered) = (session.clone(), buffer.len());
                 let st = std::mem::take(&mut starved);
                 claim = Some(tokio::spawn(

@@ -114,41 +114,18 @@ mod pgbouncer {
 /// (a restart, `pg_terminate_backend`, an idle-killing proxy); SQLite and Turso have none.
 #[cfg(feature = "postgres")]
 mod postgres_server {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn connections_closed_by_the_server() {
-        let Some(db) = crate::common::TestDb::postgres().await else {
-            return;
-        };
-        crate::common::bounded(
-            "connections_closed_by_the_server",
-            crate::cases::connect::connections_closed_by_the_server(&db),
-        )
-        .await;
-    }
+    conformance!(@groups crate::common::TestDb::postgres;
+        connect { connections_closed_by_the_server });
 }
 
 /// SQLite and Turso only, because only they keep a write-ahead log file of pgqrs's own
 /// (PostgreSQL checkpoints its WAL itself): it must stay bounded under pgqrs's writes.
-mod embedded_wal {
-    #[cfg(feature = "sqlite")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite_wal_stays_bounded() {
-        let db = crate::common::TestDb::sqlite().await.expect("sqlite");
-        crate::common::bounded(
-            "sqlite_wal_stays_bounded",
-            crate::cases::jobs::wal_stays_bounded(&db),
-        )
-        .await;
-    }
+#[cfg(feature = "sqlite")]
+mod sqlite_file {
+    conformance!(@groups crate::common::TestDb::sqlite; jobs { wal_stays_bounded });
+}
 
-    #[cfg(feature = "turso")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn turso_wal_stays_bounded() {
-        let db = crate::common::TestDb::turso().await.expect("turso");
-        crate::common::bounded(
-            "turso_wal_stays_bounded",
-            crate::cases::jobs::wal_stays_bounded(&db),
-        )
-        .await;
-    }
+#[cfg(feature = "turso")]
+mod turso_file {
+    conformance!(@groups crate::common::TestDb::turso; jobs { wal_stays_bounded });
 }

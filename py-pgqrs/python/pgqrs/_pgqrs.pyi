@@ -148,7 +148,6 @@ class WorkerSession:
 
     @property
     def worker_id(self) -> int: ...
-    def claim(self, limit: int) -> Awaitable[list[_MessageRow]]: ...
     def claim_ahead(self, buffered: int, starved: bool) -> Awaitable[list[_MessageRow]]:
         """Claim as many as the adaptive claim-ahead depth allows with ``buffered`` jobs
         waiting; ``starved``: handlers sat idle waiting for the previous claim."""

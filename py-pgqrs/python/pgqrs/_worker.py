@@ -106,6 +106,7 @@ class Worker:
         claim: asyncio.Future[list[Any]] | None = None
         starved = False  # handlers sat idle waiting for the last claim
         dry = False  # the last claim found nothing: claim again once the buffer is empty
+        refill_below = session.refill_below()  # changes only with a claim
         try:
             while not self._stopping:
                 if claim is not None and (not buffer or claim.done()):
@@ -115,6 +116,7 @@ class Worker:
                         if not claim.done():
                             break  # stopping
                     done, claim = claim, None
+                    refill_below = session.refill_below()
                     try:
                         rows = done.result()
                     except PgqrsError as e:
@@ -133,7 +135,7 @@ class Worker:
                         continue
                     idle = self.poll_interval
                     buffer.extend(Message(r) for r in rows)
-                refill = len(buffer) < session.refill_below() and (not dry or not buffer)
+                refill = len(buffer) < refill_below and (not dry or not buffer)
                 if claim is None and refill:
                     claim = asyncio.ensure_future(session.claim_ahead(len(buffer), starved))
                     starved = False

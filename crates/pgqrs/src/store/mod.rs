@@ -370,6 +370,28 @@ pub(crate) fn mark(leases: &[Lease], done: impl IntoIterator<Item = i64>) -> Vec
 }
 
 /// Check a queue name: letters, digits, `_` and `-`, 1 to 48 characters.
+/// The tables every backend's schema has (`verify()` checks them; the names are the same on
+/// every backend).
+pub(crate) const TABLES: &[&str] = &[
+    "pgqrs_schema_version",
+    "pgqrs_queues",
+    "pgqrs_jobs",
+    "pgqrs_archive",
+    "pgqrs_dead",
+    "pgqrs_workers",
+    "pgqrs_workflow_runs",
+    "pgqrs_workflow_steps",
+];
+
+/// The indexes every backend's schema has.
+pub(crate) const INDEXES: &[&str] = &[
+    "pgqrs_jobs_claim",
+    "pgqrs_jobs_exhausted",
+    "pgqrs_archive_queue",
+    "pgqrs_dead_queue",
+    "pgqrs_workflow_runs_status",
+];
+
 /// Text appended to the last error of a job whose final attempt's lease expired.
 pub(crate) const EXPIRED_FINAL: &str =
     "lease expired during the final attempt (the consumer stopped or crashed without completing the job)";

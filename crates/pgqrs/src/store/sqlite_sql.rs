@@ -27,24 +27,6 @@ pub(super) const INSERT_VERSION: &str =
 pub(super) const OBJECT_EXISTS: &str =
     "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'index') AND name = ?";
 
-pub(super) const TABLES: &[&str] = &[
-    "pgqrs_schema_version",
-    "pgqrs_queues",
-    "pgqrs_jobs",
-    "pgqrs_archive",
-    "pgqrs_dead",
-    "pgqrs_workers",
-    "pgqrs_workflow_runs",
-    "pgqrs_workflow_steps",
-];
-pub(super) const INDEXES: &[&str] = &[
-    "pgqrs_jobs_claim",
-    "pgqrs_jobs_exhausted",
-    "pgqrs_archive_queue",
-    "pgqrs_dead_queue",
-    "pgqrs_workflow_runs_status",
-];
-
 pub(super) const CREATE_QUEUE: &str = "INSERT INTO pgqrs_queues (name, created_at) VALUES (?, ?)
     ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at";
 pub(super) const GET_QUEUE: &str = "SELECT id, name, created_at FROM pgqrs_queues WHERE name = ?";

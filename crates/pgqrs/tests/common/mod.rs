@@ -62,6 +62,22 @@ pub fn add_param(base: &str, param: &str) -> String {
     }
 }
 
+/// The server DSN in `var`; `None` (skip, with a notice) when it is unset, except under
+/// `CI=true`, where a case that cannot reach its server fails.
+#[cfg(feature = "postgres")]
+fn server_dsn(var: &str, what: &str, example: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(s) if !s.trim().is_empty() => Some(s),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+                panic!("{var} is not set and CI=true: {what} cases must run under CI (export {var}={example})");
+            }
+            eprintln!("SKIPPED: {what} case (set {var}={example} to run it)");
+            None
+        }
+    }
+}
+
 impl TestDb {
     /// A fresh SQLite database file. Always available.
     pub async fn sqlite() -> Option<TestDb> {
@@ -99,21 +115,11 @@ impl TestDb {
     /// unless `CI=true`.
     #[cfg(feature = "postgres")]
     pub async fn postgres() -> Option<TestDb> {
-        let server = match std::env::var("PGQRS_TEST_DSN") {
-            Ok(s) if !s.trim().is_empty() => s,
-            _ => {
-                if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
-                    panic!(
-                        "PGQRS_TEST_DSN is not set and CI=true: PostgreSQL tests must run under CI \
-                         (export PGQRS_TEST_DSN=postgresql://user@host:5432/db)"
-                    );
-                }
-                eprintln!(
-                    "SKIPPED: PostgreSQL case (set PGQRS_TEST_DSN=postgresql://user@host:5432/db to run it)"
-                );
-                return None;
-            }
-        };
+        let server = server_dsn(
+            "PGQRS_TEST_DSN",
+            "PostgreSQL",
+            "postgresql://user@host:5432/db",
+        )?;
         sweep_stale_schemas(&server).await;
         let schema = format!("{SCHEMA_PREFIX}{}_{:08x}", unix_secs(), fastrand::u32(..));
         Some(TestDb {
@@ -132,21 +138,11 @@ impl TestDb {
     /// unless `CI=true` (`.ci/run` installs and starts PgBouncer).
     #[cfg(feature = "postgres")]
     pub async fn pgbouncer() -> Option<TestDb> {
-        let bouncer = match std::env::var("PGQRS_TEST_PGBOUNCER_DSN") {
-            Ok(s) if !s.trim().is_empty() => s,
-            _ => {
-                if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
-                    panic!(
-                        "PGQRS_TEST_PGBOUNCER_DSN is not set and CI=true: the PgBouncer cases \
-                         must run under CI (.ci/run starts one)"
-                    );
-                }
-                eprintln!(
-                    "SKIPPED: PgBouncer case (set PGQRS_TEST_PGBOUNCER_DSN=postgresql://user@host:6432/db)"
-                );
-                return None;
-            }
-        };
+        let bouncer = server_dsn(
+            "PGQRS_TEST_PGBOUNCER_DSN",
+            "PgBouncer",
+            "postgresql://user@host:6432/db (.ci/pgbouncer starts one)",
+        )?;
         let mut db = TestDb::postgres().await?;
         let schema = db
             .schema

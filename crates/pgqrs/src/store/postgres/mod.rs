@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode};
+use sqlx::query::{Query, QueryScalar};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
-use self::queries::{Queries, INDEXES, MIGRATIONS, TABLES, VERSION_TABLE};
+use self::queries::{Queries, MIGRATIONS, VERSION_TABLE};
 use super::*;
 use crate::error::from_sqlx;
 
@@ -273,8 +275,8 @@ impl PgBackend {
 
     /// Claim from the queue with this id (see [`QueueIds::claim`]).
     async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {
-        let rows = sqlx::query(self.q.claim.clone())
-            .persistent(self.cfg.statement_cache)
+        let rows = self
+            .query(self.q.claim.clone())
             .bind(queue_id)
             .bind(p.limit as i64)
             .bind(secs(p.lease))
@@ -313,11 +315,27 @@ impl PgBackend {
     }
 
     fn sql(&self, template: &str) -> sqlx::SqlStr {
-        use sqlx::SqlSafeStr;
         AssertSqlSafe(template.replace("{s}", &format!("\"{}\"", self.schema))).into_sql_str()
     }
 
     /// The queue's id, from the cache or the database.
+    /// A statement, prepared as a named (cached) statement unless `statement_cache=false`,
+    /// which uses unnamed ones so that nothing is left on the server.
+    fn query(&self, sql: impl SqlSafeStr) -> Query<'static, Postgres, PgArguments> {
+        sqlx::query(sql).persistent(self.cfg.statement_cache)
+    }
+
+    /// [`query`](Self::query) for a statement whose rows are one value.
+    fn query_scalar<O>(
+        &self,
+        sql: impl SqlSafeStr,
+    ) -> QueryScalar<'static, Postgres, O, PgArguments>
+    where
+        (O,): for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        sqlx::query_scalar(sql).persistent(self.cfg.statement_cache)
+    }
+
     async fn queue_id(&self, name: &str) -> Result<i64> {
         if let Some(id) = self.queue_ids.get(name) {
             return Ok(id);
@@ -342,10 +360,7 @@ impl PgBackend {
         }
         let ids: Vec<i64> = leases.iter().map(|l| l.id).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
-        let mut q = sqlx::query(sql.clone())
-            .persistent(self.cfg.statement_cache)
-            .bind(&ids)
-            .bind(&tokens);
+        let mut q = self.query(sql.clone()).bind(&ids).bind(&tokens);
         if let Some(s) = secs_arg {
             q = q.bind(s);
         }
@@ -358,24 +373,21 @@ impl PgBackend {
 
     async fn apply_migrations(&self, up_to: i64) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pgqrs.install:' || $1))")
-            .persistent(self.cfg.statement_cache)
+        self.query("SELECT pg_advisory_xact_lock(hashtext('pgqrs.install:' || $1))")
             .bind(&self.schema)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        sqlx::query(self.sql("CREATE SCHEMA IF NOT EXISTS {s}"))
-            .persistent(self.cfg.statement_cache)
+        self.query(self.sql("CREATE SCHEMA IF NOT EXISTS {s}"))
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        sqlx::query(self.sql(VERSION_TABLE))
-            .persistent(self.cfg.statement_cache)
+        self.query(self.sql(VERSION_TABLE))
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        let current: Option<i64> = sqlx::query_scalar(self.q.schema_version.clone())
-            .persistent(self.cfg.statement_cache)
+        let current: Option<i64> = self
+            .query_scalar(self.q.schema_version.clone())
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
@@ -395,8 +407,7 @@ impl PgBackend {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.err(e))?;
-            sqlx::query(self.sql("INSERT INTO {s}.pgqrs_schema_version (version) VALUES ($1)"))
-                .persistent(self.cfg.statement_cache)
+            self.query(self.sql("INSERT INTO {s}.pgqrs_schema_version (version) VALUES ($1)"))
                 .bind(version)
                 .execute(&mut *tx)
                 .await
@@ -433,15 +444,13 @@ impl Backend for PgBackend {
         })?;
         let mut missing = Vec::new();
         for name in TABLES.iter().chain(INDEXES) {
-            let exists: bool = sqlx::query_scalar(
-                "SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL",
-            )
-            .persistent(self.cfg.statement_cache)
-            .bind(&self.schema)
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+            let exists: bool = self
+                .query_scalar("SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL")
+                .bind(&self.schema)
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
             if !exists {
                 missing.push(*name);
             }
@@ -450,8 +459,8 @@ impl Backend for PgBackend {
     }
 
     async fn schema_version(&self) -> Result<Option<i64>> {
-        let exists: bool = sqlx::query_scalar(self.q.version_table_exists.clone())
-            .persistent(self.cfg.statement_cache)
+        let exists: bool = self
+            .query_scalar(self.q.version_table_exists.clone())
             .bind(format!("\"{}\"", self.schema))
             .fetch_one(&self.pool)
             .await
@@ -459,8 +468,7 @@ impl Backend for PgBackend {
         if !exists {
             return Ok(None);
         }
-        sqlx::query_scalar(self.q.schema_version.clone())
-            .persistent(self.cfg.statement_cache)
+        self.query_scalar(self.q.schema_version.clone())
             .fetch_one(&self.pool)
             .await
             .map_err(|e| self.err(e))
@@ -479,8 +487,8 @@ impl Backend for PgBackend {
     }
 
     async fn create_queue(&self, name: &str) -> Result<QueueInfo> {
-        let row = sqlx::query(self.q.create_queue.clone())
-            .persistent(self.cfg.statement_cache)
+        let row = self
+            .query(self.q.create_queue.clone())
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -494,8 +502,8 @@ impl Backend for PgBackend {
     }
 
     async fn get_queue(&self, name: &str) -> Result<QueueInfo> {
-        let row = sqlx::query(self.q.get_queue.clone())
-            .persistent(self.cfg.statement_cache)
+        let row = self
+            .query(self.q.get_queue.clone())
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -510,8 +518,8 @@ impl Backend for PgBackend {
 
     async fn delete_queue(&self, name: &str, force: bool) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let id: Option<i64> = sqlx::query_scalar(self.q.lock_queue.clone())
-            .persistent(self.cfg.statement_cache)
+        let id: Option<i64> = self
+            .query_scalar(self.q.lock_queue.clone())
             .bind(name)
             .fetch_optional(&mut *tx)
             .await
@@ -522,8 +530,8 @@ impl Backend for PgBackend {
             });
         };
         if !force {
-            let leased: i64 = sqlx::query_scalar(self.q.count_leased.clone())
-                .persistent(self.cfg.statement_cache)
+            let leased: i64 = self
+                .query_scalar(self.q.count_leased.clone())
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await
@@ -544,8 +552,7 @@ impl Backend for PgBackend {
             &self.q.purge_queue,
             &self.q.delete_queue,
         ] {
-            sqlx::query(sql.clone())
-                .persistent(self.cfg.statement_cache)
+            self.query(sql.clone())
                 .bind(id)
                 .execute(&mut *tx)
                 .await
@@ -558,8 +565,8 @@ impl Backend for PgBackend {
 
     async fn purge_queue(&self, name: &str) -> Result<u64> {
         let id = self.get_queue(name).await?.id;
-        let r = sqlx::query(self.q.purge_queue.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.purge_queue.clone())
             .bind(id)
             .execute(&self.pool)
             .await
@@ -568,8 +575,8 @@ impl Backend for PgBackend {
     }
 
     async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
-        let rows = sqlx::query(self.q.list_queues.clone())
-            .persistent(self.cfg.statement_cache)
+        let rows = self
+            .query(self.q.list_queues.clone())
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
@@ -580,8 +587,8 @@ impl Backend for PgBackend {
 
     async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics> {
         let id = self.get_queue(name).await?.id;
-        let r = sqlx::query(self.q.queue_metrics.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.queue_metrics.clone())
             .bind(id)
             .fetch_one(&self.pool)
             .await
@@ -620,9 +627,7 @@ impl Backend for PgBackend {
         };
         let mut queue_id = self.queue_id(queue).await?;
         let mut ids = loop {
-            let q = sqlx::query_scalar::<_, i64>(sql.clone())
-                .persistent(self.cfg.statement_cache)
-                .bind(queue_id);
+            let q = self.query_scalar::<i64>(sql.clone()).bind(queue_id);
             let q = if payloads.len() == 1 {
                 q.bind(&payloads[0])
             } else {
@@ -683,8 +688,8 @@ impl Backend for PgBackend {
             failures.iter().partition(|f| f.retry_in.is_some());
         let mut done = Vec::new();
         if !retry.is_empty() {
-            let rows = sqlx::query(self.q.retry.clone())
-                .persistent(self.cfg.statement_cache)
+            let rows = self
+                .query(self.q.retry.clone())
                 .bind(retry.iter().map(|f| f.lease.id).collect::<Vec<_>>())
                 .bind(retry.iter().map(|f| f.lease.token).collect::<Vec<_>>())
                 .bind(
@@ -700,8 +705,8 @@ impl Backend for PgBackend {
             done.extend(rows.iter().filter_map(|r| r.try_get::<i64, _>(0).ok()));
         }
         if !bury.is_empty() {
-            let rows = sqlx::query(self.q.bury.clone())
-                .persistent(self.cfg.statement_cache)
+            let rows = self
+                .query(self.q.bury.clone())
                 .bind(bury.iter().map(|f| f.lease.id).collect::<Vec<_>>())
                 .bind(bury.iter().map(|f| f.lease.token).collect::<Vec<_>>())
                 .bind(bury.iter().map(|f| f.error.as_str()).collect::<Vec<_>>())
@@ -730,8 +735,8 @@ impl Backend for PgBackend {
 
     async fn dead_letters(&self, queue: &str, limit: i64) -> Result<Vec<DeadLetter>> {
         let id = self.get_queue(queue).await?.id;
-        let rows = sqlx::query(self.q.dead_letters.clone())
-            .persistent(self.cfg.statement_cache)
+        let rows = self
+            .query(self.q.dead_letters.clone())
             .bind(id)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -755,8 +760,8 @@ impl Backend for PgBackend {
 
     async fn requeue_dead(&self, queue: &str, ids: Option<&[i64]>) -> Result<u64> {
         let id = self.get_queue(queue).await?.id;
-        let r = sqlx::query(self.q.requeue_dead.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.requeue_dead.clone())
             .bind(id)
             .bind(ids.map(|i| i.to_vec()))
             .execute(&self.pool)
@@ -770,8 +775,8 @@ impl Backend for PgBackend {
 
     async fn archived_jobs(&self, queue: &str, limit: i64) -> Result<Vec<ArchivedJob>> {
         let id = self.get_queue(queue).await?.id;
-        let rows = sqlx::query(self.q.archived.clone())
-            .persistent(self.cfg.statement_cache)
+        let rows = self
+            .query(self.q.archived.clone())
             .bind(id)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -794,8 +799,8 @@ impl Backend for PgBackend {
 
     async fn rescue_expired(&self, queue: &str) -> Result<u64> {
         let id = self.queue_id(queue).await?;
-        let r = sqlx::query(self.q.rescue.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.rescue.clone())
             .bind(id)
             .bind(EXPIRED_FINAL)
             .execute(&self.pool)
@@ -805,8 +810,7 @@ impl Backend for PgBackend {
     }
 
     async fn register_worker(&self, w: NewWorker) -> Result<i64> {
-        sqlx::query_scalar(self.q.register_worker.clone())
-            .persistent(self.cfg.statement_cache)
+        self.query_scalar(self.q.register_worker.clone())
             .bind(w.hostname)
             .bind(w.pid)
             .bind(w.queue)
@@ -816,8 +820,7 @@ impl Backend for PgBackend {
     }
 
     async fn worker_heartbeat(&self, id: i64, status: WorkerStatus) -> Result<()> {
-        sqlx::query(self.q.heartbeat.clone())
-            .persistent(self.cfg.statement_cache)
+        self.query(self.q.heartbeat.clone())
             .bind(id)
             .bind(status.as_str())
             .execute(&self.pool)
@@ -827,8 +830,8 @@ impl Backend for PgBackend {
     }
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
-        let rows = sqlx::query(self.q.list_workers.clone())
-            .persistent(self.cfg.statement_cache)
+        let rows = self
+            .query(self.q.list_workers.clone())
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
@@ -856,8 +859,8 @@ impl Backend for PgBackend {
     }
 
     async fn create_run(&self, name: &str, input: String) -> Result<WorkflowRun> {
-        let r = sqlx::query(self.q.create_run.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.create_run.clone())
             .bind(name)
             .bind(input)
             .fetch_one(&self.pool)
@@ -867,8 +870,8 @@ impl Backend for PgBackend {
     }
 
     async fn get_run(&self, id: i64) -> Result<WorkflowRun> {
-        let r = sqlx::query(self.q.get_run.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.get_run.clone())
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -885,8 +888,8 @@ impl Backend for PgBackend {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<WorkflowRun>> {
-        let r = sqlx::query(self.q.acquire_run.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.acquire_run.clone())
             .bind(id)
             .bind(owner)
             .bind(secs(lease))
@@ -897,8 +900,8 @@ impl Backend for PgBackend {
     }
 
     async fn run_lease(&self, id: i64) -> Result<RunLease> {
-        let r = sqlx::query(self.q.run_lease.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.run_lease.clone())
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -916,8 +919,8 @@ impl Backend for PgBackend {
     }
 
     async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool> {
-        let r = sqlx::query(self.q.renew_run.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.renew_run.clone())
             .bind(id)
             .bind(owner)
             .bind(secs(lease))
@@ -928,8 +931,8 @@ impl Backend for PgBackend {
     }
 
     async fn list_steps(&self, run_id: i64) -> Result<Vec<StepRecord>> {
-        let rows = sqlx::query(self.q.list_steps.clone())
-            .persistent(self.cfg.statement_cache)
+        let rows = self
+            .query(self.q.list_steps.clone())
             .bind(run_id)
             .fetch_all(&self.pool)
             .await
@@ -955,8 +958,8 @@ impl Backend for PgBackend {
     }
 
     async fn record_step(&self, owner: &str, s: NewStep<'_>) -> Result<bool> {
-        let r = sqlx::query(self.q.record_step.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.record_step.clone())
             .bind(s.run_id)
             .bind(s.position)
             .bind(s.name)
@@ -980,8 +983,8 @@ impl Backend for PgBackend {
         output: Option<String>,
         error: Option<String>,
     ) -> Result<bool> {
-        let r = sqlx::query(self.q.finish_run.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.finish_run.clone())
             .bind(id)
             .bind(owner)
             .bind(status.as_str())
@@ -994,8 +997,8 @@ impl Backend for PgBackend {
     }
 
     async fn cancel_run(&self, id: i64) -> Result<bool> {
-        let r = sqlx::query(self.q.cancel_run.clone())
-            .persistent(self.cfg.statement_cache)
+        let r = self
+            .query(self.q.cancel_run.clone())
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -1004,8 +1007,8 @@ impl Backend for PgBackend {
     }
 
     async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>> {
-        let rows = sqlx::query(self.q.list_runs.clone())
-            .persistent(self.cfg.statement_cache)
+        let rows = self
+            .query(self.q.list_runs.clone())
             .bind(status.map(|s| s.as_str()))
             .bind(limit)
             .fetch_all(&self.pool)

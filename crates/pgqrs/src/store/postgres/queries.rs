@@ -13,25 +13,6 @@ pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS {s}.pgqrs_sch
     installed_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )";
 
-pub(super) const TABLES: &[&str] = &[
-    "pgqrs_schema_version",
-    "pgqrs_queues",
-    "pgqrs_jobs",
-    "pgqrs_archive",
-    "pgqrs_dead",
-    "pgqrs_workers",
-    "pgqrs_workflow_runs",
-    "pgqrs_workflow_steps",
-];
-
-pub(super) const INDEXES: &[&str] = &[
-    "pgqrs_jobs_claim",
-    "pgqrs_jobs_exhausted",
-    "pgqrs_archive_queue",
-    "pgqrs_dead_queue",
-    "pgqrs_workflow_runs_status",
-];
-
 macro_rules! queries {
     ($($name:ident = $sql:expr;)*) => {
         /// Every statement, with the schema filled in, built once per store.
