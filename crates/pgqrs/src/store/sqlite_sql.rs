@@ -57,8 +57,13 @@ pub(super) const CLAIM: &str = "UPDATE pgqrs_jobs
               lease_token";
 
 /// The jobs of a lease list that are still held: `SELECT j.id FROM … WHERE …`.
+///
+/// `CROSS JOIN` makes the lease list the outer loop (SQLite never reorders it), so each lease is
+/// one primary-key lookup whatever `ANALYZE` recorded about the job table: a queue swings
+/// between "all ready" and "all leased", and a plan that trusted those statistics could scan
+/// the table once per lease.
 const HELD: &str = "SELECT j.id FROM (VALUES {leases}) AS l
-    JOIN pgqrs_jobs j ON j.id = l.column1 AND j.lease_token = l.column2
+    CROSS JOIN pgqrs_jobs j ON j.id = l.column1 AND j.lease_token = l.column2
     WHERE j.leased_at IS NOT NULL";
 
 pub(super) fn held(n: usize) -> String {

@@ -760,10 +760,11 @@ impl Backend for PgBackend {
 
     async fn requeue_dead(&self, queue: &str, ids: Option<&[i64]>) -> Result<u64> {
         let id = self.get_queue(queue).await?.id;
-        let r = self
-            .query(self.q.requeue_dead.clone())
-            .bind(id)
-            .bind(ids.map(|i| i.to_vec()))
+        let q = match ids {
+            Some(ids) => self.query(self.q.requeue_dead.clone()).bind(id).bind(ids.to_vec()),
+            None => self.query(self.q.requeue_all_dead.clone()).bind(id),
+        };
+        let r = q
             .execute(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
@@ -1007,9 +1008,11 @@ impl Backend for PgBackend {
     }
 
     async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>> {
-        let rows = self
-            .query(self.q.list_runs.clone())
-            .bind(status.map(|s| s.as_str()))
+        let q = match status {
+            Some(s) => self.query(self.q.list_runs_by_status.clone()).bind(s.as_str()),
+            None => self.query(self.q.list_runs.clone()),
+        };
+        let rows = q
             .bind(limit)
             .fetch_all(&self.pool)
             .await

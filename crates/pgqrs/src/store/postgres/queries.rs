@@ -6,6 +6,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_workers.sql")),
     (3, include_str!("migrations/0003_workflows.sql")),
     (4, include_str!("migrations/0004_jobs_without_fk.sql")),
+    (5, include_str!("migrations/0005_lease_tokens.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS {s}.pgqrs_schema_version (
@@ -28,6 +29,19 @@ macro_rules! queries {
 
 use sqlx::SqlSafeStr;
 
+// Plans that hold whatever the statistics say. A queue table swings between "all ready" and
+// "all leased" within seconds, so its statistics (autovacuum's ANALYZE) are always stale, and
+// prepared statements switch to generic plans after five runs. So:
+// - a statement on given jobs finds them by id only: `j.id = ANY($ids)` can only be served by
+//   the primary key. The lease check is a filter on the rows found (`j.lease_token =
+//   ANY($tokens)`: tokens come from one sequence, so a token names one lease of one job), never
+//   a join with the id list, which the planner may turn around into a scan of the whole table
+//   per id when it believes that few jobs are leased;
+// - a statement that picks jobs by a condition picks their ids first (through the claim or the
+//   exhausted index) and then touches them with `= ANY(ARRAY(…))`, never with a join or an
+//   `IN (…)` semi-join that a generic plan may turn into a hash join over a sequential scan;
+// - per-lease values (a retry's delay and error) are looked up by the row's own token.
+// `plans::tests` checks every plan after ANALYZE in both states, with generic plans.
 queries! {
     schema_version = "SELECT max(version) FROM {s}.pgqrs_schema_version";
     version_table_exists = "SELECT to_regclass(format('%s.pgqrs_schema_version', $1::text)) IS NOT NULL";
@@ -86,16 +100,15 @@ queries! {
             FOR UPDATE SKIP LOCKED
         )
         UPDATE {s}.pgqrs_jobs j
-        SET attempts = j.attempts + 1, lease_token = j.lease_token + 1,
+        SET attempts = j.attempts + 1, lease_token = nextval('{s}.pgqrs_lease_tokens'),
             visible_at = now() + make_interval(secs => $3), leased_at = now(), worker_id = $4
-        FROM c WHERE j.id = c.id
+        WHERE j.id = ANY (ARRAY(SELECT id FROM c))
         RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, j.visible_at,
                   j.last_error, j.lease_token";
 
     archive = "WITH d AS (
             DELETE FROM {s}.pgqrs_jobs j
-            USING unnest($1::bigint[], $2::bigint[]) AS l(id, token)
-            WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
+            WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
             RETURNING j.id, j.queue_id, j.payload, j.attempts, j.enqueued_at, j.last_error
         ), a AS (
             INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, last_error)
@@ -103,40 +116,39 @@ queries! {
         )
         SELECT id FROM d";
     delete = "DELETE FROM {s}.pgqrs_jobs j
-        USING unnest($1::bigint[], $2::bigint[]) AS l(id, token)
-        WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
+        WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
         RETURNING j.id";
     retry = "UPDATE {s}.pgqrs_jobs j
-        SET visible_at = now() + make_interval(secs => l.delay), leased_at = NULL,
-            worker_id = NULL, last_error = l.err
-        FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::text[]) AS l(id, token, delay, err)
-        WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
+        SET visible_at = now() + make_interval(
+                secs => ($3::float8[])[array_position($2::bigint[], j.lease_token)]),
+            leased_at = NULL, worker_id = NULL,
+            last_error = ($4::text[])[array_position($2::bigint[], j.lease_token)]
+        WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
         RETURNING j.id";
     bury = "WITH d AS (
             DELETE FROM {s}.pgqrs_jobs j
-            USING unnest($1::bigint[], $2::bigint[], $3::text[]) AS l(id, token, err)
-            WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
-            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, l.err
+            WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
+            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.max_attempts, j.enqueued_at,
+                      ($3::text[])[array_position($2::bigint[], j.lease_token)] AS err
         ), a AS (
             INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error)
             SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err FROM d
         )
         SELECT id FROM d";
     extend = "UPDATE {s}.pgqrs_jobs j SET visible_at = now() + make_interval(secs => $3)
-        FROM unnest($1::bigint[], $2::bigint[]) AS l(id, token)
-        WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
+        WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
         RETURNING j.id";
     release = "UPDATE {s}.pgqrs_jobs j
         SET visible_at = now() + make_interval(secs => $3), leased_at = NULL, worker_id = NULL,
             attempts = greatest(j.attempts - 1, 0)
-        FROM unnest($1::bigint[], $2::bigint[]) AS l(id, token)
-        WHERE j.id = l.id AND j.lease_token = l.token AND j.leased_at IS NOT NULL
+        WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
         RETURNING j.id";
     rescue = "WITH d AS (
             DELETE FROM {s}.pgqrs_jobs
-            WHERE id IN (SELECT id FROM {s}.pgqrs_jobs
-                         WHERE queue_id = $1 AND visible_at <= now() AND attempts >= max_attempts
-                         FOR UPDATE SKIP LOCKED)
+            WHERE id = ANY (ARRAY(
+                SELECT id FROM {s}.pgqrs_jobs
+                WHERE queue_id = $1 AND visible_at <= now() AND attempts >= max_attempts
+                FOR UPDATE SKIP LOCKED))
             RETURNING id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error
         )
         INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error)
@@ -145,8 +157,13 @@ queries! {
     dead_letters = "SELECT d.id, d.payload, d.attempts, d.last_error, d.enqueued_at, d.failed_at
         FROM {s}.pgqrs_dead d WHERE d.queue_id = $1 ORDER BY d.id LIMIT $2";
     requeue_dead = "WITH d AS (
-            DELETE FROM {s}.pgqrs_dead
-            WHERE queue_id = $1 AND ($2::bigint[] IS NULL OR id = ANY($2))
+            DELETE FROM {s}.pgqrs_dead WHERE id = ANY($2::bigint[]) AND queue_id = $1
+            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error
+        )
+        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
+        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error FROM d";
+    requeue_all_dead = "WITH d AS (
+            DELETE FROM {s}.pgqrs_dead WHERE queue_id = $1
             RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error
         )
         INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
@@ -199,6 +216,9 @@ queries! {
         WHERE id = $1 AND status IN ('pending', 'running') RETURNING id";
     list_runs = "SELECT id, name, input, status, output, error, owner, lease_until, attempts,
                   created_at, updated_at, finished_at
-        FROM {s}.pgqrs_workflow_runs WHERE ($1::text IS NULL OR status = $1)
-        ORDER BY id LIMIT $2";
+        FROM {s}.pgqrs_workflow_runs ORDER BY id LIMIT $1";
+    // Served by the (status, id) index: never an `$1 IS NULL OR …` that no index can serve.
+    list_runs_by_status = "SELECT id, name, input, status, output, error, owner, lease_until,
+                  attempts, created_at, updated_at, finished_at
+        FROM {s}.pgqrs_workflow_runs WHERE status = $1 ORDER BY id LIMIT $2";
 }
