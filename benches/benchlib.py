@@ -34,7 +34,25 @@ def parser(description: str, scenarios: Sequence[str]) -> argparse.ArgumentParse
     p.add_argument("--rate", type=float, default=200.0, help="S4: jobs per second")
     p.add_argument("--seconds", type=float, default=10.0, help="S4: how long to produce")
     p.add_argument("--steps", type=int, default=3, help="S5: steps per workflow")
+    p.add_argument(
+        "--analyze",
+        choices=["ready", "leased"],
+        help="S3: take planner statistics of the filled table first (see analyze())",
+    )
     return p
+
+
+def analyze(dsn: str, state: str) -> None:
+    """Planner statistics for pgqrs's tables, as autovacuum takes them on a live queue: with
+    every job ready (``ready``), or with every job leased for the moment of ``ANALYZE``
+    (``leased``). Run by ``pgqrs-ceiling`` (it speaks raw SQL); ``run.py`` passes its path in
+    ``PGQRS_CEILING``."""
+    import subprocess
+
+    ceiling = os.environ.get("PGQRS_CEILING")
+    if not ceiling:
+        raise SystemExit("--analyze needs PGQRS_CEILING (the pgqrs-ceiling binary); run.py sets it")
+    subprocess.run([ceiling, f"analyze-{state}", "--dsn", dsn], check=True, capture_output=True)
 
 
 def emit(result: dict[str, Any]) -> None:

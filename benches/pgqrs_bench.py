@@ -106,6 +106,8 @@ async def drain(
 async def s3(a: Any) -> dict[str, Any]:
     store = await setup(a.dsn)
     await prefill(store, a.count)
+    if a.analyze:
+        benchlib.analyze(a.dsn, a.analyze)
     elapsed = await drain(store, a.count, a.concurrency, a.batch)
     await check_drained(store, a.count)
     await store.close()

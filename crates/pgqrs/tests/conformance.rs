@@ -66,6 +66,7 @@ macro_rules! conformance {
                 worker_queue_deleted,
             }
             concurrency { exactly_once_workers, exactly_once_consumers }
+            analyzed { drain_after_analyze_all_ready, drain_after_analyze_all_leased }
             quickstart { seed_example }
         );
     };

@@ -8,6 +8,7 @@
 //! pgqrs-ceiling s3 --dsn DSN --count 20000 --consumers 4 --batch 50
 //! pgqrs-ceiling reset-schema --dsn DSN | drop-schema --dsn DSN   # PostgreSQL housekeeping
 //! pgqrs-ceiling version --dsn DSN                            # server / library version
+//! pgqrs-ceiling analyze-ready --dsn DSN | analyze-leased --dsn DSN  # statistics of pgqrs's tables
 //! ```
 //!
 //! DSNs are pgqrs's: `postgresql://…?schema=NAME` (the tables go in schema NAME) or
@@ -422,6 +423,57 @@ async fn s3(db: Db, count: usize, consumers: usize, batch: usize) -> Res<f64> {
 
 // --- housekeeping -------------------------------------------------------------------------
 
+/// Planner statistics for pgqrs's tables in a database pgqrs filled (the `analyzed` drains):
+/// taken as they are (every job ready), or with every job leased for the moment of `ANALYZE`
+/// and ready again afterwards, the two states between which a real queue swings while
+/// autovacuum analyzes it.
+async fn analyze_pgqrs(dsn: &str, leased: bool) -> Res<()> {
+    if dsn.starts_with("sqlite:") {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::from_str(dsn)?.busy_timeout(Duration::from_secs(30)),
+            )
+            .await?;
+        let mut sql = String::new();
+        if leased {
+            sql += "UPDATE pgqrs_jobs SET attempts = attempts + 1, leased_at = 1,
+                        visible_at = 9000000000000000;";
+        }
+        sql += "ANALYZE; PRAGMA optimize;";
+        if leased {
+            sql +=
+                "UPDATE pgqrs_jobs SET attempts = attempts - 1, leased_at = NULL, visible_at = 0;";
+        }
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&pool).await?;
+        pool.close().await;
+        return Ok(());
+    }
+    let (base, schema) = split_schema(dsn);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(pg_options(&base)?)
+        .await?;
+    let s = quote_ident(&schema);
+    let mut sql = String::new();
+    if leased {
+        sql += &format!(
+            "UPDATE {s}.pgqrs_jobs SET attempts = attempts + 1, leased_at = now(),
+                 visible_at = now() + interval '1 hour';"
+        );
+    }
+    sql += &format!("ANALYZE {s}.pgqrs_jobs, {s}.pgqrs_archive, {s}.pgqrs_dead;");
+    if leased {
+        sql += &format!(
+            "UPDATE {s}.pgqrs_jobs SET attempts = attempts - 1, leased_at = NULL,
+                 visible_at = now();"
+        );
+    }
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
 async fn schema_cmd(dsn: &str, create: bool) -> Res<()> {
     if !(dsn.starts_with("postgres://") || dsn.starts_with("postgresql://")) {
         return Ok(());
@@ -480,6 +532,8 @@ async fn run(a: Args) -> Res<()> {
         "reset-schema" => schema_cmd(&a.dsn, true).await,
         "version" => version(&a.dsn).await,
         "drop-schema" => schema_cmd(&a.dsn, false).await,
+        "analyze-ready" => analyze_pgqrs(&a.dsn, false).await,
+        "analyze-leased" => analyze_pgqrs(&a.dsn, true).await,
         "s1" => {
             let db = open(&a.dsn, 1).await?;
             let start = Instant::now();

@@ -4,7 +4,7 @@
 //! ```text
 //! pgqrs-rust-api s1 --dsn DSN --count 5000
 //! pgqrs-rust-api s2 --dsn DSN --count 50000 --batch 500
-//! pgqrs-rust-api s3 --dsn DSN --count 20000 --consumers 4 --batch 50
+//! pgqrs-rust-api s3 --dsn DSN --count 20000 --consumers 4 --batch 50 [--analyze ready|leased]
 //! ```
 //!
 //! `--consumers` is the worker's concurrency; with `--batch` above 1 the handler receives
@@ -26,12 +26,14 @@ struct Args {
     count: usize,
     batch: usize,
     consumers: usize,
+    /// S3: `ready` or `leased`: analyze the filled table (see `pgqrs-ceiling analyze-*`).
+    analyze: Option<String>,
 }
 
 fn parse_args() -> Res<Args> {
     let mut it = std::env::args().skip(1);
     let command = it.next().ok_or(
-        "usage: pgqrs-rust-api <s1|s2|s3> --dsn DSN [--count N] [--batch N] [--consumers N]",
+        "usage: pgqrs-rust-api <s1|s2|s3> --dsn DSN [--count N] [--batch N] [--consumers N] [--analyze ready|leased]",
     )?;
     let mut a = Args {
         command,
@@ -39,6 +41,7 @@ fn parse_args() -> Res<Args> {
         count: 1000,
         batch: 1,
         consumers: 1,
+        analyze: None,
     };
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -47,6 +50,7 @@ fn parse_args() -> Res<Args> {
             "--count" => a.count = value.parse()?,
             "--batch" => a.batch = value.parse()?,
             "--consumers" => a.consumers = value.parse()?,
+            "--analyze" => a.analyze = Some(value),
             _ => return Err(format!("unknown flag {flag}").into()),
         }
     }
@@ -153,6 +157,9 @@ async fn run(a: Args) -> Res<()> {
         }
         "s3" => {
             enqueue_batches(&store, a.count, 500).await?;
+            if let Some(state) = &a.analyze {
+                analyze(&a.dsn, state)?;
+            }
             drain(store, a.count, a.consumers, a.batch).await?
         }
         other => return Err(format!("unknown command {other:?}").into()),
@@ -162,6 +169,23 @@ async fn run(a: Args) -> Res<()> {
         json!({"value": a.count as f64 / elapsed, "unit": "jobs/s",
                "count": a.count, "elapsed_s": elapsed})
     );
+    Ok(())
+}
+
+/// Take planner statistics with the sibling `pgqrs-ceiling` binary (it speaks raw SQL).
+fn analyze(dsn: &str, state: &str) -> Res<()> {
+    let ceiling = std::env::current_exe()?.with_file_name("pgqrs-ceiling");
+    let out = std::process::Command::new(&ceiling)
+        .args([&format!("analyze-{state}"), "--dsn", dsn])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} analyze-{state}: {}",
+            ceiling.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The conformance cases, one module per area. Each case is
 //! `pub async fn name(db: &TestDb)` and panics on failure.
 
+pub mod analyzed;
 pub mod concurrency;
 pub mod connect;
 pub mod consume;

@@ -1,5 +1,7 @@
 //! PostgreSQL backend: `FOR UPDATE SKIP LOCKED` claims, one statement per batch operation.
 
+#[cfg(test)]
+mod plans;
 mod queries;
 
 use std::collections::HashMap;
@@ -761,13 +763,13 @@ impl Backend for PgBackend {
     async fn requeue_dead(&self, queue: &str, ids: Option<&[i64]>) -> Result<u64> {
         let id = self.get_queue(queue).await?.id;
         let q = match ids {
-            Some(ids) => self.query(self.q.requeue_dead.clone()).bind(id).bind(ids.to_vec()),
+            Some(ids) => self
+                .query(self.q.requeue_dead.clone())
+                .bind(id)
+                .bind(ids.to_vec()),
             None => self.query(self.q.requeue_all_dead.clone()).bind(id),
         };
-        let r = q
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let r = q.execute(&self.pool).await.map_err(|e| self.err(e))?;
         if r.rows_affected() > 0 {
             self.wakers.wake(queue);
         }
@@ -1009,7 +1011,9 @@ impl Backend for PgBackend {
 
     async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>> {
         let q = match status {
-            Some(s) => self.query(self.q.list_runs_by_status.clone()).bind(s.as_str()),
+            Some(s) => self
+                .query(self.q.list_runs_by_status.clone())
+                .bind(s.as_str()),
             None => self.query(self.q.list_runs.clone()),
         };
         let rows = q
