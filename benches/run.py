@@ -268,7 +268,12 @@ class Runner:
             env = dict(os.environ, PGQRS_CEILING=self.ceiling)
             try:
                 proc = subprocess.run(
-                    cmd, capture_output=True, text=True, timeout=self.args.timeout, cwd=ROOT, env=env
+                    cmd,
+                    capture_output=True,
+                    text=True,
+                    timeout=self.args.timeout,
+                    cwd=ROOT,
+                    env=env,
                 )
             except subprocess.TimeoutExpired:
                 return {"error": f"timed out after {self.args.timeout} s"}
