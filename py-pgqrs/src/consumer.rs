@@ -33,7 +33,6 @@ impl Consumer {
         self.inner.queue().to_string()
     }
 
-    #[pyo3(signature = (batch_size=1, visibility_timeout=None))]
     fn dequeue<'py>(
         &self,
         py: Python<'py>,
@@ -68,7 +67,6 @@ impl Consumer {
         native_call!(self, py, |c| c.extend(id, d).await)
     }
 
-    #[pyo3(signature = (id, delay=0.0))]
     fn release<'py>(&self, py: Python<'py>, id: i64, delay: f64) -> PyResult<Bound<'py, PyAny>> {
         let d = secs("delay", delay)?;
         native_call!(self, py, |c| c.release(id, d).await)

@@ -331,7 +331,6 @@ impl Store {
             .map(rows::<_, StepRow>))
     }
 
-    #[pyo3(signature = (status=None, limit=1000))]
     fn list_workflows<'py>(
         &self,
         py: Python<'py>,
