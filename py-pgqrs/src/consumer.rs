@@ -84,6 +84,23 @@ impl Consumer {
         native_call!(self, py, |c| c.fail(id, &error, &p).await)
     }
 
+    /// Wait for jobs after `rounds` idle waits that found nothing: the core's idle wait for
+    /// `poll_interval` (the store's when `None`), cut short when jobs may have arrived.
+    #[pyo3(signature = (rounds, poll_interval=None))]
+    fn wait_idle<'py>(
+        &self,
+        py: Python<'py>,
+        rounds: u32,
+        poll_interval: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let poll = opt_secs("poll_interval", poll_interval)?;
+        let c = self.get()?;
+        awaitable(py, async move {
+            c.wait_idle(rounds, poll).await;
+            Ok(())
+        })
+    }
+
     /// Record handlers' outcomes, `{job id: None (success) or error text}`, in two
     /// statements; returns, per id in order, whether it was settled (False: lease lost).
     #[pyo3(signature = (outcomes, retry=None))]

@@ -288,6 +288,18 @@ impl Consumer {
         Self::one(id, r)
     }
 
+    /// Wait as an idle consumer does after `rounds` waits that found nothing:
+    /// [`idle_wait`](crate::idle_wait) of `poll` (the store's poll interval when `None`), cut
+    /// short when jobs may have arrived (an enqueue in this process, a notification, another
+    /// connection's commit).
+    pub async fn wait_idle(&self, rounds: u32, poll: Option<Duration>) {
+        let poll = poll.unwrap_or(self.store.config().idle_poll_interval());
+        self.store
+            .backend_impl()
+            .wait_for_jobs(&self.queue, crate::session::idle_wait(poll, rounds))
+            .await
+    }
+
     /// Record the outcomes of messages this consumer claimed, in two statements: each id with
     /// `Ok` is archived, each with `Err(text)` records a failed attempt under `policy` (see
     /// [`fail`](Self::fail)). Returns, per id in order, whether it was settled (`false`: its

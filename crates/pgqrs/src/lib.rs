@@ -68,7 +68,7 @@ pub use error::{BoxError, Error, Result};
 pub use handler::{BoxFuture, Handler};
 pub use produce::{enqueue, EnqueueBuilder, MAX_DEPTH};
 pub use retry::{Backoff, RetryPolicy};
-pub use session::{Claimed, SessionOptions, WorkerSession, WorkerStats};
+pub use session::{idle_wait, Claimed, SessionOptions, WorkerSession, WorkerStats};
 pub use store::{connect_with, Store};
 pub use types::{
     ArchivedJob, DeadLetter, Lease, Message, QueueInfo, QueueMetrics, RunStatus, StepRecord,

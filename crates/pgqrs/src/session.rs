@@ -97,6 +97,14 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 /// An idle worker waits the poll interval, then doubles the wait up to this many times it.
 const IDLE_BACKOFF_FACTOR: u32 = 10;
+
+/// How long an idle consumer waits before it looks for jobs again, after `rounds` waits that
+/// found nothing: the poll interval, doubling with each round, up to ten times it.
+pub fn idle_wait(poll: Duration, rounds: u32) -> Duration {
+    let most = poll * IDLE_BACKOFF_FACTOR;
+    poll.checked_mul(1u32 << rounds.min(16))
+        .map_or(most, |d| d.min(most))
+}
 /// Shortest poll interval a worker uses.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
 /// Shortest heartbeat interval a worker uses.
@@ -416,7 +424,7 @@ impl WorkerSession {
     /// [`stop_claiming`](Self::stop_claiming).
     pub async fn next_jobs(&self, buffered: usize, starved: bool) -> Result<Claimed> {
         let mut stopped = self.claiming_stopped.subscribe();
-        let mut idle = self.poll;
+        let mut idle_rounds = 0;
         let mut error_backoff = ERROR_BACKOFF;
         loop {
             if *stopped.borrow_and_update() {
@@ -431,10 +439,10 @@ impl WorkerSession {
                 }
                 Ok(Some(jobs)) if jobs.is_empty() && buffered == 0 => {
                     tokio::select! {
-                        _ = self.wait_for_jobs(idle) => {}
+                        _ = self.wait_for_jobs(idle_wait(self.poll, idle_rounds)) => {}
                         _ = stopped.changed() => {}
                     }
-                    idle = (idle * 2).min(self.poll * IDLE_BACKOFF_FACTOR);
+                    idle_rounds += 1;
                 }
                 Ok(Some(jobs)) => {
                     // Nothing this time but jobs are still buffered: ask again once they are
@@ -760,6 +768,14 @@ async fn heartbeat_loop(
 #[cfg(test)]
 mod tests {
     use super::ClaimDepth;
+
+    #[test]
+    fn idle_wait_doubles_up_to_ten_times_the_poll_interval() {
+        let ms = std::time::Duration::from_millis;
+        let waits: Vec<_> = (0..6).map(|r| super::idle_wait(ms(20), r)).collect();
+        assert_eq!(waits, [ms(20), ms(40), ms(80), ms(160), ms(200), ms(200)]);
+        assert_eq!(super::idle_wait(ms(20), u32::MAX), ms(200));
+    }
 
     #[test]
     fn claim_depth_adapts_to_handler_speed() {

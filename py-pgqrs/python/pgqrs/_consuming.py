@@ -90,7 +90,7 @@ class MessageStream(AsyncIterator[Message]):
         queue: str,
         batch_size: int,
         visibility_timeout: float | timedelta | None,
-        poll_interval: float,
+        poll_interval: float | None,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -106,12 +106,14 @@ class MessageStream(AsyncIterator[Message]):
     async def __anext__(self) -> Message:
         if self._consumer is None:
             self._consumer = await self._store.consumer(self._queue)
-        idle = self._poll
+        idle_rounds = 0
         while not self._buffer:
             self._buffer = await self._consumer.dequeue(self._batch, self._vt)
             if not self._buffer:
-                await asyncio.sleep(idle)
-                idle = min(idle * 2, self._poll * 10)
+                # The core's idle wait (the poll interval, doubling up to 10x), cut short when
+                # jobs may have arrived.
+                await self._consumer._native.wait_idle(idle_rounds, self._poll)
+                idle_rounds += 1
         return self._buffer.pop(0)
 
     async def aclose(self) -> None:

@@ -325,6 +325,10 @@ class Consumer:
     def extend(self, id: int, seconds: float) -> Awaitable[None]: ...
     def release(self, id: int, delay: float) -> Awaitable[None]: ...
     def fail(self, id: int, error: str, retry: _RetrySpec | None = None) -> Awaitable[None]: ...
+    def wait_idle(self, rounds: int, poll_interval: float | None = None) -> Awaitable[None]:
+        """Wait as an idle consumer does after ``rounds`` empty waits (the core's idle wait of
+        ``poll_interval``, the store's when ``None``), cut short when jobs may have arrived."""
+
     def settle(
         self, outcomes: dict[int, str | None], retry: _RetrySpec | None = None
     ) -> Awaitable[list[bool]]:

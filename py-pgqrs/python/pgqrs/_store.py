@@ -65,8 +65,7 @@ class Store:
         back when their leases expire), so close the stream, e.g. with
         ``async with contextlib.aclosing(store.messages("tasks")) as stream:``.
         """
-        poll = self._native.poll_interval if poll_interval is None else poll_interval
-        return MessageStream(self, queue, batch_size, visibility_timeout, poll)
+        return MessageStream(self, queue, batch_size, visibility_timeout, poll_interval)
 
     async def __aenter__(self) -> Store:
         return self
