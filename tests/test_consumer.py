@@ -342,11 +342,8 @@ async def test_store_messages_waits_at_the_connection_strings_interval(dsn: str)
     off up to 10 times it. A delayed job becomes ready with no commit to wake anyone, so only
     polling finds it: within 0.2 s with ``poll_interval_ms=20`` (a hard-coded 0.2 s backed off
     to 2 s)."""
-    store = await pgqrs.connect(with_query_param(dsn, "poll_interval_ms", "20"))
+    store = await store_with_queue(with_query_param(dsn, "poll_interval_ms", "20"))
     try:
-        admin = pgqrs.admin(store)
-        await admin.install()
-        await admin.create_queue("q")
         loop = asyncio.get_running_loop()
 
         async def later() -> float:

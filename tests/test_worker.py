@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import pgqrs
 from conftest import with_query_param
-from support import counts
+from support import counts, store_with_queue
 
 
 async def wait_until(
@@ -325,11 +325,8 @@ async def test_worker_polls_at_the_connection_strings_interval(dsn: str) -> None
     it), like the Rust worker, not at a rate of its own. A delayed job becomes ready with no
     commit to wake anyone, so only polling finds it: with ``poll_interval_ms=20`` an idle
     worker looks at least every 0.2 s; the old hard-coded 0.2 s backed off to 2 s."""
-    store = await pgqrs.connect(with_query_param(dsn, "poll_interval_ms", "20"))
+    store = await store_with_queue(with_query_param(dsn, "poll_interval_ms", "20"))
     try:
-        admin = pgqrs.admin(store)
-        await admin.install()
-        await admin.create_queue("q")
         loop = asyncio.get_running_loop()
         started = asyncio.Event()
         started_at = 0.0
