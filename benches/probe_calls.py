@@ -6,7 +6,7 @@
 
 ``enqueue`` times 3,000 awaited single enqueues (S1's loop). ``steps`` times the two awaited
 calls of a workflow step through the native API: ``begin_step`` (the ownership and cancel read)
-and ``complete_step`` (the journal commit), medians of 450 steps per DSN.
+and ``Step.complete`` (the journal commit), medians of 450 steps per DSN.
 """
 
 from __future__ import annotations
@@ -44,16 +44,16 @@ async def steps(dsn: str, runs: int = 150) -> None:
         await native.start()
         for i in range(3):
             t0 = time.perf_counter()
-            began = await native.begin_step(f"s{i}")
+            step = await native.begin_step(f"s{i}")
             t1 = time.perf_counter()
-            assert began[0] == "run"
-            await native.complete_step(began[2], f"s{i}", began[3], "1")
+            assert step.output_json is None, "a new step runs"
+            await step.complete("1")
             t2 = time.perf_counter()
             begin.append(t1 - t0)
             complete.append(t2 - t1)
         await native.finish_ok("1")
     b, c = statistics.median(begin) * 1e3, statistics.median(complete) * 1e3
-    print(f"{dsn}: begin_step {b:.3f} ms, complete_step {c:.3f} ms, step {b + c:.3f} ms")
+    print(f"{dsn}: begin_step {b:.3f} ms, Step.complete {c:.3f} ms, step {b + c:.3f} ms")
     await store.close()
 
 

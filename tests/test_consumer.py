@@ -335,3 +335,28 @@ async def test_store_messages_iteration(store: pgqrs.Store) -> None:
     (ready, _, leased, _, _) = await counts(store, "q")
     assert (ready, leased) == (3, 0), "the three buffered messages were released"
     assert ids[0] < more[0]
+
+
+async def test_store_messages_waits_at_the_connection_strings_interval(dsn: str) -> None:
+    """``store.messages()`` idles like a worker: at the store's ``poll_interval_ms``, backing
+    off up to 10 times it. A delayed job becomes ready with no commit to wake anyone, so only
+    polling finds it: within 0.2 s with ``poll_interval_ms=20`` (a hard-coded 0.2 s backed off
+    to 2 s)."""
+    store = await store_with_queue(with_query_param(dsn, "poll_interval_ms", "20"))
+    try:
+        loop = asyncio.get_running_loop()
+
+        async def later() -> float:
+            await asyncio.sleep(1.5)  # the stream idles long enough to back off fully
+            await pgqrs.produce(store, "q", "late", delay=0.5)
+            return loop.time() + 0.5
+
+        producer = asyncio.create_task(later())
+        async with contextlib.aclosing(store.messages("q")) as stream:
+            msg = await asyncio.wait_for(stream.__anext__(), 30)
+            got_at = loop.time()
+            await msg.archive()
+        late = got_at - await producer
+        assert late < 0.75, f"the job waited {late:.2f} s after it became ready"
+    finally:
+        await store.close()

@@ -1,10 +1,8 @@
 """Every Python example in README.md runs as written, only the connection string changed, on
-each backend. (While the repository has no README.md yet, the seed README's examples are run:
-../shared/seed/pgqrs-README.md, or $PGQRS_README.)"""
+each backend."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -18,16 +16,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER = "postgresql://localhost/mydb"
 
 
-def readme_path() -> Path:
-    explicit = os.environ.get("PGQRS_README")
-    if explicit:
-        return Path(explicit)
-    own = ROOT / "README.md"
-    if own.exists():
-        return own
-    return ROOT.parent / "shared" / "seed" / "pgqrs-README.md"
-
-
 def python_blocks(text: str) -> list[tuple[int, str]]:
     """(line number, code) of every ```python fenced block."""
     blocks = []
@@ -37,7 +25,7 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return blocks
 
 
-README = readme_path()
+README = ROOT / "README.md"
 BLOCKS = python_blocks(README.read_text()) if README.exists() else []
 
 

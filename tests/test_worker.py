@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
 import pgqrs
-from support import counts
+from conftest import with_query_param
+from support import counts, store_with_queue
 
 
 async def wait_until(
@@ -317,3 +318,35 @@ async def test_worker_stop_before_run_returns_at_once(store: pgqrs.Store) -> Non
     stats = await w.run()
     assert stats.succeeded == 0
     assert await counts(store, "q") == (1, 0, 0, 0, 0)
+
+
+async def test_worker_polls_at_the_connection_strings_interval(dsn: str) -> None:
+    """An idle worker polls at the store's ``poll_interval_ms`` (backing off up to 10 times
+    it), like the Rust worker, not at a rate of its own. A delayed job becomes ready with no
+    commit to wake anyone, so only polling finds it: with ``poll_interval_ms=20`` an idle
+    worker looks at least every 0.2 s; the old hard-coded 0.2 s backed off to 2 s."""
+    store = await store_with_queue(with_query_param(dsn, "poll_interval_ms", "20"))
+    try:
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+        started_at = 0.0
+
+        async def handler(msg: pgqrs.Message) -> None:
+            nonlocal started_at
+            started_at = loop.time()
+            started.set()
+
+        w = pgqrs.worker(store, "q", handler)
+        task = asyncio.create_task(w.run())
+        try:
+            await asyncio.sleep(1.5)  # idle long enough to back off to the longest wait
+            await pgqrs.produce(store, "q", "late", delay=0.5)
+            ready_at = loop.time() + 0.5
+            await asyncio.wait_for(started.wait(), 30)
+        finally:
+            w.stop()
+            await task
+        late = started_at - ready_at
+        assert late < 0.75, f"the job waited {late:.2f} s after it became ready"
+    finally:
+        await store.close()

@@ -1,19 +1,66 @@
 //! The one mapping from [`pgqrs::Error`] to the exceptions of `pgqrs.errors`.
 //!
 //! Exception classes are defined in Python (`pgqrs/errors.py`), where their docstrings and
-//! fields live; this module picks the class and its structured fields for each variant.
+//! fields live. Each is imported here once, as a Rust type ([`exc`]), so the mapping picks a
+//! type, not a name: a class missing from `pgqrs.errors` fails the import of the native
+//! module ([`check`]) rather than a call that raises it.
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyType};
+use pyo3::PyTypeInfo;
 
 use pgqrs::Error;
 
+macro_rules! exceptions {
+    ($($name:ident),* $(,)?) => {
+        /// The classes of `pgqrs.errors`, as Rust types.
+        pub mod exc {
+            $( pyo3::import_exception!(pgqrs.errors, $name); )*
+        }
+
+        /// Import every class of [`exc`], so that a missing one is reported when the native
+        /// module loads.
+        pub fn check(py: Python<'_>) -> PyResult<()> {
+            let module = py.import("pgqrs.errors")?;
+            $( module.getattr(stringify!($name))?.cast_into::<PyType>()?; )*
+            Ok(())
+        }
+    };
+}
+
+exceptions!(
+    PgqrsError,
+    InvalidDsnError,
+    BackendNotEnabledError,
+    ConnectionFailedError,
+    ConnectionLostError,
+    PoolTimeoutError,
+    BusyError,
+    ValidationError,
+    PayloadTooLargeError,
+    SerializationError,
+    QueueNotFoundError,
+    QueueAlreadyExistsError,
+    QueueInUseError,
+    JobNotFoundError,
+    LeaseLostError,
+    SchemaNotInstalledError,
+    SchemaTooNewError,
+    SchemaInvalidError,
+    StoreClosedError,
+    WorkflowNotFoundError,
+    NonDeterministicError,
+    WorkflowCancelledError,
+    WorkflowLockedError,
+    WorkflowFailedError,
+    DatabaseError,
+    HandlerError,
+    ForkError,
+);
+
 /// Build the Python exception for a core error.
 pub fn to_py(e: Error) -> PyErr {
-    Python::attach(|py| match build(py, &e) {
-        Ok(err) => err,
-        Err(fallback) => fallback,
-    })
+    Python::attach(|py| build(py, &e).unwrap_or_else(|fallback| fallback))
 }
 
 fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
@@ -22,67 +69,67 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         Error::InvalidDsn { dsn, reason } => {
             kw.set_item("dsn", dsn)?;
             kw.set_item("reason", reason)?;
-            "InvalidDsnError"
+            exc::InvalidDsnError::type_object(py)
         }
         Error::BackendNotEnabled { scheme, feature } => {
             kw.set_item("scheme", scheme)?;
             kw.set_item("feature", *feature)?;
-            "BackendNotEnabledError"
+            exc::BackendNotEnabledError::type_object(py)
         }
         Error::Connection { target, .. } => {
             kw.set_item("target", target)?;
-            "ConnectionFailedError"
+            exc::ConnectionFailedError::type_object(py)
         }
-        Error::ConnectionLost { .. } => "ConnectionLostError",
+        Error::ConnectionLost { .. } => exc::ConnectionLostError::type_object(py),
         Error::Timeout { during, after } => {
             kw.set_item("during", during)?;
             kw.set_item("after", after.as_secs_f64())?;
-            "PoolTimeoutError"
+            exc::PoolTimeoutError::type_object(py)
         }
-        Error::Busy { .. } => "BusyError",
+        Error::Busy { .. } => exc::BusyError::type_object(py),
         Error::Validation { field, .. } => {
             kw.set_item("field", *field)?;
-            "ValidationError"
+            exc::ValidationError::type_object(py)
         }
         Error::PayloadTooLarge { size, max } => {
             kw.set_item("field", "payload")?;
             kw.set_item("size", *size)?;
             kw.set_item("max", *max)?;
-            "PayloadTooLargeError"
+            exc::PayloadTooLargeError::type_object(py)
         }
-        Error::Serialization { .. } => "SerializationError",
+        Error::Serialization { .. } => exc::SerializationError::type_object(py),
         Error::QueueNotFound { queue } => {
             kw.set_item("queue", queue)?;
-            "QueueNotFoundError"
+            exc::QueueNotFoundError::type_object(py)
         }
         Error::QueueAlreadyExists { queue } => {
             kw.set_item("queue", queue)?;
-            "QueueAlreadyExistsError"
+            exc::QueueAlreadyExistsError::type_object(py)
         }
         Error::QueueInUse { queue, leased } => {
             kw.set_item("queue", queue)?;
             kw.set_item("leased", *leased)?;
-            "QueueInUseError"
+            exc::QueueInUseError::type_object(py)
         }
         Error::JobNotFound { id } => {
             kw.set_item("job_id", *id)?;
-            "JobNotFoundError"
+            exc::JobNotFoundError::type_object(py)
         }
         Error::LeaseLost { id } => {
             kw.set_item("job_id", *id)?;
-            "LeaseLostError"
+            exc::LeaseLostError::type_object(py)
         }
-        Error::SchemaNotInstalled { .. } => "SchemaNotInstalledError",
+        Error::SchemaNotInstalled { .. } => exc::SchemaNotInstalledError::type_object(py),
         Error::SchemaTooNew { found, supported } => {
             kw.set_item("found", *found)?;
             kw.set_item("supported", *supported)?;
-            "SchemaTooNewError"
+            exc::SchemaTooNewError::type_object(py)
         }
-        Error::SchemaInvalid { .. } => "SchemaInvalidError",
-        Error::Closed => "StoreClosedError",
+        Error::SchemaInvalid { .. } => exc::SchemaInvalidError::type_object(py),
+        Error::Closed => exc::StoreClosedError::type_object(py),
         Error::WorkflowNotFound { id } => {
             kw.set_item("run_id", *id)?;
-            "WorkflowNotFoundError"
+            exc::WorkflowNotFoundError::type_object(py)
         }
         Error::NonDeterministic {
             run_id,
@@ -94,40 +141,41 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
             kw.set_item("position", *position)?;
             kw.set_item("recorded", recorded)?;
             kw.set_item("called", called)?;
-            "NonDeterministicError"
+            exc::NonDeterministicError::type_object(py)
         }
         Error::WorkflowCancelled { run_id } => {
             kw.set_item("run_id", *run_id)?;
-            "WorkflowCancelledError"
+            exc::WorkflowCancelledError::type_object(py)
         }
         Error::WorkflowLocked { run_id } => {
             kw.set_item("run_id", *run_id)?;
-            "WorkflowLockedError"
+            exc::WorkflowLockedError::type_object(py)
         }
         Error::WorkflowFailed { run_id, message } => {
             kw.set_item("run_id", *run_id)?;
             kw.set_item("error", message)?;
-            "WorkflowFailedError"
+            exc::WorkflowFailedError::type_object(py)
         }
         Error::Database { code, .. } => {
             kw.set_item("code", code.as_deref())?;
-            "DatabaseError"
+            exc::DatabaseError::type_object(py)
         }
-        Error::Handler { .. } => "HandlerError",
-        _ => "PgqrsError",
+        Error::Handler { .. } => exc::HandlerError::type_object(py),
+        _ => exc::PgqrsError::type_object(py),
     };
-    let module = py.import("pgqrs.errors")?;
-    let cls = module.getattr(class)?;
-    let obj = cls.call((e.to_string(),), Some(&kw))?;
+    let obj = class.call((e.to_string(),), Some(&kw))?;
     Ok(PyErr::from_value(obj))
 }
 
-/// A `pgqrs.errors` exception of class `class` with a message and no fields.
-pub fn named(class: &str, message: String) -> PyErr {
+/// A `ValidationError` about argument `field`, raised by the binding itself.
+pub fn validation(field: &str, message: impl Into<String>) -> PyErr {
+    let message = message.into();
     Python::attach(|py| {
         let made = (|| -> PyResult<PyErr> {
-            let cls = py.import("pgqrs.errors")?.getattr(class)?;
-            Ok(PyErr::from_value(cls.call1((message.clone(),))?))
+            let kw = PyDict::new(py);
+            kw.set_item("field", field)?;
+            let obj = exc::ValidationError::type_object(py).call((message,), Some(&kw))?;
+            Ok(PyErr::from_value(obj))
         })();
         made.unwrap_or_else(|e| e)
     })

@@ -252,3 +252,13 @@ impl Drop for CancelOnDrop {
         }
     }
 }
+
+/// `$self.get()?` (the native object, checked to be of this process), then an awaitable of
+/// `$body` with the core's error mapped to Python.
+macro_rules! native_call {
+    ($self:ident, $py:ident, |$s:ident| $body:expr) => {{
+        let $s = $self.get()?;
+        $crate::runtime::awaitable($py, async move { $body.map_err($crate::errors::to_py) })
+    }};
+}
+pub(crate) use native_call;

@@ -295,6 +295,13 @@ impl Config {
     pub fn redacted_dsn(&self) -> &str {
         &self.redacted
     }
+
+    /// How long an idle worker waits before it looks for jobs again (at first; the wait
+    /// doubles while idle, up to ten times this). Set with [`poll_interval`](Self::poll_interval)
+    /// or `poll_interval_ms`.
+    pub fn idle_poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
 }
 
 /// Replace the password in `scheme://user:password@host` with `***`.

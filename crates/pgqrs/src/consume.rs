@@ -6,33 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{BoxError, Error, Result};
-use crate::retry::RetryPolicy;
-use crate::store::{validate_queue_name, ClaimParams, Completion, Failure, Store};
+use crate::handler::{run_handler, FnHandler, Handler};
+use crate::limits::{validate_batch, validate_lease};
+use crate::retry::{failure, RetryPolicy};
+use crate::store::{validate_queue_name, Backend, ClaimParams, Completion, Failure, Store};
 use crate::types::{Lease, Message};
-use crate::worker::{run_handler, FnHandler, Handler, Outcome};
-
-/// Largest batch one claim may ask for.
-pub(crate) const MAX_BATCH: usize = 10_000;
-
-pub(crate) fn validate_batch(n: usize) -> Result<()> {
-    if n == 0 || n > MAX_BATCH {
-        return Err(Error::validation(
-            "batch_size",
-            format!("must be between 1 and {MAX_BATCH}, got {n}"),
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) fn validate_lease(d: Duration) -> Result<()> {
-    if d < Duration::from_millis(1) {
-        return Err(Error::validation(
-            "visibility_timeout",
-            format!("must be positive, got {d:?}"),
-        ));
-    }
-    Ok(())
-}
 
 /// Builds a one-shot consume. Start with [`dequeue`].
 #[must_use = "a dequeue does nothing until .handle(..).execute(&store) is awaited"]
@@ -133,50 +111,41 @@ impl DequeueWith {
         let results = futures_util::future::join_all(msgs.into_iter().map(|m| {
             let h = handler.clone();
             async move {
-                let lease = m.lease();
-                let attempts = m.attempts;
-                let max = m.max_attempts;
+                let (lease, attempts, max) = (m.lease(), m.attempts, m.max_attempts);
                 (lease, attempts, max, run_handler(&*h, m).await)
             }
         }))
         .await;
-        let mut ok = Vec::new();
-        let mut failed = Vec::new();
-        for (lease, attempts, max, outcome) in results {
-            match outcome {
-                Outcome::Ok => ok.push(lease),
-                Outcome::Err(error) => {
-                    failed.push(failure(&b.retry, lease, attempts, max, error));
-                }
-            }
-        }
-        if !ok.is_empty() {
-            backend.complete_jobs(&ok, Completion::Archive).await?;
-        }
-        if !failed.is_empty() {
-            backend.fail_jobs(&failed).await?;
-        }
+        settle(backend, &b.retry, results).await?;
         Ok(n)
     }
 }
 
-/// The failure record for a failed attempt under `policy`.
-pub(crate) fn failure(
+/// Record handlers' outcomes: the successes archived in one statement, the failures recorded
+/// under `policy` in another. Returns, per outcome, whether its lease was still held.
+async fn settle(
+    backend: &dyn Backend,
     policy: &RetryPolicy,
-    lease: Lease,
-    attempts: i32,
-    max_attempts: i32,
-    error: String,
-) -> Failure {
-    let attempts = attempts.max(0) as u32;
-    let retry_in = policy
-        .allows_retry(attempts, max_attempts.max(1) as u32)
-        .then(|| policy.delay_after(attempts));
-    Failure {
-        lease,
-        error,
-        retry_in,
+    outcomes: impl IntoIterator<Item = (Lease, i32, i32, std::result::Result<(), String>)>,
+) -> Result<Vec<(Lease, bool)>> {
+    let mut ok = Vec::new();
+    let mut failed: Vec<Failure> = Vec::new();
+    for (lease, attempts, max, outcome) in outcomes {
+        match outcome {
+            Ok(()) => ok.push(lease),
+            Err(error) => failed.push(failure(policy, lease, attempts, max, error)),
+        }
     }
+    let mut held = Vec::with_capacity(ok.len() + failed.len());
+    if !ok.is_empty() {
+        let r = backend.complete_jobs(&ok, Completion::Archive).await?;
+        held.extend(ok.into_iter().zip(r));
+    }
+    if !failed.is_empty() {
+        let r = backend.fail_jobs(&failed).await?;
+        held.extend(failed.iter().map(|f| f.lease).zip(r));
+    }
+    Ok(held)
 }
 
 /// Low-level access to one queue: claim messages and settle each one yourself.
@@ -317,6 +286,46 @@ impl Consumer {
             .await?;
         self.forget(&leases);
         Self::one(id, r)
+    }
+
+    /// Wait as an idle consumer does after `rounds` waits that found nothing:
+    /// [`idle_wait`](crate::idle_wait) of `poll` (the store's poll interval when `None`), cut
+    /// short when jobs may have arrived (an enqueue in this process, a notification, another
+    /// connection's commit).
+    pub async fn wait_idle(&self, rounds: u32, poll: Option<Duration>) {
+        let poll = poll.unwrap_or(self.store.config().idle_poll_interval());
+        self.store
+            .backend_impl()
+            .wait_for_jobs(&self.queue, crate::session::idle_wait(poll, rounds))
+            .await
+    }
+
+    /// Record the outcomes of messages this consumer claimed, in two statements: each id with
+    /// `Ok` is archived, each with `Err(text)` records a failed attempt under `policy` (see
+    /// [`fail`](Self::fail)). Returns, per id in order, whether it was settled (`false`: its
+    /// lease was lost and nothing changed). This is what [`dequeue`]`…execute()` does after
+    /// its handlers ran.
+    pub async fn settle(
+        &self,
+        outcomes: Vec<(i64, std::result::Result<(), String>)>,
+        policy: &RetryPolicy,
+    ) -> Result<Vec<bool>> {
+        let claimed: Vec<(Lease, i32, i32, std::result::Result<(), String>)> = {
+            let l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            outcomes
+                .into_iter()
+                .map(|(id, outcome)| {
+                    let &(token, attempts, max) = l.get(&id).ok_or(Error::JobNotFound { id })?;
+                    Ok((Lease { id, token }, attempts, max, outcome))
+                })
+                .collect::<Result<_>>()?
+        };
+        let order: Vec<i64> = claimed.iter().map(|c| c.0.id).collect();
+        let held = settle(self.store.backend_impl(), policy, claimed).await?;
+        let leases: Vec<Lease> = held.iter().map(|(l, _)| *l).collect();
+        self.forget(&leases);
+        let by_id: HashMap<i64, bool> = held.into_iter().map(|(l, ok)| (l.id, ok)).collect();
+        Ok(order.iter().map(|id| by_id[id]).collect())
     }
 
     /// Record a failed attempt of a message this consumer claimed, under `policy`: it is

@@ -51,8 +51,11 @@ mod admin;
 mod config;
 mod consume;
 mod error;
+mod handler;
+mod limits;
 mod produce;
 mod retry;
+mod session;
 mod store;
 mod types;
 mod worker;
@@ -62,19 +65,19 @@ pub use admin::{admin, Admin};
 pub use config::{BackendKind, Config, Durability};
 pub use consume::{dequeue, Consumer, DequeueBuilder, DequeueWith};
 pub use error::{BoxError, Error, Result};
+pub use handler::{BoxFuture, Handler};
 pub use produce::{enqueue, EnqueueBuilder, MAX_DEPTH};
 pub use retry::{Backoff, RetryPolicy};
+pub use session::{idle_wait, Claimed, SessionOptions, WorkerSession, WorkerStats};
 pub use store::{connect_with, Store};
 pub use types::{
     ArchivedJob, DeadLetter, Lease, Message, QueueInfo, QueueMetrics, RunStatus, StepRecord,
     StepStatus, WorkerInfo, WorkerStatus, WorkflowRun,
 };
-pub use worker::{
-    worker, BoxFuture, Handler, SessionOptions, ShutdownHandle, Worker, WorkerBuilder,
-    WorkerSession, WorkerStats,
-};
+pub use worker::{worker, ShutdownHandle, Worker, WorkerBuilder};
 pub use workflow::{
-    Permanent, RunStart, StepError, StepStart, Workflow, WorkflowRegistry, WorkflowWorkerBuilder,
+    run_job_retry, Permanent, RunStart, StepError, StepStart, Workflow, WorkflowRegistry,
+    WorkflowWorkerBuilder,
 };
 
 /// Open a store. The scheme picks the backend:

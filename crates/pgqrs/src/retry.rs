@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use crate::store::Failure;
+use crate::types::Lease;
+
 /// The wait between attempts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Backoff {
@@ -109,6 +112,26 @@ impl RetryPolicy {
             < self
                 .max_attempts
                 .map_or(job_max_attempts, |p| p.min(job_max_attempts))
+    }
+}
+
+/// The record of failed attempt number `attempts` of a job allowed `max_attempts`, under
+/// `policy`: retried after the policy's backoff, or a dead letter when no attempt is left.
+pub(crate) fn failure(
+    policy: &RetryPolicy,
+    lease: Lease,
+    attempts: i32,
+    max_attempts: i32,
+    error: String,
+) -> Failure {
+    let attempts = attempts.max(0) as u32;
+    let retry_in = policy
+        .allows_retry(attempts, max_attempts.max(1) as u32)
+        .then(|| policy.delay_after(attempts));
+    Failure {
+        lease,
+        error,
+        retry_in,
     }
 }
 

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::error::{Error, Result};
+
 /// A job claimed by a consumer, together with its lease.
 ///
 /// The lease is identified by `(id, lease_token)`: completing, extending or releasing the job
@@ -268,6 +270,22 @@ impl WorkflowRun {
     /// A running run whose owner's lease expired: its executor died and it can be resumed.
     pub fn lease_expired(&self) -> bool {
         self.status == RunStatus::Running && self.lease_until.is_none_or(|t| t < Utc::now())
+    }
+
+    /// What a finished run stored: its output (`null` when it stored none), or its error,
+    /// [`Error::WorkflowFailed`] or [`Error::WorkflowCancelled`]. A run that has not finished
+    /// has no outcome yet: [`Error::WorkflowLocked`].
+    pub fn outcome(&self) -> Result<Value> {
+        let run_id = self.id;
+        match self.status {
+            RunStatus::Succeeded => Ok(self.output.clone().unwrap_or(Value::Null)),
+            RunStatus::Cancelled => Err(Error::WorkflowCancelled { run_id }),
+            RunStatus::Failed => Err(Error::WorkflowFailed {
+                run_id,
+                message: self.error.clone().unwrap_or_default(),
+            }),
+            RunStatus::Pending | RunStatus::Running => Err(Error::WorkflowLocked { run_id }),
+        }
     }
 }
 

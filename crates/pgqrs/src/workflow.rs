@@ -546,6 +546,33 @@ impl Workflow {
         Ok(delay)
     }
 
+    /// Journal a failed attempt and decide what comes next: `None` when the step failed for
+    /// good (permanent, or no attempt left under `policy`; the run should fail), or the number
+    /// of the next attempt, once its backoff has passed and the run was found still owned by
+    /// this executor. [`step_with_retry`](Self::step_with_retry) and language bindings call
+    /// it when a step's body fails.
+    pub async fn retry_step(
+        &self,
+        position: i32,
+        name: &str,
+        attempt: i32,
+        error: &str,
+        policy: &RetryPolicy,
+        permanent: bool,
+    ) -> Result<Option<i32>> {
+        match self
+            .fail_step(position, name, attempt, error, policy, permanent)
+            .await?
+        {
+            Some(delay) => {
+                tokio::time::sleep(delay).await;
+                self.ensure_owned().await?;
+                Ok(Some(attempt + 1))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Run a step that is not retried (a failure fails the run). See
     /// [`step_with_retry`](Self::step_with_retry).
     pub async fn step<T, E, F, Fut>(&self, name: &str, f: F) -> std::result::Result<T, E>
@@ -592,14 +619,10 @@ impl Workflow {
                 Err(e) => {
                     let text = e.to_string();
                     match self
-                        .fail_step(position, name, attempt, &text, &policy, e.is_permanent())
+                        .retry_step(position, name, attempt, &text, &policy, e.is_permanent())
                         .await?
                     {
-                        Some(delay) => {
-                            tokio::time::sleep(delay).await;
-                            self.ensure_owned().await?;
-                            attempt += 1;
-                        }
+                        Some(next) => attempt = next,
                         None => return Err(e),
                     }
                 }
@@ -650,20 +673,13 @@ pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
     Ok(text)
 }
 
-/// The result a finished run stored.
-pub(crate) fn stored_outcome<T: DeserializeOwned>(run: WorkflowRun) -> Result<T> {
-    match run.status {
-        RunStatus::Succeeded => Ok(serde_json::from_value(run.output.unwrap_or(Value::Null))?),
-        RunStatus::Cancelled => Err(Error::WorkflowCancelled { run_id: run.id }),
-        _ => Err(Error::WorkflowFailed {
-            run_id: run.id,
-            message: run.error.unwrap_or_default(),
-        }),
-    }
+/// The result a finished run stored (see [`WorkflowRun::outcome`]).
+fn stored_outcome<T: DeserializeOwned>(run: WorkflowRun) -> Result<T> {
+    Ok(serde_json::from_value(run.outcome()?)?)
 }
 
 type WorkflowFn = Arc<
-    dyn Fn(Workflow) -> crate::worker::BoxFuture<std::result::Result<(), BoxError>> + Send + Sync,
+    dyn Fn(Workflow) -> crate::handler::BoxFuture<std::result::Result<(), BoxError>> + Send + Sync,
 >;
 
 /// Workflows by name, for workers that execute runs taken from a queue.
@@ -732,9 +748,52 @@ impl WorkflowWorkerBuilder {
 /// [`Admin::enqueue_workflow`](crate::Admin::enqueue_workflow)).
 pub(crate) const RUN_JOB_ATTEMPTS: u32 = 100;
 
+/// The key of the run id in the payload of a job that asks for a workflow run.
+const RUN_JOB_KEY: &str = "workflow_run";
+
 /// The payload of a job that asks for a workflow run.
 pub(crate) fn run_job_payload(run_id: i64) -> Value {
-    serde_json::json!({ "workflow_run": run_id })
+    Value::Object(serde_json::Map::from_iter([(
+        RUN_JOB_KEY.to_string(),
+        Value::from(run_id),
+    )]))
+}
+
+/// The retry policy of workers that execute workflow runs: a run request is delivered again
+/// while another executor holds the run, up to the attempts its job was enqueued with,
+/// with exponential backoff from 0.5 s up to 30 s.
+pub fn run_job_retry() -> RetryPolicy {
+    RetryPolicy::exponential(
+        RUN_JOB_ATTEMPTS,
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    )
+}
+
+impl Workflow {
+    /// The run a job made by [`Admin::enqueue_workflow`](crate::Admin::enqueue_workflow)
+    /// asks for, ready to execute; `None` when that run has already finished (the job is
+    /// done). Fails with [`Error::Validation`] if the job is not a run request.
+    pub async fn for_job(store: &Store, msg: &crate::Message) -> Result<Option<Workflow>> {
+        let run_id = msg
+            .payload
+            .get(RUN_JOB_KEY)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| {
+                Error::validation(
+                    "job",
+                    format!(
+                        "job {} is not a workflow run request: {}",
+                        msg.id, msg.payload
+                    ),
+                )
+            })?;
+        let run = store.backend_impl().get_run(run_id).await?;
+        if run.status.is_finished() {
+            return Ok(None);
+        }
+        Ok(Some(Workflow::from_run(store, &run)))
+    }
 }
 
 impl WorkflowRegistry {
@@ -774,11 +833,7 @@ impl WorkflowRegistry {
     pub fn worker(self, queue: &str) -> WorkflowWorkerBuilder {
         WorkflowWorkerBuilder {
             registry: self,
-            builder: crate::worker(queue).retry(RetryPolicy::exponential(
-                RUN_JOB_ATTEMPTS,
-                Duration::from_millis(500),
-                Duration::from_secs(30),
-            )),
+            builder: crate::worker(queue).retry(run_job_retry()),
         }
     }
 
@@ -787,32 +842,20 @@ impl WorkflowRegistry {
         store: &Store,
         msg: crate::Message,
     ) -> std::result::Result<(), BoxError> {
-        let run_id = msg
-            .payload
-            .get("workflow_run")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| -> BoxError {
-                format!(
-                    "job {} is not a workflow run request: {}",
-                    msg.id, msg.payload
-                )
-                .into()
-            })?;
-        let run = store.backend_impl().get_run(run_id).await?;
-        if run.status.is_finished() {
+        let Some(ctx) = Workflow::for_job(store, &msg).await? else {
             return Ok(());
-        }
+        };
         let f = self
             .map
-            .get(&run.name)
+            .get(ctx.name())
             .cloned()
             .ok_or_else(|| -> BoxError {
                 format!(
                     "no workflow named {:?} is registered with this worker",
-                    run.name
+                    ctx.name()
                 )
                 .into()
             })?;
-        f(Workflow::from_run(store, &run)).await
+        f(ctx).await
     }
 }

@@ -52,7 +52,7 @@ macro_rules! conformance {
                 policy_and_job_limits_agree,
                 final_attempt_expiry_rescued_by_worker,
             }
-            consume { dequeue_one_shot, dequeue_handler_error_and_panic }
+            consume { dequeue_one_shot, dequeue_handler_error_and_panic, consumer_settle }
             worker {
                 worker_concurrency,
                 worker_batch_handler,
@@ -64,6 +64,7 @@ macro_rules! conformance {
                 worker_extends_running_leases,
                 worker_delete_on_success,
                 worker_queue_deleted,
+                worker_session_settings,
             }
             concurrency { exactly_once_workers, exactly_once_consumers }
             analyzed { drain_after_analyze_all_ready, drain_after_analyze_all_leased }

@@ -19,18 +19,10 @@ from __future__ import annotations
 import atexit as _atexit
 
 from pgqrs import _pgqrs, errors
+from pgqrs._admin import Admin, admin
+from pgqrs._consuming import Consumer, MessageStream, consume
 from pgqrs._pgqrs import __version__
-from pgqrs._store import (
-    Admin,
-    Consumer,
-    MessageStream,
-    Store,
-    admin,
-    connect,
-    consume,
-    produce,
-    produce_batch,
-)
+from pgqrs._store import Store, connect, produce, produce_batch
 from pgqrs._types import (
     ArchivedJob,
     DeadLetter,
@@ -43,8 +35,8 @@ from pgqrs._types import (
     WorkerStats,
     WorkflowRun,
 )
-from pgqrs._worker import Worker, worker
-from pgqrs._workflow import Permanent, WorkflowContext, workflow_worker
+from pgqrs._workers import Worker, worker
+from pgqrs._workflows import Permanent, WorkflowContext, workflow_worker
 
 # Stop the native runtime before the interpreter finalizes (see py-pgqrs/src/runtime.rs).
 _atexit.register(_pgqrs._shutdown)

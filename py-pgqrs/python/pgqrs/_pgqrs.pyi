@@ -1,74 +1,258 @@
-"""Type stubs for the native module ``pgqrs._pgqrs`` (built from ``py-pgqrs/src/lib.rs``).
+"""Type stubs for the native module ``pgqrs._pgqrs`` (built from ``py-pgqrs/src/``, one file
+per class).
 
 Checked against the built module by ``make typecheck`` (``mypy.stubtest``).
 
 Private: the public, documented API is the ``pgqrs`` package, which wraps these classes.
 Every async method returns an awaitable bound to the running asyncio event loop, so it must
-be called while one runs. Records cross the boundary as tuples of plain values: payloads,
-inputs and outputs as JSON text, times as microseconds since the Unix epoch (UTC). Objects
+be called while one runs. Records cross the boundary as frozen rows with named fields:
+payloads, inputs and outputs as JSON text, times as microseconds since the Unix epoch (UTC).
+Options are keywords; an option not given (``None``) takes the core's default. Objects
 created before ``os.fork()`` raise ``pgqrs.errors.ForkError`` when used in the child.
 """
 
 from collections.abc import Awaitable
-from typing import Literal, TypeAlias, final
+from typing import Literal, Protocol, TypeAlias, final
 
-__all__ = ["Consumer", "Store", "WorkerSession", "Workflow", "__version__", "_shutdown", "connect"]
+__all__ = [
+    "ArchivedJobRow",
+    "Claimed",
+    "Consumer",
+    "DeadLetterRow",
+    "MessageRow",
+    "MetricsRow",
+    "QueueRow",
+    "RetryRow",
+    "RunRow",
+    "StatsRow",
+    "Step",
+    "StepRow",
+    "Store",
+    "WorkerOptions",
+    "WorkerRow",
+    "WorkerSession",
+    "Workflow",
+    "__version__",
+    "_shutdown",
+    "check_retry_policy",
+    "connect",
+    "default_retry_policy",
+    "run_job_retry_policy",
+]
 
 __version__: str
 
-# (id, queue, payload JSON, attempts, max_attempts, enqueued_at µs, visible_at µs,
-#  last_error, lease_token)
-_MessageRow: TypeAlias = tuple[int, str, str, int, int, int, int, str | None, int]
 _RunStatus: TypeAlias = Literal["pending", "running", "succeeded", "failed", "cancelled"]
-# (id, name, input JSON, status, output JSON, error, owner, lease_until µs, attempts,
-#  created_at µs, updated_at µs, finished_at µs)
-_RunRow: TypeAlias = tuple[
-    int,
-    str,
-    str,
-    _RunStatus,
-    str | None,
-    str | None,
-    str | None,
-    int | None,
-    int,
-    int,
-    int,
-    int | None,
-]
-# (run_id, position, name, status, output JSON, error, attempts, next_retry_at µs)
-_StepRow: TypeAlias = tuple[
-    int,
-    int,
-    str,
-    Literal["succeeded", "failed", "retrying"],
-    str | None,
-    str | None,
-    int,
-    int | None,
-]
-# (worker_id, succeeded, failed, dead, lease_lost, released)
-_StatsRow: TypeAlias = tuple[int, int, int, int, int, int]
-# (max_attempts or None, "fixed" | "exponential" | "exponential_jitter", base s, max s)
-_RetrySpec: TypeAlias = tuple[int | None, str, float, float]
-# (id, name, created_at µs)
-_QueueRow: TypeAlias = tuple[int, str, int]
-# (queue, ready, delayed, leased, archived, dead, oldest_ready_age seconds)
-_MetricsRow: TypeAlias = tuple[str, int, int, int, int, int, float]
-# (id, queue, payload JSON, attempts, last_error, enqueued_at µs, failed_at µs)
-_DeadRow: TypeAlias = tuple[int, str, str, int, str | None, int, int]
-# (id, queue, payload JSON, attempts, enqueued_at µs, archived_at µs)
-_ArchivedRow: TypeAlias = tuple[int, str, str, int, int, int]
-# (id, hostname, pid, queue, started_at µs, heartbeat_at µs, status)
-_WorkerRow: TypeAlias = tuple[
-    int, str, int, str, int, int, Literal["running", "stopping", "stopped"]
-]
+_Backoff: TypeAlias = Literal["fixed", "exponential", "exponential_jitter"]
+
+class _RetrySpec(Protocol):
+    """A retry policy, read by attribute (``pgqrs.RetryPolicy``, :class:`RetryRow`)."""
+
+    @property
+    def max_attempts(self) -> int | None: ...
+    @property
+    def backoff(self) -> str: ...
+    @property
+    def base(self) -> float: ...
+    @property
+    def max(self) -> float: ...
 
 def connect(dsn: str) -> Awaitable[Store]:
     """Open a store; the DSN's scheme picks the backend."""
 
+def default_retry_policy() -> RetryRow:
+    """The core's default retry policy."""
+
+def run_job_retry_policy() -> RetryRow:
+    """The retry policy of workers that execute workflow runs."""
+
+def check_retry_policy(policy: _RetrySpec) -> None:
+    """Raise ``ValidationError`` if the policy's fields are invalid."""
+
 def _shutdown() -> None:
     """Stop the native runtime (registered with ``atexit`` by the package)."""
+
+@final
+class MessageRow:
+    """A claimed job, with its lease."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def payload_json(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def enqueued_at_us(self) -> int: ...
+    @property
+    def visible_at_us(self) -> int: ...
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def lease_token(self) -> int: ...
+
+@final
+class Claimed:
+    """What ``WorkerSession.next_jobs`` claimed, and when to ask again."""
+
+    @property
+    def jobs(self) -> list[MessageRow]: ...
+    @property
+    def refill_below(self) -> int:
+        """Ask again once fewer jobs than this wait for a handler (0: never)."""
+
+@final
+class QueueRow:
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def created_at_us(self) -> int: ...
+
+@final
+class MetricsRow:
+    @property
+    def queue(self) -> str: ...
+    @property
+    def ready(self) -> int: ...
+    @property
+    def delayed(self) -> int: ...
+    @property
+    def leased(self) -> int: ...
+    @property
+    def archived(self) -> int: ...
+    @property
+    def dead(self) -> int: ...
+    @property
+    def oldest_ready_age(self) -> float: ...
+
+@final
+class DeadLetterRow:
+    @property
+    def id(self) -> int: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def payload_json(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def enqueued_at_us(self) -> int: ...
+    @property
+    def failed_at_us(self) -> int: ...
+
+@final
+class ArchivedJobRow:
+    @property
+    def id(self) -> int: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def payload_json(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def enqueued_at_us(self) -> int: ...
+    @property
+    def archived_at_us(self) -> int: ...
+
+@final
+class WorkerRow:
+    @property
+    def id(self) -> int: ...
+    @property
+    def hostname(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def started_at_us(self) -> int: ...
+    @property
+    def heartbeat_at_us(self) -> int: ...
+    @property
+    def status(self) -> Literal["running", "stopping", "stopped"]: ...
+
+@final
+class StatsRow:
+    @property
+    def worker_id(self) -> int: ...
+    @property
+    def succeeded(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def dead(self) -> int: ...
+    @property
+    def lease_lost(self) -> int: ...
+    @property
+    def released(self) -> int: ...
+
+@final
+class RunRow:
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def input_json(self) -> str: ...
+    @property
+    def status(self) -> _RunStatus: ...
+    @property
+    def output_json(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def lease_until_us(self) -> int | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def created_at_us(self) -> int: ...
+    @property
+    def updated_at_us(self) -> int: ...
+    @property
+    def finished_at_us(self) -> int | None: ...
+
+@final
+class StepRow:
+    @property
+    def run_id(self) -> int: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> Literal["succeeded", "failed", "retrying"]: ...
+    @property
+    def output_json(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def next_retry_at_us(self) -> int | None: ...
+
+@final
+class RetryRow:
+    """A retry policy of the core, spelled as ``pgqrs.RetryPolicy`` spells it."""
+
+    @property
+    def max_attempts(self) -> int | None: ...
+    @property
+    def backoff(self) -> _Backoff: ...
+    @property
+    def base(self) -> float: ...
+    @property
+    def max(self) -> float: ...
 
 @final
 class Store:
@@ -78,24 +262,29 @@ class Store:
     def backend(self) -> Literal["postgres", "sqlite", "turso"]: ...
     @property
     def dsn(self) -> str: ...
+    @property
+    def poll_interval(self) -> float:
+        """The idle polling interval in seconds (``poll_interval_ms``)."""
+
     def close(self) -> Awaitable[None]: ...
     def install(self) -> Awaitable[None]: ...
     def install_up_to(self, version: int) -> Awaitable[None]: ...
     def verify(self) -> Awaitable[None]: ...
     def schema_version(self) -> Awaitable[int | None]: ...
-    def create_queue(self, name: str) -> Awaitable[_QueueRow]: ...
-    def delete_queue(self, name: str, force: bool) -> Awaitable[None]: ...
+    def create_queue(self, name: str) -> Awaitable[QueueRow]: ...
+    def delete_queue(self, name: str, *, force: bool = False) -> Awaitable[None]: ...
     def purge_queue(self, name: str) -> Awaitable[int]: ...
-    def list_queues(self) -> Awaitable[list[_QueueRow]]: ...
-    def queue_metrics(self, name: str) -> Awaitable[_MetricsRow]: ...
-    def dead_letters(self, queue: str, limit: int) -> Awaitable[list[_DeadRow]]: ...
+    def list_queues(self) -> Awaitable[list[QueueRow]]: ...
+    def queue_metrics(self, name: str) -> Awaitable[MetricsRow]: ...
+    def dead_letters(self, queue: str, limit: int) -> Awaitable[list[DeadLetterRow]]: ...
     def requeue_dead(self, queue: str, ids: list[int] | None = None) -> Awaitable[int]: ...
-    def archived_jobs(self, queue: str, limit: int) -> Awaitable[list[_ArchivedRow]]: ...
-    def list_workers(self) -> Awaitable[list[_WorkerRow]]: ...
+    def archived_jobs(self, queue: str, limit: int) -> Awaitable[list[ArchivedJobRow]]: ...
+    def list_workers(self) -> Awaitable[list[WorkerRow]]: ...
     def enqueue(
         self,
         queue: str,
         payloads: list[str] | str,
+        *,
         delay: float | None = None,
         at_us: int | None = None,
         max_attempts: int | None = None,
@@ -105,24 +294,19 @@ class Store:
 
     def consumer(self, queue: str) -> Awaitable[Consumer]: ...
     def worker_session(
-        self,
-        queue: str,
-        visibility_timeout: float | None = None,
-        retry: _RetrySpec | None = None,
-        delete_on_success: bool = False,
-        flush_interval: float = 0.002,
-        flush_max: int = 500,
-        heartbeat_interval: float = 5.0,
-        claim_ahead: int = 2,
-    ) -> Awaitable[WorkerSession]: ...
+        self, queue: str, options: WorkerOptions | None = None
+    ) -> Awaitable[WorkerSession]:
+        """Register a worker and start its session (default options when none)."""
+
     def create_workflow(self, name: str, input_json: str) -> Awaitable[Workflow]: ...
     def get_workflow(self, id: int) -> Awaitable[Workflow]: ...
-    def enqueue_workflow(self, queue: str, name: str, input_json: str) -> Awaitable[_RunRow]: ...
-    def workflow_run(self, id: int) -> Awaitable[_RunRow]: ...
-    def workflow_steps(self, id: int) -> Awaitable[list[_StepRow]]: ...
-    def list_workflows(
-        self, status: str | None = None, limit: int = 1000
-    ) -> Awaitable[list[_RunRow]]: ...
+    def workflow_for_job(self, job: MessageRow) -> Awaitable[Workflow | None]:
+        """The run a workflow-run job asks for; ``None`` once that run has finished."""
+
+    def enqueue_workflow(self, queue: str, name: str, input_json: str) -> Awaitable[RunRow]: ...
+    def workflow_run(self, id: int) -> Awaitable[RunRow]: ...
+    def workflow_steps(self, id: int) -> Awaitable[list[StepRow]]: ...
+    def list_workflows(self, status: str | None, limit: int) -> Awaitable[list[RunRow]]: ...
     def cancel_workflow(self, id: int) -> Awaitable[bool]: ...
 
 @final
@@ -132,15 +316,42 @@ class Consumer:
     @property
     def queue(self) -> str: ...
     def dequeue(
-        self, batch_size: int = 1, visibility_timeout: float | None = None
-    ) -> Awaitable[list[_MessageRow]]: ...
+        self, batch_size: int, visibility_timeout: float | None
+    ) -> Awaitable[list[MessageRow]]: ...
     def archive(self, id: int) -> Awaitable[None]: ...
     def archive_many(self, ids: list[int]) -> Awaitable[list[bool]]: ...
     def delete(self, id: int) -> Awaitable[None]: ...
     def delete_many(self, ids: list[int]) -> Awaitable[list[bool]]: ...
     def extend(self, id: int, seconds: float) -> Awaitable[None]: ...
-    def release(self, id: int, delay: float = 0.0) -> Awaitable[None]: ...
+    def release(self, id: int, delay: float) -> Awaitable[None]: ...
     def fail(self, id: int, error: str, retry: _RetrySpec | None = None) -> Awaitable[None]: ...
+    def wait_idle(self, rounds: int, poll_interval: float | None = None) -> Awaitable[None]:
+        """Wait as an idle consumer does after ``rounds`` empty waits (the core's idle wait of
+        ``poll_interval``, the store's when ``None``), cut short when jobs may have arrived."""
+
+    def settle(
+        self, outcomes: dict[int, str | None], retry: _RetrySpec | None = None
+    ) -> Awaitable[list[bool]]:
+        """Record outcomes (``None``: success, else the error text) in two statements; per
+        job, whether it was settled (``False``: lease lost)."""
+
+@final
+class WorkerOptions:
+    """A worker's settings; those not given take the core's defaults. Checked when made."""
+
+    def __new__(
+        cls,
+        *,
+        concurrency: int | None = None,
+        batch_size: int | None = None,
+        visibility_timeout: float | None = None,
+        retry: _RetrySpec | None = None,
+        poll_interval: float | None = None,
+        shutdown_grace: float | None = None,
+        heartbeat_interval: float | None = None,
+        delete_on_success: bool | None = None,
+        flush_interval: float | None = None,
+    ) -> WorkerOptions: ...
 
 @final
 class WorkerSession:
@@ -148,22 +359,37 @@ class WorkerSession:
 
     @property
     def worker_id(self) -> int: ...
-    def claim_ahead(self, buffered: int, starved: bool) -> Awaitable[list[_MessageRow]]:
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def shutdown_grace(self) -> float: ...
+    @property
+    def poll_interval(self) -> float:
+        """The idle polling interval in force, in seconds."""
+
+    def next_jobs(self, buffered: int, starved: bool) -> Awaitable[Claimed]:
+        """The next jobs for the handlers: claimed ahead (``buffered`` jobs still wait for a
+        handler; ``starved``: handlers sat idle waiting for the previous claim), waiting at
+        the poll interval while the queue is idle, transient errors retried. Await it to the
+        end; ``stop_claiming()`` ends it early."""
+
+    def stop_claiming(self) -> None: ...
+    def claim_ahead(self, buffered: int, starved: bool) -> Awaitable[list[MessageRow]]:
         """Claim as many as the adaptive claim-ahead depth allows with ``buffered`` jobs
         waiting; ``starved``: handlers sat idle waiting for the previous claim."""
 
     def refill_below(self) -> int:
         """Claim again once fewer than this many claimed jobs wait for a handler."""
 
-    def complete(
-        self, id: int, token: int, attempts: int, max_attempts: int, error: str | None = None
-    ) -> None:
+    def complete(self, job: MessageRow, error: str | None = None) -> None:
         """Report an outcome; returns at once (written in the next batch). ``None`` is success."""
 
-    def release(self, leases: list[tuple[int, int]]) -> Awaitable[None]: ...
+    def release(self, jobs: list[MessageRow]) -> Awaitable[None]: ...
     def wait_for_jobs(self, timeout: float) -> Awaitable[None]: ...
-    def stats(self) -> _StatsRow: ...
-    def stop(self) -> Awaitable[_StatsRow]: ...
+    def stats(self) -> StatsRow: ...
+    def stop(self) -> Awaitable[StatsRow]: ...
 
 @final
 class Workflow:
@@ -175,36 +401,30 @@ class Workflow:
     def name(self) -> str: ...
     @property
     def input_json(self) -> str: ...
-    def start(
-        self,
-    ) -> Awaitable[tuple[Literal["execute"], None] | tuple[Literal["finished"], _RunRow]]:
-        """``("execute", None)`` or ``("finished", run row)``."""
+    def start(self) -> Awaitable[str | None]:
+        """``None``: execute the run. A finished run: its stored output (JSON text), or its
+        stored error raised."""
 
-    def begin_step(
-        self, name: str
-    ) -> Awaitable[
-        tuple[Literal["replay"], str, Literal[0], Literal[0]]
-        | tuple[Literal["run"], None, int, int]
-    ]:
-        """``("replay", output JSON, 0, 0)`` or ``("run", None, position, attempt)``."""
-
-    def complete_step(
-        self, position: int, name: str, attempt: int, output_json: str
-    ) -> Awaitable[None]: ...
-    def fail_step(
-        self,
-        position: int,
-        name: str,
-        attempt: int,
-        error: str,
-        retry: _RetrySpec | None = None,
-        permanent: bool = False,
-    ) -> Awaitable[float | None]:
-        """Seconds to wait before the next attempt, or ``None`` when the step failed for good."""
-
+    def begin_step(self, name: str, retry: _RetrySpec | None = None) -> Awaitable[Step]: ...
     def suspend(self) -> None: ...
-    def ensure_owned(self) -> Awaitable[None]: ...
-    def finish_ok(self, output_json: str) -> Awaitable[bool]: ...
+    def finish_ok(self, output_json: str) -> Awaitable[None]:
+        """Record success; raises what the run stored if it is no longer this executor's."""
+
     def finish_err(self, error: str) -> Awaitable[bool]: ...
-    def status(self) -> Awaitable[_RunRow]: ...
-    def steps(self) -> Awaitable[list[_StepRow]]: ...
+    def status(self) -> Awaitable[RunRow]: ...
+    def steps(self) -> Awaitable[list[StepRow]]: ...
+
+@final
+class Step:
+    """One step of a run: replayed (``output_json`` set) or to be run."""
+
+    @property
+    def output_json(self) -> str | None: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+    def complete(self, output_json: str) -> Awaitable[None]: ...
+    def retry(self, error: str, permanent: bool = False) -> Awaitable[bool]:
+        """Journal a failed attempt; True once the next one may run, False when the step
+        failed for good."""

@@ -1,4 +1,8 @@
-"""Records returned by pgqrs, and the retry policy."""
+"""Records returned by pgqrs, and the retry policy.
+
+The native module hands records over as rows with named fields (``pgqrs._pgqrs.*Row``);
+the classes here decode them (JSON, times) by name.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from pgqrs import _json
+from pgqrs import _json, _pgqrs
+from pgqrs.errors import ValidationError
 
 if TYPE_CHECKING:
-    from pgqrs._store import Consumer
+    from pgqrs._consuming import Consumer
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -21,6 +26,10 @@ def from_us(us: int) -> datetime:
 
 def opt_from_us(us: int | None) -> datetime | None:
     return None if us is None else from_us(us)
+
+
+def _opt_loads(text: str | None) -> Any:
+    return None if text is None else _json.loads(text)
 
 
 @overload
@@ -36,15 +45,11 @@ def to_seconds(value: float | timedelta | None, what: str) -> float | None:
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        from pgqrs.errors import ValidationError
-
         raise ValidationError(
             f"{what} must be seconds (int or float) or a timedelta, got {type(value).__name__}",
             field=what,
         )
     if value < 0:
-        from pgqrs.errors import ValidationError
-
         raise ValidationError(f"{what} must not be negative, got {value}", field=what)
     return float(value)
 
@@ -57,58 +62,59 @@ class Message:
     settled directly: ``await msg.archive()``.
     """
 
-    __slots__ = (
-        "_consumer",
-        "_enqueued_us",
-        "_payload",
-        "_payload_json",
-        "_visible_us",
-        "attempts",
-        "id",
-        "last_error",
-        "lease_token",
-        "max_attempts",
-        "queue",
-    )
+    __slots__ = ("_consumer", "_payload", "_row")
 
-    id: int
-    queue: str
-    attempts: int
-    max_attempts: int
-    last_error: str | None
-    lease_token: int
-
-    def __init__(self, row: tuple[Any, ...], consumer: Consumer | None = None) -> None:
-        (
-            self.id,
-            self.queue,
-            self._payload_json,
-            self.attempts,
-            self.max_attempts,
-            self._enqueued_us,
-            self._visible_us,
-            self.last_error,
-            self.lease_token,
-        ) = row
+    def __init__(self, row: _pgqrs.MessageRow, consumer: Consumer | None = None) -> None:
+        self._row = row
         self._payload: Any = _UNSET
         self._consumer = consumer
+
+    @property
+    def id(self) -> int:
+        """Job id, unique across queues."""
+        return self._row.id
+
+    @property
+    def queue(self) -> str:
+        """The queue's name."""
+        return self._row.queue
+
+    @property
+    def attempts(self) -> int:
+        """How many times the job was claimed, this claim included."""
+        return self._row.attempts
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts allowed before the job becomes a dead letter."""
+        return self._row.max_attempts
+
+    @property
+    def last_error(self) -> str | None:
+        """The error of the previous failed attempt, if any."""
+        return self._row.last_error
+
+    @property
+    def lease_token(self) -> int:
+        """Identifies this claim; changes every time the job is claimed."""
+        return self._row.lease_token
 
     @property
     def payload(self) -> Any:
         """The JSON payload, decoded (once, on first access)."""
         if self._payload is _UNSET:
-            self._payload = _json.loads(self._payload_json)
+            self._payload = _json.loads(self._row.payload_json)
         return self._payload
 
     @property
     def enqueued_at(self) -> datetime:
         """When the job was enqueued."""
-        return from_us(self._enqueued_us)
+        return from_us(self._row.enqueued_at_us)
 
     @property
     def visible_at(self) -> datetime:
         """When the current lease expires and the job becomes claimable again."""
-        return from_us(self._visible_us)
+        return from_us(self._row.visible_at_us)
 
     def _need_consumer(self) -> Consumer:
         if self._consumer is None:
@@ -137,7 +143,7 @@ class Message:
     def __repr__(self) -> str:
         return (
             f"Message(id={self.id}, queue={self.queue!r}, attempts={self.attempts}, "
-            f"payload={self._payload_json[:80]})"
+            f"payload={self._row.payload_json[:80]})"
         )
 
 
@@ -148,6 +154,9 @@ class _Unset:
 _UNSET: Any = _Unset()
 
 BackoffKind = Literal["fixed", "exponential", "exponential_jitter"]
+
+#: The core's default retry policy: every default below comes from it.
+DEFAULT_RETRY = _pgqrs.default_retry_policy()
 
 
 @dataclass(frozen=True)
@@ -160,23 +169,13 @@ class RetryPolicy:
     delay between half of it and all of it).
     """
 
-    max_attempts: int | None = None
-    backoff: BackoffKind = "exponential_jitter"
-    base: float = 1.0
-    max: float = 300.0
+    max_attempts: int | None = DEFAULT_RETRY.max_attempts
+    backoff: BackoffKind = DEFAULT_RETRY.backoff
+    base: float = DEFAULT_RETRY.base
+    max: float = DEFAULT_RETRY.max
 
     def __post_init__(self) -> None:
-        from pgqrs.errors import ValidationError
-
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValidationError("max_attempts must be at least 1", field="max_attempts")
-        if self.backoff not in ("fixed", "exponential", "exponential_jitter"):
-            raise ValidationError(
-                f"backoff must be fixed, exponential or exponential_jitter, got {self.backoff!r}",
-                field="backoff",
-            )
-        if self.base < 0 or self.max < 0:
-            raise ValidationError("backoff delays must not be negative", field="backoff")
+        _pgqrs.check_retry_policy(self)
 
     @classmethod
     def none(cls) -> RetryPolicy:
@@ -190,14 +189,19 @@ class RetryPolicy:
 
     @classmethod
     def exponential(
-        cls, max_attempts: int, base: float = 1.0, max: float = 300.0, jitter: bool = True
+        cls,
+        max_attempts: int,
+        base: float = DEFAULT_RETRY.base,
+        max: float = DEFAULT_RETRY.max,
+        jitter: bool = True,
     ) -> RetryPolicy:
         """Retry with exponential backoff (with jitter by default)."""
         kind: BackoffKind = "exponential_jitter" if jitter else "exponential"
         return cls(max_attempts=max_attempts, backoff=kind, base=base, max=max)
 
-    def _spec(self) -> tuple[int | None, str, float, float]:
-        return (self.max_attempts, self.backoff, float(self.base), float(self.max))
+    @classmethod
+    def _from(cls, row: _pgqrs.RetryRow) -> RetryPolicy:
+        return cls(max_attempts=row.max_attempts, backoff=row.backoff, base=row.base, max=row.max)
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,10 @@ class QueueInfo:
     id: int
     name: str
     created_at: datetime
+
+    @classmethod
+    def _from(cls, row: _pgqrs.QueueRow) -> QueueInfo:
+        return cls(id=row.id, name=row.name, created_at=from_us(row.created_at_us))
 
 
 @dataclass(frozen=True)
@@ -227,6 +235,18 @@ class QueueMetrics:
         """Jobs still to be done: ready + delayed + leased."""
         return self.ready + self.delayed + self.leased
 
+    @classmethod
+    def _from(cls, row: _pgqrs.MetricsRow) -> QueueMetrics:
+        return cls(
+            queue=row.queue,
+            ready=row.ready,
+            delayed=row.delayed,
+            leased=row.leased,
+            archived=row.archived,
+            dead=row.dead,
+            oldest_ready_age=row.oldest_ready_age,
+        )
+
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -240,6 +260,18 @@ class DeadLetter:
     enqueued_at: datetime
     failed_at: datetime
 
+    @classmethod
+    def _from(cls, row: _pgqrs.DeadLetterRow) -> DeadLetter:
+        return cls(
+            id=row.id,
+            queue=row.queue,
+            payload=_json.loads(row.payload_json),
+            attempts=row.attempts,
+            last_error=row.last_error,
+            enqueued_at=from_us(row.enqueued_at_us),
+            failed_at=from_us(row.failed_at_us),
+        )
+
 
 @dataclass(frozen=True)
 class ArchivedJob:
@@ -251,6 +283,17 @@ class ArchivedJob:
     attempts: int
     enqueued_at: datetime
     archived_at: datetime
+
+    @classmethod
+    def _from(cls, row: _pgqrs.ArchivedJobRow) -> ArchivedJob:
+        return cls(
+            id=row.id,
+            queue=row.queue,
+            payload=_json.loads(row.payload_json),
+            attempts=row.attempts,
+            enqueued_at=from_us(row.enqueued_at_us),
+            archived_at=from_us(row.archived_at_us),
+        )
 
 
 @dataclass(frozen=True)
@@ -270,6 +313,18 @@ class WorkerInfo:
         age = (datetime.now(timezone.utc) - self.heartbeat_at).total_seconds()
         return self.status != "stopped" and age <= stale_after
 
+    @classmethod
+    def _from(cls, row: _pgqrs.WorkerRow) -> WorkerInfo:
+        return cls(
+            id=row.id,
+            hostname=row.hostname,
+            pid=row.pid,
+            queue=row.queue,
+            started_at=from_us(row.started_at_us),
+            heartbeat_at=from_us(row.heartbeat_at_us),
+            status=row.status,
+        )
+
 
 @dataclass(frozen=True)
 class WorkerStats:
@@ -281,6 +336,17 @@ class WorkerStats:
     dead: int
     lease_lost: int
     released: int
+
+    @classmethod
+    def _from(cls, row: _pgqrs.StatsRow) -> WorkerStats:
+        return cls(
+            worker_id=row.worker_id,
+            succeeded=row.succeeded,
+            failed=row.failed,
+            dead=row.dead,
+            lease_lost=row.lease_lost,
+            released=row.released,
+        )
 
 
 RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -316,21 +382,20 @@ class WorkflowRun:
         )
 
     @classmethod
-    def _from(cls, row: tuple[Any, ...]) -> WorkflowRun:
-        (rid, name, inp, status, out, err, owner, lease, attempts, created, updated, fin) = row
+    def _from(cls, row: _pgqrs.RunRow) -> WorkflowRun:
         return cls(
-            id=rid,
-            name=name,
-            input=_json.loads(inp),
-            status=status,
-            output=None if out is None else _json.loads(out),
-            error=err,
-            owner=owner,
-            lease_until=opt_from_us(lease),
-            attempts=attempts,
-            created_at=from_us(created),
-            updated_at=from_us(updated),
-            finished_at=opt_from_us(fin),
+            id=row.id,
+            name=row.name,
+            input=_json.loads(row.input_json),
+            status=row.status,
+            output=_opt_loads(row.output_json),
+            error=row.error,
+            owner=row.owner,
+            lease_until=opt_from_us(row.lease_until_us),
+            attempts=row.attempts,
+            created_at=from_us(row.created_at_us),
+            updated_at=from_us(row.updated_at_us),
+            finished_at=opt_from_us(row.finished_at_us),
         )
 
 
@@ -348,15 +413,14 @@ class StepRecord:
     next_retry_at: datetime | None
 
     @classmethod
-    def _from(cls, row: tuple[Any, ...]) -> StepRecord:
-        run_id, pos, name, status, out, err, attempts, retry = row
+    def _from(cls, row: _pgqrs.StepRow) -> StepRecord:
         return cls(
-            run_id=run_id,
-            position=pos,
-            name=name,
-            status=status,
-            output=None if out is None else _json.loads(out),
-            error=err,
-            attempts=attempts,
-            next_retry_at=opt_from_us(retry),
+            run_id=row.run_id,
+            position=row.position,
+            name=row.name,
+            status=row.status,
+            output=_opt_loads(row.output_json),
+            error=row.error,
+            attempts=row.attempts,
+            next_retry_at=opt_from_us(row.next_retry_at_us),
         )

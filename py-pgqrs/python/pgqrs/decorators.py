@@ -27,8 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, overload
 
-from pgqrs._types import RetryPolicy
-from pgqrs._workflow import Permanent, make_step, make_workflow
+from pgqrs._types import DEFAULT_RETRY, RetryPolicy
+from pgqrs._workflows import Permanent, make_step, make_workflow
+from pgqrs.errors import ValidationError
 
 __all__ = ["Permanent", "step", "workflow"]
 
@@ -64,8 +65,8 @@ def step(
     *,
     name: str | None = None,
     max_attempts: int = 1,
-    backoff: float = 1.0,
-    max_backoff: float = 300.0,
+    backoff: float = DEFAULT_RETRY.base,
+    max_backoff: float = DEFAULT_RETRY.max,
     retry: RetryPolicy | None = None,
     non_retryable: tuple[type[BaseException], ...] = (),
 ) -> Callable[[F], Callable[..., Coroutine[Any, Any, Any]]]: ...
@@ -77,8 +78,8 @@ def step(
     *,
     name: str | None = None,
     max_attempts: int = 1,
-    backoff: float = 1.0,
-    max_backoff: float = 300.0,
+    backoff: float = DEFAULT_RETRY.base,
+    max_backoff: float = DEFAULT_RETRY.max,
     retry: RetryPolicy | None = None,
     non_retryable: tuple[type[BaseException], ...] = (),
 ) -> Any:
@@ -95,8 +96,6 @@ def step(
     if policy is None and max_attempts > 1:
         policy = RetryPolicy.exponential(max_attempts, base=backoff, max=max_backoff)
     if policy is None and max_attempts < 1:
-        from pgqrs.errors import ValidationError
-
         raise ValidationError(
             "max_attempts counts every attempt, the first included: at least 1",
             field="max_attempts",

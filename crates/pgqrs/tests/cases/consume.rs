@@ -167,3 +167,45 @@ pub async fn dequeue_handler_error_and_panic(db: &TestDb) {
     );
     assert_eq!((err.attempts, pan.attempts), (2, 2));
 }
+
+/// `Consumer::settle` records handlers' outcomes as `dequeue().execute()` does: successes
+/// archived, failures recorded under the policy (here: dead at once), per id in order; the
+/// settled leases are forgotten.
+pub async fn consumer_settle(db: &TestDb) {
+    let store = db.store_with_queue("q").await;
+    let ids = pgqrs::enqueue()
+        .messages([1, 2, 3])
+        .to("q")
+        .execute(&store)
+        .await
+        .unwrap();
+    let c = pgqrs::Consumer::new(&store, "q").await.unwrap();
+    assert_eq!(c.dequeue(3, None).await.unwrap().len(), 3);
+    let settled = c
+        .settle(
+            vec![
+                (ids[2], Ok(())),
+                (ids[0], Err("boom".to_string())),
+                (ids[1], Ok(())),
+            ],
+            &RetryPolicy::none(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled, vec![true, true, true]);
+    assert_eq!(counts(&store, "q").await, (0, 0, 0, 2, 1));
+    let dead = pgqrs::admin(&store).dead_letters("q", 10).await.unwrap();
+    assert_eq!(
+        (dead[0].id, dead[0].last_error.as_deref()),
+        (ids[0], Some("boom"))
+    );
+    assert_err!(
+        c.settle(vec![(ids[1], Ok(()))], &RetryPolicy::none()).await,
+        Error::JobNotFound { id } if id == ids[1]
+    );
+    assert!(c
+        .settle(vec![], &RetryPolicy::none())
+        .await
+        .unwrap()
+        .is_empty());
+}

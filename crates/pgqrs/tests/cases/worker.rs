@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pgqrs::{Consumer, RetryPolicy, WorkerStatus};
+use pgqrs::{Consumer, Error, RetryPolicy, WorkerStatus};
 use serde_json::json;
 
+use crate::assert_err;
 use crate::common::*;
 
 /// Ids handled, with how many times each.
@@ -535,4 +536,79 @@ pub async fn worker_queue_deleted(db: &TestDb) {
         },
         Err(_) => panic!("the worker kept running 10 s after its queue was deleted"),
     }
+}
+
+/// A session started from a worker's settings reports them (the poll interval from the
+/// connection string unless the worker sets its own); `next_jobs` claims what is there, and
+/// returns at once, claiming nothing, once claiming has stopped.
+pub async fn worker_session_settings(db: &TestDb) {
+    let store = db.store_with("poll_interval_ms=35").await;
+    pgqrs::admin(&store).create_queue("q").await.unwrap();
+    assert_eq!(store.config().idle_poll_interval(), ms(35));
+    assert_err!(
+        pgqrs::worker("q").concurrency(0).validate(),
+        Error::Validation {
+            field: "concurrency",
+            ..
+        }
+    );
+    assert_err!(
+        pgqrs::worker("q").batch_size(0).validate(),
+        Error::Validation {
+            field: "batch_size",
+            ..
+        }
+    );
+
+    let s = pgqrs::worker("q").session(&store).await.unwrap();
+    assert_eq!(
+        (
+            s.concurrency(),
+            s.batch_size(),
+            s.shutdown_grace(),
+            s.poll_interval()
+        ),
+        (1, 1, secs(30), ms(35)),
+        "defaults, and the store's poll interval"
+    );
+    s.stop().await;
+
+    let s = pgqrs::worker("q")
+        .concurrency(3)
+        .batch_size(2)
+        .poll_interval(ms(500))
+        .shutdown_grace(secs(1))
+        .session(&store)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            s.concurrency(),
+            s.batch_size(),
+            s.shutdown_grace(),
+            s.poll_interval()
+        ),
+        (3, 2, secs(1), ms(500))
+    );
+    let ids = pgqrs::enqueue()
+        .messages(0..4)
+        .to("q")
+        .execute(&store)
+        .await
+        .unwrap();
+    let got = s.next_jobs(0, false).await.unwrap();
+    assert_eq!(got.jobs.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    assert!(got.refill_below >= 1);
+    for m in &got.jobs {
+        s.complete_message(m, Ok(())).unwrap();
+    }
+    s.stop_claiming();
+    let none = tokio::time::timeout(secs(5), s.next_jobs(0, false))
+        .await
+        .expect("returns at once after stop_claiming")
+        .unwrap();
+    assert_eq!((none.jobs.len(), none.refill_below), (0, 0));
+    let stats = s.stop().await;
+    assert_eq!(stats.succeeded, 4);
+    assert_eq!(counts(&store, "q").await, (0, 0, 0, 4, 0));
 }

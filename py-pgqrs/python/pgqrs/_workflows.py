@@ -9,21 +9,22 @@ What is guaranteed (the engine is the Rust core's; see its docs):
 * a run's outcome is recorded exactly once, by the executor holding the run's lease;
 * on replay, calling a different step at a journaled position raises
   :class:`~pgqrs.errors.NonDeterministicError`.
+
+The Python side awaits the bodies and reports their outcomes; what an outcome means (a
+finished run's stored result, whether and when a failed step runs again) is the core's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import inspect
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pgqrs import _json, _pgqrs
-from pgqrs._store import Store, error_text
+from pgqrs._handler import call, error_text
 from pgqrs._types import Message, RetryPolicy, StepRecord, WorkflowRun
-from pgqrs._worker import Worker
+from pgqrs._workers import Worker
 from pgqrs.errors import (
     NonDeterministicError,
     SerializationError,
@@ -32,6 +33,9 @@ from pgqrs.errors import (
     WorkflowFailedError,
     WorkflowLockedError,
 )
+
+if TYPE_CHECKING:
+    from pgqrs._store import Store
 
 T = TypeVar("T")
 
@@ -103,31 +107,6 @@ def _need_ctx(ctx: Any, what: str) -> WorkflowContext:
     return ctx
 
 
-def stored_outcome(row: tuple[Any, ...], locked_if_running: bool = False) -> Any:
-    """The result of a finished run: its output, or its error raised."""
-    run = WorkflowRun._from(row)
-    if locked_if_running and not run.finished:
-        raise WorkflowLockedError(
-            f"workflow run {run.id} is being executed by another executor", run_id=run.id
-        )
-    if run.status == "succeeded":
-        return run.output
-    if run.status == "cancelled":
-        raise WorkflowCancelledError(f"workflow run {run.id} was cancelled", run_id=run.id)
-    raise WorkflowFailedError(
-        f"workflow run {run.id} failed: {run.error}", run_id=run.id, error=run.error
-    )
-
-
-async def _run_callable(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    if inspect.iscoroutinefunction(fn):
-        return await fn(*args, **kwargs)
-    result = await asyncio.to_thread(fn, *args, **kwargs)
-    if inspect.isawaitable(result):
-        return await result
-    return result
-
-
 def make_workflow(
     fn: Callable[..., Any], name: str | None
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
@@ -136,12 +115,13 @@ def make_workflow(
     @functools.wraps(fn)
     async def run(ctx: WorkflowContext, *args: Any, **kwargs: Any) -> Any:
         ctx = _need_ctx(ctx, f"workflow {wf_name!r}")
-        started = await ctx._native.start()
-        if started[0] == "finished":
-            return stored_outcome(started[1])
         native = ctx._native
+        stored = await native.start()
+        if stored is not None:
+            # Finished before: its stored output (a stored error was raised by start()).
+            return _json.loads(stored)
         try:
-            result = await _run_callable(fn, ctx, *args, **kwargs)
+            result = await call(fn, ctx, *args, **kwargs)
         except Exception as e:
             # Recorded as the run's failure; a no-op if the run was cancelled or taken over.
             await native.finish_err(error_text(e))
@@ -156,9 +136,8 @@ def make_workflow(
         except SerializationError as e:
             await native.finish_err(error_text(e))
             raise
-        if not await native.finish_ok(text):
-            # Cancelled (or taken over) after its last step: not a success.
-            stored_outcome(await native.status(), locked_if_running=True)
+        # Raises what the run stored instead if it was cancelled (or taken over) meanwhile.
+        await native.finish_ok(text)
         return result
 
     run.__pgqrs_workflow__ = wf_name  # type: ignore[attr-defined]
@@ -172,34 +151,25 @@ def make_step(
     non_retryable: tuple[type[BaseException], ...],
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
     step_name = name or fn.__name__
-    spec = None if retry is None else retry._spec()
 
     @functools.wraps(fn)
     async def run_step(ctx: WorkflowContext, *args: Any, **kwargs: Any) -> Any:
         ctx = _need_ctx(ctx, f"step {step_name!r}")
-        native = ctx._native
-        began = await native.begin_step(step_name)
-        if began[0] == "replay":
-            return _json.loads(began[1])
-        _, _, position, attempt = began
+        step = await ctx._native.begin_step(step_name, retry)
+        if step.output_json is not None:
+            return _json.loads(step.output_json)  # replayed from the journal
         while True:
             try:
-                result = await _run_callable(fn, ctx, *args, **kwargs)
+                result = await call(fn, ctx, *args, **kwargs)
             except (NonDeterministicError, WorkflowCancelledError, WorkflowLockedError):
                 raise
             except Exception as e:
                 permanent = isinstance(e, (Permanent, *non_retryable))
-                delay = await native.fail_step(
-                    position, step_name, attempt, error_text(e), spec, permanent
-                )
-                if delay is None:
-                    raise
-                await asyncio.sleep(delay)
-                await native.ensure_owned()
-                attempt += 1
-                continue
-            text = _json.dumps(result, f"output of step {step_name!r}")
-            await native.complete_step(position, step_name, attempt, text)
+                # The engine journals the attempt, waits the backoff, checks the run is ours.
+                if await step.retry(error_text(e), permanent):
+                    continue
+                raise
+            await step.complete(_json.dumps(result, f"output of step {step_name!r}"))
             return result
 
     run_step.__pgqrs_step__ = step_name  # type: ignore[attr-defined]
@@ -221,10 +191,10 @@ def workflow_worker(
     queue: str,
     workflows: Iterable[Callable[..., Any]],
     *,
-    concurrency: int = 1,
+    concurrency: int | None = None,
     visibility_timeout: float | timedelta | None = None,
-    poll_interval: float = 0.2,
-    shutdown_grace: float = 30.0,
+    poll_interval: float | None = None,
+    shutdown_grace: float | None = None,
 ) -> Worker:
     """A worker that executes the runs requested on ``queue`` (by
     :meth:`pgqrs.Admin.enqueue_workflow`) with the given ``@workflow`` functions, each called
@@ -236,11 +206,9 @@ def workflow_worker(
     registry = {workflow_name(fn): fn for fn in workflows}
 
     async def execute(msg: Message) -> None:
-        payload = msg.payload
-        run_id = payload.get("workflow_run") if isinstance(payload, dict) else None
-        if not isinstance(run_id, int):
-            raise ValidationError(f"job {msg.id} is not a workflow run request: {payload!r}")
-        native = await store._native.get_workflow(run_id)
+        native = await store._native.workflow_for_job(msg._row)
+        if native is None:
+            return  # the run has finished: the job is done
         fn = registry.get(native.name)
         if fn is None:
             raise ValidationError(
@@ -267,7 +235,7 @@ def workflow_worker(
         execute,
         concurrency=concurrency,
         visibility_timeout=visibility_timeout,
-        retry=RetryPolicy.exponential(100, base=0.5, max=30.0),
+        retry=RetryPolicy._from(_pgqrs.run_job_retry_policy()),
         poll_interval=poll_interval,
         shutdown_grace=shutdown_grace,
     )

@@ -1,0 +1,125 @@
+"""Administration: schema, queues, metrics, dead letters, workers and workflow runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pgqrs import _json
+from pgqrs._store import Store
+from pgqrs._types import (
+    ArchivedJob,
+    DeadLetter,
+    QueueInfo,
+    QueueMetrics,
+    RunStatus,
+    StepRecord,
+    WorkerInfo,
+    WorkflowRun,
+)
+from pgqrs._workflows import WorkflowContext, workflow_name
+
+
+class Admin:
+    """Administrative operations on a store. Get one with :func:`admin`."""
+
+    __slots__ = ("_native", "_store")
+
+    def __init__(self, store: Store) -> None:
+        if not isinstance(store, Store):
+            raise TypeError(f"admin() takes a pgqrs.Store, got {type(store).__name__}")
+        self._store = store
+        self._native = store._native
+
+    async def install(self) -> None:
+        """Create or upgrade pgqrs's tables. Idempotent: safe at every start."""
+        await self._native.install()
+
+    async def verify(self) -> None:
+        """Check every table and index exists at the current schema version."""
+        await self._native.verify()
+
+    async def schema_version(self) -> int | None:
+        """The installed schema version, or None before :meth:`install`."""
+        return await self._native.schema_version()
+
+    async def create_queue(self, name: str) -> QueueInfo:
+        """Create a queue (letters, digits, ``_`` and ``-``; at most 48 characters)."""
+        return QueueInfo._from(await self._native.create_queue(name))
+
+    async def delete_queue(self, name: str, force: bool = False) -> None:
+        """Delete a queue with its jobs, archive and dead letters.
+
+        Refused with :class:`~pgqrs.errors.QueueInUseError` while jobs are leased, unless
+        ``force``.
+        """
+        await self._native.delete_queue(name, force=force)
+
+    async def purge_queue(self, name: str) -> int:
+        """Delete every pending job of a queue; returns how many. Archive and dead letters stay."""
+        return await self._native.purge_queue(name)
+
+    async def list_queues(self) -> list[QueueInfo]:
+        """All queues, by name."""
+        return [QueueInfo._from(r) for r in await self._native.list_queues()]
+
+    async def queue_metrics(self, name: str) -> QueueMetrics:
+        """Ready, delayed, leased, archived and dead counts, and the oldest ready job's age."""
+        return QueueMetrics._from(await self._native.queue_metrics(name))
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters of a queue, oldest first."""
+        return [DeadLetter._from(r) for r in await self._native.dead_letters(queue, limit)]
+
+    async def requeue_dead(self, queue: str, ids: Sequence[int] | None = None) -> int:
+        """Put dead letters back in their queue, ready now, attempts reset (all when ``ids``
+        is None). Returns how many."""
+        return await self._native.requeue_dead(queue, None if ids is None else list(ids))
+
+    async def archived_jobs(self, queue: str, limit: int = 100) -> list[ArchivedJob]:
+        """Completed jobs kept in the archive, newest first."""
+        return [ArchivedJob._from(r) for r in await self._native.archived_jobs(queue, limit)]
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Registered workers, newest first. See :meth:`WorkerInfo.is_healthy`."""
+        return [WorkerInfo._from(r) for r in await self._native.list_workers()]
+
+    async def create_workflow(self, name: str, input: Any = None) -> WorkflowContext:
+        """Create a workflow run and return its context; pass it to the workflow function."""
+        native = await self._native.create_workflow(name, _json.dumps(input, "workflow input"))
+        return WorkflowContext(self._store, native)
+
+    async def get_workflow(self, run_id: int) -> WorkflowContext:
+        """The context of an existing run, to resume it after a crash or to query it."""
+        return WorkflowContext(self._store, await self._native.get_workflow(run_id))
+
+    async def enqueue_workflow(
+        self, queue: str, workflow: str | Callable[..., Any], input: Any = None
+    ) -> WorkflowRun:
+        """Create a run and ask for it on ``queue``; a :func:`pgqrs.workflow_worker` runs it."""
+        name = workflow if isinstance(workflow, str) else workflow_name(workflow)
+        row = await self._native.enqueue_workflow(queue, name, _json.dumps(input, "workflow input"))
+        return WorkflowRun._from(row)
+
+    async def workflow_run(self, run_id: int) -> WorkflowRun:
+        """A run as stored now."""
+        return WorkflowRun._from(await self._native.workflow_run(run_id))
+
+    async def workflow_steps(self, run_id: int) -> list[StepRecord]:
+        """The journaled steps of a run, in order."""
+        return [StepRecord._from(r) for r in await self._native.workflow_steps(run_id)]
+
+    async def list_workflows(
+        self, status: RunStatus | None = None, limit: int = 1000
+    ) -> list[WorkflowRun]:
+        """Runs, oldest first, optionally only those with ``status``."""
+        return [WorkflowRun._from(r) for r in await self._native.list_workflows(status, limit)]
+
+    async def cancel_workflow(self, run_id: int) -> bool:
+        """Cancel a run: it starts no new step and ends ``cancelled``. False if already done."""
+        return await self._native.cancel_workflow(run_id)
+
+
+def admin(store: Store) -> Admin:
+    """Administrative operations on ``store``."""
+    return Admin(store)

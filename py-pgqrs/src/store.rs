@@ -1,0 +1,357 @@
+//! `Store`: a connection to a pgqrs database, with administration, enqueueing, and the
+//! factories of consumers, worker sessions and workflow contexts.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use crate::consumer::Consumer;
+use crate::convert::{from_us, opt_secs, raw, same_process};
+use crate::errors::{exc, to_py};
+use crate::rows::{
+    rows, ArchivedJobRow, DeadLetterRow, MessageRow, MetricsRow, QueueRow, RunRow, StepRow,
+    WorkerRow,
+};
+use crate::runtime::{awaitable, native_call};
+use crate::worker::{WorkerOptions, WorkerSession};
+use crate::workflow::Workflow;
+
+/// Payloads handed to `Store.enqueue`: checked and split in Rust either way.
+#[derive(FromPyObject)]
+enum Payloads {
+    /// One JSON array text (`produce_batch` encodes the whole list in one call).
+    Array(String),
+    /// One JSON text per job.
+    Each(Vec<String>),
+}
+
+/// A connection to a pgqrs database.
+#[pyclass(module = "pgqrs._pgqrs", frozen)]
+pub struct Store {
+    inner: pgqrs::Store,
+    pid: u32,
+}
+
+impl Store {
+    fn get(&self) -> PyResult<pgqrs::Store> {
+        same_process(self.pid, "store")?;
+        Ok(self.inner.clone())
+    }
+}
+
+/// Open a store.
+#[pyfunction]
+pub fn connect(py: Python<'_>, dsn: String) -> PyResult<Bound<'_, PyAny>> {
+    awaitable(py, async move {
+        let inner = pgqrs::connect(&dsn).await.map_err(to_py)?;
+        Ok(Store {
+            inner,
+            pid: std::process::id(),
+        })
+    })
+}
+
+#[pymethods]
+impl Store {
+    /// `postgres`, `sqlite` or `turso`.
+    #[getter]
+    fn backend(&self) -> &'static str {
+        self.inner.backend().name()
+    }
+
+    /// The connection string with the password hidden.
+    #[getter]
+    fn dsn(&self) -> String {
+        self.inner.config().redacted_dsn().to_string()
+    }
+
+    /// The idle polling interval in seconds (`poll_interval_ms`).
+    #[getter]
+    fn poll_interval(&self) -> f64 {
+        self.inner.config().idle_poll_interval().as_secs_f64()
+    }
+
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.get()?;
+        awaitable(py, async move {
+            s.close().await;
+            Ok(())
+        })
+    }
+
+    fn install<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s).install().await)
+    }
+
+    fn install_up_to<'py>(&self, py: Python<'py>, version: i64) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s).install_up_to(version).await)
+    }
+
+    fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s).verify().await)
+    }
+
+    fn schema_version<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s).schema_version().await)
+    }
+
+    fn create_queue<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .create_queue(&name)
+            .await
+            .map(QueueRow::from))
+    }
+
+    #[pyo3(signature = (name, *, force=false))]
+    fn delete_queue<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        force: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .delete_queue(&name, force)
+            .await)
+    }
+
+    fn purge_queue<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s).purge_queue(&name).await)
+    }
+
+    fn list_queues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .list_queues()
+            .await
+            .map(rows::<_, QueueRow>))
+    }
+
+    fn queue_metrics<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .queue_metrics(&name)
+            .await
+            .map(MetricsRow::from))
+    }
+
+    fn dead_letters<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        limit: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .dead_letters(&queue, limit)
+            .await
+            .map(rows::<_, DeadLetterRow>))
+    }
+
+    #[pyo3(signature = (queue, ids=None))]
+    fn requeue_dead<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        ids: Option<Vec<i64>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| match ids {
+            Some(ids) => pgqrs::admin(&s).requeue_dead(&queue, &ids).await,
+            None => pgqrs::admin(&s).requeue_all_dead(&queue).await,
+        })
+    }
+
+    fn archived_jobs<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        limit: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .archived_jobs(&queue, limit)
+            .await
+            .map(rows::<_, ArchivedJobRow>))
+    }
+
+    fn list_workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .list_workers()
+            .await
+            .map(rows::<_, WorkerRow>))
+    }
+
+    /// Enqueue JSON (already serialized by the Python layer) in one statement: a list of
+    /// texts, one per job, or one JSON array text whose elements are the jobs. Options not
+    /// given take the store's defaults.
+    #[pyo3(signature = (queue, payloads, *, delay=None, at_us=None, max_attempts=None))]
+    fn enqueue<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        payloads: Payloads,
+        delay: Option<f64>,
+        at_us: Option<i64>,
+        max_attempts: Option<u32>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.get()?;
+        let delay = opt_secs("delay", delay)?;
+        let at = at_us.map(from_us).transpose()?;
+        awaitable(py, async move {
+            let mut b = pgqrs::enqueue().to(queue);
+            match payloads {
+                Payloads::Array(text) => b = b.messages_json_array(&text),
+                Payloads::Each(texts) => {
+                    for p in texts {
+                        b = b.message_json(p);
+                    }
+                }
+            }
+            if let Some(d) = delay {
+                b = b.delay(d);
+            }
+            if let Some(t) = at {
+                b = b.at(t);
+            }
+            if let Some(n) = max_attempts {
+                b = b.max_attempts(n);
+            }
+            b.execute(&s).await.map_err(to_py)
+        })
+    }
+
+    fn consumer<'py>(&self, py: Python<'py>, queue: String) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.get()?;
+        let pid = self.pid;
+        awaitable(py, async move {
+            let inner = pgqrs::Consumer::new(&s, &queue).await.map_err(to_py)?;
+            Ok(Consumer::new(inner, pid))
+        })
+    }
+
+    /// Register a worker for `queue` and start its session; settings not given in `options`
+    /// (or no `options`) take the core's defaults.
+    #[pyo3(signature = (queue, options=None))]
+    fn worker_session<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        options: Option<PyRef<'py, WorkerOptions>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.get()?;
+        let pid = self.pid;
+        let builder = match options {
+            Some(o) => o.builder(queue),
+            None => pgqrs::worker(queue),
+        };
+        awaitable(py, async move {
+            let inner = builder.session(&s).await.map_err(to_py)?;
+            Ok(WorkerSession::new(Arc::new(inner), pid))
+        })
+    }
+
+    fn create_workflow<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        input_json: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.get()?;
+        let pid = self.pid;
+        awaitable(py, async move {
+            let input = raw(input_json)?;
+            let inner = pgqrs::admin(&s)
+                .create_workflow(&name, &input)
+                .await
+                .map_err(to_py)?;
+            Ok(Workflow::new(inner, pid))
+        })
+    }
+
+    fn get_workflow<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.get()?;
+        let pid = self.pid;
+        awaitable(py, async move {
+            let inner = pgqrs::admin(&s).get_workflow(id).await.map_err(to_py)?;
+            Ok(Workflow::new(inner, pid))
+        })
+    }
+
+    /// The run a job of `Admin.enqueue_workflow` asks for, or `None` once it has finished.
+    fn workflow_for_job<'py>(
+        &self,
+        py: Python<'py>,
+        job: PyRef<'py, MessageRow>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.get()?;
+        let pid = self.pid;
+        let payload: serde_json::Value = serde_json::from_str(&job.payload_json)
+            .map_err(|e| exc::SerializationError::new_err(format!("invalid JSON: {e}")))?;
+        let msg = pgqrs::Message {
+            id: job.id,
+            queue: job.queue.clone(),
+            payload,
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            enqueued_at: from_us(job.enqueued_at_us)?,
+            visible_at: from_us(job.visible_at_us)?,
+            last_error: job.last_error.clone(),
+            lease_token: job.lease_token,
+        };
+        awaitable(py, async move {
+            let found = pgqrs::Workflow::for_job(&s, &msg).await.map_err(to_py)?;
+            Ok(found.map(|inner| Workflow::new(inner, pid)))
+        })
+    }
+
+    fn enqueue_workflow<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        name: String,
+        input_json: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.get()?;
+        awaitable(py, async move {
+            let input = raw(input_json)?;
+            pgqrs::admin(&s)
+                .enqueue_workflow(&queue, &name, &input)
+                .await
+                .map(RunRow::from)
+                .map_err(to_py)
+        })
+    }
+
+    fn workflow_run<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .workflow_run(id)
+            .await
+            .map(RunRow::from))
+    }
+
+    fn workflow_steps<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .workflow_steps(id)
+            .await
+            .map(rows::<_, StepRow>))
+    }
+
+    fn list_workflows<'py>(
+        &self,
+        py: Python<'py>,
+        status: Option<String>,
+        limit: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let status = match status {
+            Some(s) => Some(pgqrs::RunStatus::parse(&s).ok_or_else(|| {
+                exc::ValidationError::new_err(format!(
+                    "unknown run status {s:?}: use pending, running, succeeded, failed or cancelled"
+                ))
+            })?),
+            None => None,
+        };
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .list_workflows(status, limit)
+            .await
+            .map(rows::<_, RunRow>))
+    }
+
+    fn cancel_workflow<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s).cancel_workflow(id).await)
+    }
+}
