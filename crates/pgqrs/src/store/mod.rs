@@ -1,8 +1,9 @@
 //! The store: one internal trait of domain operations, one module per backend.
 //!
 //! Core logic (producers, consumers, workers, workflows) only calls [`Backend`] methods; it
-//! never sees SQL. Each backend module keeps its SQL and its numbered migrations next to it.
-//! The trait is internal and may change freely between releases.
+//! never sees SQL. Each backend module keeps its SQL and its numbered migrations next to it;
+//! `connect.rs` builds a backend from a configuration. The trait is internal and may change
+//! freely between releases.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::types::*;
 
+mod connect;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
@@ -22,6 +24,8 @@ pub(crate) mod sqlite;
 mod sqlite_sql;
 #[cfg(feature = "turso")]
 pub(crate) mod turso;
+
+pub use connect::connect_with;
 
 /// Largest queue name length.
 pub(crate) const MAX_QUEUE_NAME: usize = 48;
@@ -54,6 +58,31 @@ pub(crate) struct Failure {
     /// `Some(d)`: claimable again `d` from now (database clock). `None`: the job becomes a
     /// dead letter.
     pub retry_in: Option<Duration>,
+}
+
+/// Jobs to enqueue into one queue, all with the same options ([`Backend::enqueue_jobs`]).
+///
+/// A new job option (a priority, a unique key, …) is one field here, bound by each backend's
+/// enqueue statement.
+#[derive(Debug, Clone)]
+pub(crate) struct EnqueueParams<'a> {
+    pub queue: &'a str,
+    /// One JSON text per job, in order; never empty.
+    pub payloads: Vec<String>,
+    pub visibility: Visibility,
+    pub max_attempts: i32,
+}
+
+/// A workflow run's outcome ([`Backend::finish_run`]).
+#[derive(Debug, Clone)]
+pub(crate) struct FinishRunParams<'a> {
+    pub id: i64,
+    /// The executor that must still hold the run.
+    pub owner: &'a str,
+    pub status: RunStatus,
+    /// JSON text.
+    pub output: Option<String>,
+    pub error: Option<String>,
 }
 
 /// Parameters of [`Backend::claim_jobs`].
@@ -122,13 +151,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics>;
 
     // jobs
-    async fn enqueue_jobs(
-        &self,
-        queue: &str,
-        payloads: Vec<String>,
-        visibility: Visibility,
-        max_attempts: i32,
-    ) -> Result<Vec<i64>>;
+    /// Insert the jobs; their ids, in ascending order.
+    async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>>;
     async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>>;
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>>;
     async fn fail_jobs(&self, failures: &[Failure]) -> Result<Vec<bool>>;
@@ -172,18 +196,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Journal a step outcome; `false` if the run is no longer running under this owner.
     async fn record_step(&self, owner: &str, step: NewStep<'_>) -> Result<bool>;
     /// Record the run's outcome; `false` if it is no longer running under this owner.
-    async fn finish_run(
-        &self,
-        id: i64,
-        owner: &str,
-        status: RunStatus,
-        output: Option<String>,
-        error: Option<String>,
-    ) -> Result<bool>;
+    async fn finish_run(&self, p: FinishRunParams<'_>) -> Result<bool>;
     async fn cancel_run(&self, id: i64) -> Result<bool>;
     async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>>;
 
-    /// Tell idle workers of `queue` that jobs arrived (PostgreSQL NOTIFY); a no-op elsewhere.
+    /// Wait until jobs may have arrived in `queue` (an enqueue through this process, another
+    /// connection's commit, a PostgreSQL NOTIFY), or `timeout` passes.
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration);
 }
 
@@ -223,26 +241,6 @@ impl Store {
     pub(crate) fn backend_impl(&self) -> &dyn Backend {
         &*self.inner
     }
-}
-
-/// Open a store for a configuration.
-pub async fn connect_with(config: Config) -> Result<Store> {
-    let inner: Arc<dyn Backend> = match config.kind {
-        #[cfg(feature = "postgres")]
-        BackendKind::Postgres => Arc::new(postgres::PgBackend::connect(config).await?),
-        #[cfg(feature = "sqlite")]
-        BackendKind::Sqlite => Arc::new(sqlite::SqliteBackend::connect(config).await?),
-        #[cfg(feature = "turso")]
-        BackendKind::Turso => Arc::new(turso::TursoBackend::connect(config).await?),
-        #[allow(unreachable_patterns)]
-        kind => {
-            return Err(Error::BackendNotEnabled {
-                scheme: kind.name().into(),
-                feature: kind.name(),
-            })
-        }
-    };
-    Ok(Store { inner })
 }
 
 /// In-process wake-ups: an enqueue wakes this process's idle workers of that queue at once.
@@ -369,7 +367,6 @@ pub(crate) fn mark(leases: &[Lease], done: impl IntoIterator<Item = i64>) -> Vec
     leases.iter().map(|l| done.contains(&l.id)).collect()
 }
 
-/// Check a queue name: letters, digits, `_` and `-`, 1 to 48 characters.
 /// The tables every backend's schema has (`verify()` checks them; the names are the same on
 /// every backend).
 pub(crate) const TABLES: &[&str] = &[
@@ -431,6 +428,7 @@ pub(crate) fn check_missing(missing: &[&str], where_: &str) -> Result<()> {
     })
 }
 
+/// Check a queue name: letters, digits, `_` and `-`, 1 to 48 characters.
 pub(crate) fn validate_queue_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_QUEUE_NAME {
         return Err(Error::validation(
@@ -464,14 +462,8 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Microseconds since the epoch, the timestamp format of the SQLite-dialect backends.
-#[allow(dead_code)]
-pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-/// Inverse of [`micros`].
-#[allow(dead_code)]
+/// A timestamp of the SQLite-dialect backends (microseconds since the epoch).
+#[cfg(any(feature = "sqlite", feature = "turso"))]
 pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default()
 }

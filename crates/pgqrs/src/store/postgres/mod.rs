@@ -318,7 +318,6 @@ impl PgBackend {
         AssertSqlSafe(template.replace("{s}", &format!("\"{}\"", self.schema))).into_sql_str()
     }
 
-    /// The queue's id, from the cache or the database.
     /// A statement, prepared as a named (cached) statement unless `statement_cache=false`,
     /// which uses unnamed ones so that nothing is left on the server.
     fn query(&self, sql: impl SqlSafeStr) -> Query<'static, Postgres, PgArguments> {
@@ -336,6 +335,7 @@ impl PgBackend {
         sqlx::query_scalar(sql).persistent(self.cfg.statement_cache)
     }
 
+    /// The queue's id, from the cache or the database.
     async fn queue_id(&self, name: &str) -> Result<i64> {
         if let Some(id) = self.queue_ids.get(name) {
             return Ok(id);
@@ -605,13 +605,13 @@ impl Backend for PgBackend {
         })
     }
 
-    async fn enqueue_jobs(
-        &self,
-        queue: &str,
-        payloads: Vec<String>,
-        visibility: Visibility,
-        max_attempts: i32,
-    ) -> Result<Vec<i64>> {
+    async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>> {
+        let EnqueueParams {
+            queue,
+            payloads,
+            visibility,
+            max_attempts,
+        } = p;
         let (at, delay): (Option<DateTime<Utc>>, f64) = match visibility {
             Visibility::Now => (None, 0.0),
             Visibility::After(d) => (None, secs(d)),
@@ -761,13 +761,13 @@ impl Backend for PgBackend {
     async fn requeue_dead(&self, queue: &str, ids: Option<&[i64]>) -> Result<u64> {
         let id = self.get_queue(queue).await?.id;
         let q = match ids {
-            Some(ids) => self.query(self.q.requeue_dead.clone()).bind(id).bind(ids.to_vec()),
+            Some(ids) => self
+                .query(self.q.requeue_dead.clone())
+                .bind(id)
+                .bind(ids.to_vec()),
             None => self.query(self.q.requeue_all_dead.clone()).bind(id),
         };
-        let r = q
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let r = q.execute(&self.pool).await.map_err(|e| self.err(e))?;
         if r.rows_affected() > 0 {
             self.wakers.wake(queue);
         }
@@ -976,14 +976,14 @@ impl Backend for PgBackend {
         Ok(r.is_some())
     }
 
-    async fn finish_run(
-        &self,
-        id: i64,
-        owner: &str,
-        status: RunStatus,
-        output: Option<String>,
-        error: Option<String>,
-    ) -> Result<bool> {
+    async fn finish_run(&self, p: FinishRunParams<'_>) -> Result<bool> {
+        let FinishRunParams {
+            id,
+            owner,
+            status,
+            output,
+            error,
+        } = p;
         let r = self
             .query(self.q.finish_run.clone())
             .bind(id)
@@ -1009,7 +1009,9 @@ impl Backend for PgBackend {
 
     async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>> {
         let q = match status {
-            Some(s) => self.query(self.q.list_runs_by_status.clone()).bind(s.as_str()),
+            Some(s) => self
+                .query(self.q.list_runs_by_status.clone())
+                .bind(s.as_str()),
             None => self.query(self.q.list_runs.clone()),
         };
         let rows = q

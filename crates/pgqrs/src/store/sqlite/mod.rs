@@ -510,13 +510,13 @@ impl Backend for SqliteBackend {
         })
     }
 
-    async fn enqueue_jobs(
-        &self,
-        queue: &str,
-        payloads: Vec<String>,
-        visibility: Visibility,
-        max_attempts: i32,
-    ) -> Result<Vec<i64>> {
+    async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>> {
+        let EnqueueParams {
+            queue,
+            payloads,
+            visibility,
+            max_attempts,
+        } = p;
         let queue_id = self.queue_id(queue).await?;
         let now = now_us();
         let visible_at = match visibility {
@@ -962,14 +962,14 @@ impl Backend for SqliteBackend {
         Ok(r.is_some())
     }
 
-    async fn finish_run(
-        &self,
-        id: i64,
-        owner: &str,
-        status: RunStatus,
-        output: Option<String>,
-        error: Option<String>,
-    ) -> Result<bool> {
+    async fn finish_run(&self, p: FinishRunParams<'_>) -> Result<bool> {
+        let FinishRunParams {
+            id,
+            owner,
+            status,
+            output,
+            error,
+        } = p;
         let r = sqlx::query(FINISH_RUN)
             .bind(id)
             .bind(owner)

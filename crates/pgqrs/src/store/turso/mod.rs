@@ -3,7 +3,7 @@
 //!
 //! * Connection strings: `turso://PATH` (the file is created if missing; `turso:///abs/path`
 //!   for an absolute path) and `turso::memory:`.
-//! * The schema and the SQL are the SQLite dialect (see `queries.rs`); timestamps are
+//! * The schema and the SQL are the SQLite dialect (see `sqlite_sql.rs`); timestamps are
 //!   microseconds since the epoch.
 //! * Durability: WAL with `synchronous=FULL` by default (`?synchronous=normal` opts out).
 //! * Writes: Turso, like SQLite, allows one writer at a time. Inside one process every write
@@ -919,13 +919,13 @@ impl Backend for TursoBackend {
         })
     }
 
-    async fn enqueue_jobs(
-        &self,
-        queue: &str,
-        payloads: Vec<String>,
-        visibility: Visibility,
-        max_attempts: i32,
-    ) -> Result<Vec<i64>> {
+    async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>> {
+        let EnqueueParams {
+            queue,
+            payloads,
+            visibility,
+            max_attempts,
+        } = p;
         let queue_id = self.queue_id(queue).await?;
         let now = now_us();
         let visible_at = match visibility {
@@ -1333,14 +1333,14 @@ impl Backend for TursoBackend {
         .is_some())
     }
 
-    async fn finish_run(
-        &self,
-        id: i64,
-        owner: &str,
-        status: RunStatus,
-        output: Option<String>,
-        error: Option<String>,
-    ) -> Result<bool> {
+    async fn finish_run(&self, p: FinishRunParams<'_>) -> Result<bool> {
+        let FinishRunParams {
+            id,
+            owner,
+            status,
+            output,
+            error,
+        } = p;
         let w = self.writer().await?;
         Ok(w.opt(
             FINISH_RUN,
