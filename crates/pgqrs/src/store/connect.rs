@@ -12,9 +12,14 @@ pub async fn connect_with(config: Config) -> Result<Store> {
         #[cfg(feature = "postgres")]
         BackendKind::Postgres => Arc::new(super::postgres::PgBackend::connect(config).await?),
         #[cfg(feature = "sqlite")]
-        BackendKind::Sqlite => Arc::new(super::sqlite::SqliteBackend::connect(config).await?),
+        BackendKind::Sqlite => Arc::new(
+            super::sqlite::SqliteBackend::<super::sqlite::sqlx::SqlxSqlite>::connect(config)
+                .await?,
+        ),
         #[cfg(feature = "turso")]
-        BackendKind::Turso => Arc::new(super::turso::TursoBackend::connect(config).await?),
+        BackendKind::Turso => Arc::new(
+            super::sqlite::SqliteBackend::<super::sqlite::turso::Turso>::connect(config).await?,
+        ),
         #[allow(unreachable_patterns)]
         kind => {
             return Err(Error::BackendNotEnabled {

@@ -1,9 +1,12 @@
-//! The store: one internal trait of domain operations, one module per backend.
+//! The store: one internal trait of domain operations ([`Backend`]), the types its operations
+//! take and return, and the [`Store`] handle users hold.
 //!
 //! Core logic (producers, consumers, workers, workflows) only calls [`Backend`] methods; it
-//! never sees SQL. Each backend module keeps its SQL and its numbered migrations next to it;
-//! `connect.rs` builds a backend from a configuration. The trait is internal and may change
-//! freely between releases.
+//! never sees SQL. Each backend module keeps its SQL (`queries.rs`) and its numbered migrations
+//! (`migrations/`) next to it: `postgres/` and `sqlite/` (one backend for the SQLite dialect,
+//! over two engines: sqlx's SQLite and Turso). Rows are decoded once for all of them
+//! (`decode.rs`); `connect.rs` builds a backend from a configuration. The trait is internal and
+//! may change freely between releases.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +19,11 @@ use crate::error::{Error, Result};
 use crate::types::*;
 
 mod connect;
+mod decode;
 #[cfg(feature = "postgres")]
-pub(crate) mod postgres;
-#[cfg(feature = "sqlite")]
-pub(crate) mod sqlite;
+mod postgres;
 #[cfg(any(feature = "sqlite", feature = "turso"))]
-mod sqlite_sql;
-#[cfg(feature = "turso")]
-pub(crate) mod turso;
+mod sqlite;
 
 pub use connect::connect_with;
 
@@ -132,11 +132,15 @@ pub(crate) struct RunLease {
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {
     fn config(&self) -> &Config;
+    /// This store's cache of queue ids.
+    fn queue_ids(&self) -> &QueueIds;
 
     // schema
-    async fn install(&self) -> Result<()>;
     /// Apply migrations up to `version` only (tests of the upgrade path).
     async fn install_up_to(&self, version: i64) -> Result<()>;
+    async fn install(&self) -> Result<()> {
+        self.install_up_to(i64::MAX).await
+    }
     async fn verify(&self) -> Result<()>;
     async fn schema_version(&self) -> Result<Option<i64>>;
     async fn close(&self);
@@ -149,11 +153,31 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn purge_queue(&self, name: &str) -> Result<u64>;
     async fn list_queues(&self) -> Result<Vec<QueueInfo>>;
     async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics>;
+    /// The queue's id, from the cache or the database.
+    async fn queue_id(&self, name: &str) -> Result<i64> {
+        if let Some(id) = self.queue_ids().get(name) {
+            return Ok(id);
+        }
+        let id = self.get_queue(name).await?.id;
+        self.queue_ids().put(name, id);
+        Ok(id)
+    }
 
     // jobs
     /// Insert the jobs; their ids, in ascending order.
     async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>>;
-    async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>>;
+    /// Claim from the queue with this id: [`claim_jobs`](Self::claim_jobs) resolves the name.
+    async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>>;
+    /// Claim up to `p.limit` ready jobs of `p.queue`, in id order (see [`QueueIds::claim`]).
+    async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>> {
+        self.queue_ids()
+            .claim(
+                p.queue,
+                || async { Ok(self.get_queue(p.queue).await?.id) },
+                |id| self.claim_in(id, &p),
+            )
+            .await
+    }
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>>;
     async fn fail_jobs(&self, failures: &[Failure]) -> Result<Vec<bool>>;
     async fn extend_leases(&self, leases: &[Lease], by: Duration) -> Result<Vec<bool>>;
@@ -180,16 +204,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<WorkflowRun>>;
-    /// Who holds the run (a read: cheaper than [`renew_run`](Self::renew_run)). The default
-    /// reads the whole run; backends override it with a narrower query.
-    async fn run_lease(&self, id: i64) -> Result<RunLease> {
-        let r = self.get_run(id).await?;
-        Ok(RunLease {
-            status: r.status,
-            owner: r.owner,
-            lease_valid: r.lease_until.is_some_and(|t| t > Utc::now()),
-        })
-    }
+    /// Who holds the run (a read: cheaper than [`renew_run`](Self::renew_run)).
+    async fn run_lease(&self, id: i64) -> Result<RunLease>;
     /// Extend the owner's lease; `false` if the run is no longer running under this owner.
     async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool>;
     async fn list_steps(&self, run_id: i64) -> Result<Vec<StepRecord>>;
@@ -393,6 +409,23 @@ pub(crate) const INDEXES: &[&str] = &[
 pub(crate) const EXPIRED_FINAL: &str =
     "lease expired during the final attempt (the consumer stopped or crashed without completing the job)";
 
+/// The migrations that bring a schema at version `current` up to version `up_to` (or the
+/// last), or [`Error::SchemaTooNew`] if `current` is newer than the last.
+pub(crate) fn pending_migrations(
+    all: &'static [(i64, &'static str)],
+    current: i64,
+    up_to: i64,
+) -> Result<impl Iterator<Item = &'static (i64, &'static str)>> {
+    let latest = all.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(Error::SchemaTooNew {
+            found: current,
+            supported: latest,
+        });
+    }
+    Ok(all.iter().filter(move |m| m.0 > current && m.0 <= up_to))
+}
+
 /// `verify()`'s check of the installed schema version, the same on every backend:
 /// `installed` is `None` when there is no version table; `where_` says where pgqrs looked.
 pub(crate) fn check_schema_version(
@@ -460,10 +493,4 @@ pub(crate) fn hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .or_else(|| std::env::var("COMPUTERNAME").ok())
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// A timestamp of the SQLite-dialect backends (microseconds since the epoch).
-#[cfg(any(feature = "sqlite", feature = "turso"))]
-pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default()
 }
