@@ -360,7 +360,8 @@ fn parse_location(cfg: &Config) -> Result<Option<PathBuf>> {
 }
 
 impl Turso {
-    /// Hold the connection of `slot` (`gate`: the write gate, held with it).
+    /// Hold a locked connection slot, with the write gate for the writer's; roll back what a
+    /// cancelled task left open on it.
     async fn hold<'a>(
         &'a self,
         guard: MutexGuard<'a, Option<Connection>>,
