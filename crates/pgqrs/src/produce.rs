@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::store::{validate_queue_name, Store, Visibility};
+use crate::store::{validate_queue_name, EnqueueParams, Store, Visibility};
 
 /// Deepest nesting of arrays and objects a payload may have.
 pub const MAX_DEPTH: usize = 100;
@@ -194,7 +194,12 @@ impl EnqueueBuilder {
         };
         store
             .backend_impl()
-            .enqueue_jobs(&queue, self.payloads, visibility, max_attempts as i32)
+            .enqueue_jobs(EnqueueParams {
+                queue: &queue,
+                payloads: self.payloads,
+                visibility,
+                max_attempts: max_attempts as i32,
+            })
             .await
     }
 }

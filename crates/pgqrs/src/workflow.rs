@@ -38,7 +38,7 @@ use serde_json::Value;
 
 use crate::error::{BoxError, Error, Result};
 use crate::retry::RetryPolicy;
-use crate::store::{hostname, NewStep, Store};
+use crate::store::{hostname, FinishRunParams, NewStep, Store};
 use crate::types::{RunStatus, StepRecord, StepStatus, WorkflowRun};
 
 /// An error that must not be retried: a step that returns it fails at once and fails its run.
@@ -371,13 +371,13 @@ impl Workflow {
         self.inner
             .store
             .backend_impl()
-            .finish_run(
-                self.inner.run_id,
-                &self.inner.owner,
-                RunStatus::Succeeded,
-                Some(text),
-                None,
-            )
+            .finish_run(FinishRunParams {
+                id: self.inner.run_id,
+                owner: &self.inner.owner,
+                status: RunStatus::Succeeded,
+                output: Some(text),
+                error: None,
+            })
             .await
     }
 
@@ -391,13 +391,13 @@ impl Workflow {
         self.inner
             .store
             .backend_impl()
-            .finish_run(
-                self.inner.run_id,
-                &self.inner.owner,
-                RunStatus::Failed,
-                None,
-                Some(error.to_string()),
-            )
+            .finish_run(FinishRunParams {
+                id: self.inner.run_id,
+                owner: &self.inner.owner,
+                status: RunStatus::Failed,
+                output: None,
+                error: Some(error.to_string()),
+            })
             .await
     }
 

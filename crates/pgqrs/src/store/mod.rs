@@ -1,8 +1,12 @@
-//! The store: one internal trait of domain operations, one module per backend.
+//! The store: one internal trait of domain operations ([`Backend`]), the types its operations
+//! take and return, and the [`Store`] handle users hold.
 //!
 //! Core logic (producers, consumers, workers, workflows) only calls [`Backend`] methods; it
-//! never sees SQL. Each backend module keeps its SQL and its numbered migrations next to it.
-//! The trait is internal and may change freely between releases.
+//! never sees SQL. Each backend module keeps its SQL (`queries.rs`) and its numbered migrations
+//! (`migrations/`) next to it: `postgres/` and `sqlite/` (one backend for the SQLite dialect,
+//! over two engines: sqlx's SQLite and Turso). Rows are decoded once for all of them
+//! (`decode.rs`); `connect.rs` builds a backend from a configuration. The trait is internal and
+//! may change freely between releases.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +18,14 @@ use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::types::*;
 
+mod connect;
+mod decode;
 #[cfg(feature = "postgres")]
-pub(crate) mod postgres;
-#[cfg(feature = "sqlite")]
-pub(crate) mod sqlite;
+mod postgres;
 #[cfg(any(feature = "sqlite", feature = "turso"))]
-mod sqlite_sql;
-#[cfg(feature = "turso")]
-pub(crate) mod turso;
+mod sqlite;
+
+pub use connect::connect_with;
 
 /// Largest queue name length.
 pub(crate) const MAX_QUEUE_NAME: usize = 48;
@@ -54,6 +58,31 @@ pub(crate) struct Failure {
     /// `Some(d)`: claimable again `d` from now (database clock). `None`: the job becomes a
     /// dead letter.
     pub retry_in: Option<Duration>,
+}
+
+/// Jobs to enqueue into one queue, all with the same options ([`Backend::enqueue_jobs`]).
+///
+/// A new job option (a priority, a unique key, …) is one field here, bound by each backend's
+/// enqueue statement.
+#[derive(Debug, Clone)]
+pub(crate) struct EnqueueParams<'a> {
+    pub queue: &'a str,
+    /// One JSON text per job, in order; never empty.
+    pub payloads: Vec<String>,
+    pub visibility: Visibility,
+    pub max_attempts: i32,
+}
+
+/// A workflow run's outcome ([`Backend::finish_run`]).
+#[derive(Debug, Clone)]
+pub(crate) struct FinishRunParams<'a> {
+    pub id: i64,
+    /// The executor that must still hold the run.
+    pub owner: &'a str,
+    pub status: RunStatus,
+    /// JSON text.
+    pub output: Option<String>,
+    pub error: Option<String>,
 }
 
 /// Parameters of [`Backend::claim_jobs`].
@@ -103,11 +132,15 @@ pub(crate) struct RunLease {
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {
     fn config(&self) -> &Config;
+    /// This store's cache of queue ids.
+    fn queue_ids(&self) -> &QueueIds;
 
     // schema
-    async fn install(&self) -> Result<()>;
     /// Apply migrations up to `version` only (tests of the upgrade path).
     async fn install_up_to(&self, version: i64) -> Result<()>;
+    async fn install(&self) -> Result<()> {
+        self.install_up_to(i64::MAX).await
+    }
     async fn verify(&self) -> Result<()>;
     async fn schema_version(&self) -> Result<Option<i64>>;
     async fn close(&self);
@@ -120,16 +153,31 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn purge_queue(&self, name: &str) -> Result<u64>;
     async fn list_queues(&self) -> Result<Vec<QueueInfo>>;
     async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics>;
+    /// The queue's id, from the cache or the database.
+    async fn queue_id(&self, name: &str) -> Result<i64> {
+        if let Some(id) = self.queue_ids().get(name) {
+            return Ok(id);
+        }
+        let id = self.get_queue(name).await?.id;
+        self.queue_ids().put(name, id);
+        Ok(id)
+    }
 
     // jobs
-    async fn enqueue_jobs(
-        &self,
-        queue: &str,
-        payloads: Vec<String>,
-        visibility: Visibility,
-        max_attempts: i32,
-    ) -> Result<Vec<i64>>;
-    async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>>;
+    /// Insert the jobs; their ids, in ascending order.
+    async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>>;
+    /// Claim from the queue with this id: [`claim_jobs`](Self::claim_jobs) resolves the name.
+    async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>>;
+    /// Claim up to `p.limit` ready jobs of `p.queue`, in id order (see [`QueueIds::claim`]).
+    async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>> {
+        self.queue_ids()
+            .claim(
+                p.queue,
+                || async { Ok(self.get_queue(p.queue).await?.id) },
+                |id| self.claim_in(id, &p),
+            )
+            .await
+    }
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>>;
     async fn fail_jobs(&self, failures: &[Failure]) -> Result<Vec<bool>>;
     async fn extend_leases(&self, leases: &[Lease], by: Duration) -> Result<Vec<bool>>;
@@ -156,34 +204,20 @@ pub(crate) trait Backend: Send + Sync + 'static {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<WorkflowRun>>;
-    /// Who holds the run (a read: cheaper than [`renew_run`](Self::renew_run)). The default
-    /// reads the whole run; backends override it with a narrower query.
-    async fn run_lease(&self, id: i64) -> Result<RunLease> {
-        let r = self.get_run(id).await?;
-        Ok(RunLease {
-            status: r.status,
-            owner: r.owner,
-            lease_valid: r.lease_until.is_some_and(|t| t > Utc::now()),
-        })
-    }
+    /// Who holds the run (a read: cheaper than [`renew_run`](Self::renew_run)).
+    async fn run_lease(&self, id: i64) -> Result<RunLease>;
     /// Extend the owner's lease; `false` if the run is no longer running under this owner.
     async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool>;
     async fn list_steps(&self, run_id: i64) -> Result<Vec<StepRecord>>;
     /// Journal a step outcome; `false` if the run is no longer running under this owner.
     async fn record_step(&self, owner: &str, step: NewStep<'_>) -> Result<bool>;
     /// Record the run's outcome; `false` if it is no longer running under this owner.
-    async fn finish_run(
-        &self,
-        id: i64,
-        owner: &str,
-        status: RunStatus,
-        output: Option<String>,
-        error: Option<String>,
-    ) -> Result<bool>;
+    async fn finish_run(&self, p: FinishRunParams<'_>) -> Result<bool>;
     async fn cancel_run(&self, id: i64) -> Result<bool>;
     async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>>;
 
-    /// Tell idle workers of `queue` that jobs arrived (PostgreSQL NOTIFY); a no-op elsewhere.
+    /// Wait until jobs may have arrived in `queue` (an enqueue through this process, another
+    /// connection's commit, a PostgreSQL NOTIFY), or `timeout` passes.
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration);
 }
 
@@ -223,26 +257,6 @@ impl Store {
     pub(crate) fn backend_impl(&self) -> &dyn Backend {
         &*self.inner
     }
-}
-
-/// Open a store for a configuration.
-pub async fn connect_with(config: Config) -> Result<Store> {
-    let inner: Arc<dyn Backend> = match config.kind {
-        #[cfg(feature = "postgres")]
-        BackendKind::Postgres => Arc::new(postgres::PgBackend::connect(config).await?),
-        #[cfg(feature = "sqlite")]
-        BackendKind::Sqlite => Arc::new(sqlite::SqliteBackend::connect(config).await?),
-        #[cfg(feature = "turso")]
-        BackendKind::Turso => Arc::new(turso::TursoBackend::connect(config).await?),
-        #[allow(unreachable_patterns)]
-        kind => {
-            return Err(Error::BackendNotEnabled {
-                scheme: kind.name().into(),
-                feature: kind.name(),
-            })
-        }
-    };
-    Ok(Store { inner })
 }
 
 /// In-process wake-ups: an enqueue wakes this process's idle workers of that queue at once.
@@ -369,7 +383,6 @@ pub(crate) fn mark(leases: &[Lease], done: impl IntoIterator<Item = i64>) -> Vec
     leases.iter().map(|l| done.contains(&l.id)).collect()
 }
 
-/// Check a queue name: letters, digits, `_` and `-`, 1 to 48 characters.
 /// The tables every backend's schema has (`verify()` checks them; the names are the same on
 /// every backend).
 pub(crate) const TABLES: &[&str] = &[
@@ -395,6 +408,23 @@ pub(crate) const INDEXES: &[&str] = &[
 /// Text appended to the last error of a job whose final attempt's lease expired.
 pub(crate) const EXPIRED_FINAL: &str =
     "lease expired during the final attempt (the consumer stopped or crashed without completing the job)";
+
+/// The migrations that bring a schema at version `current` up to version `up_to` (or the
+/// last), or [`Error::SchemaTooNew`] if `current` is newer than the last.
+pub(crate) fn pending_migrations(
+    all: &'static [(i64, &'static str)],
+    current: i64,
+    up_to: i64,
+) -> Result<impl Iterator<Item = &'static (i64, &'static str)>> {
+    let latest = all.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(Error::SchemaTooNew {
+            found: current,
+            supported: latest,
+        });
+    }
+    Ok(all.iter().filter(move |m| m.0 > current && m.0 <= up_to))
+}
 
 /// `verify()`'s check of the installed schema version, the same on every backend:
 /// `installed` is `None` when there is no version table; `where_` says where pgqrs looked.
@@ -431,6 +461,7 @@ pub(crate) fn check_missing(missing: &[&str], where_: &str) -> Result<()> {
     })
 }
 
+/// Check a queue name: letters, digits, `_` and `-`, 1 to 48 characters.
 pub(crate) fn validate_queue_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_QUEUE_NAME {
         return Err(Error::validation(
@@ -462,16 +493,4 @@ pub(crate) fn hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .or_else(|| std::env::var("COMPUTERNAME").ok())
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// Microseconds since the epoch, the timestamp format of the SQLite-dialect backends.
-#[allow(dead_code)]
-pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-/// Inverse of [`micros`].
-#[allow(dead_code)]
-pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default()
 }

@@ -19,8 +19,11 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use self::queries::{Queries, MIGRATIONS, VERSION_TABLE};
+use super::decode::{self, bad_value, Cols};
 use super::*;
 use crate::error::from_sqlx;
+
+type PgQuery = Query<'static, Postgres, PgArguments>;
 
 pub(crate) struct PgBackend {
     cfg: Config,
@@ -135,31 +138,32 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-fn queue_info(r: &PgRow) -> Result<QueueInfo, sqlx::Error> {
-    Ok(QueueInfo {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        created_at: r.try_get(2)?,
-    })
-}
+/// PostgreSQL's own column types: `integer`, `json`, `timestamptz` and `boolean`.
+impl Cols for PgRow {
+    fn opt_i64(&self, i: usize) -> Result<Option<i64>> {
+        self.try_get(i).map_err(|e| bad_value(i, e))
+    }
 
-fn run(r: &PgRow) -> Result<WorkflowRun, sqlx::Error> {
-    let status: &str = r.try_get(3)?;
-    Ok(WorkflowRun {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        input: r.try_get::<Json<Value>, _>(2)?.0,
-        status: RunStatus::parse(status)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown run status {status:?}").into()))?,
-        output: r.try_get::<Option<Json<Value>>, _>(4)?.map(|j| j.0),
-        error: r.try_get(5)?,
-        owner: r.try_get(6)?,
-        lease_until: r.try_get(7)?,
-        attempts: r.try_get(8)?,
-        created_at: r.try_get(9)?,
-        updated_at: r.try_get(10)?,
-        finished_at: r.try_get(11)?,
-    })
+    fn opt_str(&self, i: usize) -> Result<Option<&str>> {
+        self.try_get(i).map_err(|e| bad_value(i, e))
+    }
+
+    fn opt_i32(&self, i: usize) -> Result<Option<i32>> {
+        self.try_get(i).map_err(|e| bad_value(i, e))
+    }
+
+    fn opt_json(&self, i: usize) -> Result<Option<Value>> {
+        let j: Option<Json<Value>> = self.try_get(i).map_err(|e| bad_value(i, e))?;
+        Ok(j.map(|j| j.0))
+    }
+
+    fn opt_time(&self, i: usize) -> Result<Option<DateTime<Utc>>> {
+        self.try_get(i).map_err(|e| bad_value(i, e))
+    }
+
+    fn flag(&self, i: usize) -> Result<bool> {
+        self.try_get(i).map_err(|e| bad_value(i, e))
+    }
 }
 
 /// TLS to the local machine protects nothing and costs a lot with sqlx 0.9 (which leaves
@@ -275,38 +279,6 @@ impl PgBackend {
         )));
     }
 
-    /// Claim from the queue with this id (see [`QueueIds::claim`]).
-    async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {
-        let rows = self
-            .query(self.q.claim.clone())
-            .bind(queue_id)
-            .bind(p.limit as i64)
-            .bind(secs(p.lease))
-            .bind(p.worker_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        let mut msgs = rows
-            .iter()
-            .map(|r| {
-                Ok(Message {
-                    id: r.try_get(0)?,
-                    queue: p.queue.to_string(),
-                    payload: r.try_get::<Json<Value>, _>(1)?.0,
-                    attempts: r.try_get(2)?,
-                    max_attempts: r.try_get(3)?,
-                    enqueued_at: r.try_get(4)?,
-                    visible_at: r.try_get(5)?,
-                    last_error: r.try_get(6)?,
-                    lease_token: r.try_get(7)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))?;
-        msgs.sort_unstable_by_key(|m| m.id);
-        Ok(msgs)
-    }
-
     fn err(&self, e: sqlx::Error) -> Error {
         match from_sqlx(e, &self.target) {
             Error::SchemaNotInstalled { .. } => Error::SchemaNotInstalled {
@@ -320,11 +292,33 @@ impl PgBackend {
         AssertSqlSafe(template.replace("{s}", &format!("\"{}\"", self.schema))).into_sql_str()
     }
 
-    /// The queue's id, from the cache or the database.
     /// A statement, prepared as a named (cached) statement unless `statement_cache=false`,
     /// which uses unnamed ones so that nothing is left on the server.
-    fn query(&self, sql: impl SqlSafeStr) -> Query<'static, Postgres, PgArguments> {
+    fn query(&self, sql: impl SqlSafeStr) -> PgQuery {
         sqlx::query(sql).persistent(self.cfg.statement_cache)
+    }
+
+    /// One of the schema's statements ([`Queries`]).
+    fn stmt(&self, sql: &sqlx::SqlStr) -> PgQuery {
+        self.query(sql.clone())
+    }
+
+    async fn all(&self, q: PgQuery) -> Result<Vec<PgRow>> {
+        q.fetch_all(&self.pool).await.map_err(|e| self.err(e))
+    }
+
+    async fn one(&self, q: PgQuery) -> Result<PgRow> {
+        q.fetch_one(&self.pool).await.map_err(|e| self.err(e))
+    }
+
+    async fn opt(&self, q: PgQuery) -> Result<Option<PgRow>> {
+        q.fetch_optional(&self.pool).await.map_err(|e| self.err(e))
+    }
+
+    /// The number of rows the statement changed.
+    async fn exec(&self, q: PgQuery) -> Result<u64> {
+        let r = q.execute(&self.pool).await.map_err(|e| self.err(e))?;
+        Ok(r.rows_affected())
     }
 
     /// [`query`](Self::query) for a statement whose rows are one value.
@@ -336,19 +330,6 @@ impl PgBackend {
         (O,): for<'r> sqlx::FromRow<'r, PgRow>,
     {
         sqlx::query_scalar(sql).persistent(self.cfg.statement_cache)
-    }
-
-    async fn queue_id(&self, name: &str) -> Result<i64> {
-        if let Some(id) = self.queue_ids.get(name) {
-            return Ok(id);
-        }
-        let q = self.get_queue(name).await?;
-        self.queue_ids.put(name, q.id);
-        Ok(q.id)
-    }
-
-    fn forget_queue(&self, name: &str) {
-        self.queue_ids.forget(name);
     }
 
     async fn lease_op(
@@ -393,18 +374,7 @@ impl PgBackend {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        let current = current.unwrap_or(0);
-        let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-        if current > latest {
-            return Err(Error::SchemaTooNew {
-                found: current,
-                supported: latest,
-            });
-        }
-        for (version, sql) in MIGRATIONS {
-            if *version <= current || *version > up_to {
-                continue;
-            }
+        for (version, sql) in pending_migrations(MIGRATIONS, current.unwrap_or(0), up_to)? {
             sqlx::raw_sql(self.sql(sql))
                 .execute(&mut *tx)
                 .await
@@ -418,11 +388,6 @@ impl PgBackend {
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(())
     }
-
-    /// Install only up to `version` (tests of the upgrade path).
-    pub(crate) async fn install_up_to(&self, version: i64) -> Result<()> {
-        self.apply_migrations(version).await
-    }
 }
 
 #[async_trait]
@@ -431,12 +396,12 @@ impl Backend for PgBackend {
         &self.cfg
     }
 
-    async fn install(&self) -> Result<()> {
-        self.apply_migrations(i64::MAX).await
+    fn queue_ids(&self) -> &QueueIds {
+        &self.queue_ids
     }
 
     async fn install_up_to(&self, version: i64) -> Result<()> {
-        PgBackend::install_up_to(self, version).await
+        self.apply_migrations(version).await
     }
 
     async fn verify(&self) -> Result<()> {
@@ -446,14 +411,11 @@ impl Backend for PgBackend {
         })?;
         let mut missing = Vec::new();
         for name in TABLES.iter().chain(INDEXES) {
-            let exists: bool = self
-                .query_scalar("SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL")
+            let q = self
+                .query("SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL")
                 .bind(&self.schema)
-                .bind(name)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| self.err(e))?;
-            if !exists {
+                .bind(name);
+            if !self.one(q).await?.flag(0)? {
                 missing.push(*name);
             }
         }
@@ -461,19 +423,14 @@ impl Backend for PgBackend {
     }
 
     async fn schema_version(&self) -> Result<Option<i64>> {
-        let exists: bool = self
-            .query_scalar(self.q.version_table_exists.clone())
-            .bind(format!("\"{}\"", self.schema))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        if !exists {
+        let q = self.stmt(&self.q.version_table_exists);
+        let q = q.bind(format!("\"{}\"", self.schema));
+        if !self.one(q).await?.flag(0)? {
             return Ok(None);
         }
-        self.query_scalar(self.q.schema_version.clone())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.err(e))
+        self.one(self.stmt(&self.q.schema_version))
+            .await?
+            .opt_i64(0)
     }
 
     async fn close(&self) {
@@ -489,14 +446,9 @@ impl Backend for PgBackend {
     }
 
     async fn create_queue(&self, name: &str) -> Result<QueueInfo> {
-        let row = self
-            .query(self.q.create_queue.clone())
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let row = self.opt(self.stmt(&self.q.create_queue).bind(name)).await?;
         match row {
-            Some(r) => queue_info(&r).map_err(|e| self.err(e)),
+            Some(r) => decode::queue_info(&r),
             None => Err(Error::QueueAlreadyExists {
                 queue: name.to_string(),
             }),
@@ -504,14 +456,9 @@ impl Backend for PgBackend {
     }
 
     async fn get_queue(&self, name: &str) -> Result<QueueInfo> {
-        let row = self
-            .query(self.q.get_queue.clone())
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let row = self.opt(self.stmt(&self.q.get_queue).bind(name)).await?;
         match row {
-            Some(r) => queue_info(&r).map_err(|e| self.err(e)),
+            Some(r) => decode::queue_info(&r),
             None => Err(Error::QueueNotFound {
                 queue: name.to_string(),
             }),
@@ -561,59 +508,34 @@ impl Backend for PgBackend {
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().await.map_err(|e| self.err(e))?;
-        self.forget_queue(name);
+        self.queue_ids.forget(name);
         Ok(())
     }
 
     async fn purge_queue(&self, name: &str) -> Result<u64> {
         let id = self.get_queue(name).await?.id;
-        let r = self
-            .query(self.q.purge_queue.clone())
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(r.rows_affected())
+        self.exec(self.stmt(&self.q.purge_queue).bind(id)).await
     }
 
     async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
-        let rows = self
-            .query(self.q.list_queues.clone())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| queue_info(r).map_err(|e| self.err(e)))
-            .collect()
+        let rows = self.all(self.stmt(&self.q.list_queues)).await?;
+        rows.iter().map(decode::queue_info).collect()
     }
 
     async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics> {
         let id = self.get_queue(name).await?.id;
-        let r = self
-            .query(self.q.queue_metrics.clone())
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        let g = |i| r.try_get::<i64, _>(i).map_err(|e| self.err(e));
-        Ok(QueueMetrics {
-            queue: name.to_string(),
-            ready: g(0)?,
-            delayed: g(1)?,
-            leased: g(2)?,
-            oldest_ready_age_secs: r.try_get::<f64, _>(3).map_err(|e| self.err(e))?,
-            archived: g(4)?,
-            dead: g(5)?,
-        })
+        let r = self.one(self.stmt(&self.q.queue_metrics).bind(id)).await?;
+        let age = r.try_get::<f64, _>(3).map_err(|e| self.err(e))?;
+        decode::queue_metrics(&r, name, age)
     }
 
-    async fn enqueue_jobs(
-        &self,
-        queue: &str,
-        payloads: Vec<String>,
-        visibility: Visibility,
-        max_attempts: i32,
-    ) -> Result<Vec<i64>> {
+    async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>> {
+        let EnqueueParams {
+            queue,
+            payloads,
+            visibility,
+            max_attempts,
+        } = p;
         let (at, delay): (Option<DateTime<Utc>>, f64) = match visibility {
             Visibility::Now => (None, 0.0),
             Visibility::After(d) => (None, secs(d)),
@@ -651,7 +573,7 @@ impl Backend for PgBackend {
             // Nothing was inserted, so the queue row with the cached id is gone (`payloads`
             // is never empty). Look the name up again: QueueNotFound if it was deleted, one
             // more try if it was re-created under a new id meanwhile.
-            self.forget_queue(queue);
+            self.queue_ids.forget(queue);
             let fresh = self.queue_id(queue).await?;
             if fresh == queue_id {
                 return Err(Error::QueueNotFound {
@@ -667,14 +589,17 @@ impl Backend for PgBackend {
         Ok(ids)
     }
 
-    async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>> {
-        self.queue_ids
-            .claim(
-                p.queue,
-                || async { Ok(self.get_queue(p.queue).await?.id) },
-                |id| self.claim_in(id, &p),
+    async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {
+        let rows = self
+            .all(
+                self.stmt(&self.q.claim)
+                    .bind(queue_id)
+                    .bind(p.limit as i64)
+                    .bind(secs(p.lease))
+                    .bind(p.worker_id),
             )
-            .await
+            .await?;
+        decode::claimed(&rows, p.queue)
     }
 
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>> {
@@ -691,30 +616,30 @@ impl Backend for PgBackend {
         let mut done = Vec::new();
         if !retry.is_empty() {
             let rows = self
-                .query(self.q.retry.clone())
-                .bind(retry.iter().map(|f| f.lease.id).collect::<Vec<_>>())
-                .bind(retry.iter().map(|f| f.lease.token).collect::<Vec<_>>())
-                .bind(
-                    retry
-                        .iter()
-                        .map(|f| secs(f.retry_in.unwrap_or_default()))
-                        .collect::<Vec<_>>(),
+                .all(
+                    self.stmt(&self.q.retry)
+                        .bind(retry.iter().map(|f| f.lease.id).collect::<Vec<_>>())
+                        .bind(retry.iter().map(|f| f.lease.token).collect::<Vec<_>>())
+                        .bind(
+                            retry
+                                .iter()
+                                .map(|f| secs(f.retry_in.unwrap_or_default()))
+                                .collect::<Vec<_>>(),
+                        )
+                        .bind(retry.iter().map(|f| f.error.as_str()).collect::<Vec<_>>()),
                 )
-                .bind(retry.iter().map(|f| f.error.as_str()).collect::<Vec<_>>())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.err(e))?;
+                .await?;
             done.extend(rows.iter().filter_map(|r| r.try_get::<i64, _>(0).ok()));
         }
         if !bury.is_empty() {
             let rows = self
-                .query(self.q.bury.clone())
-                .bind(bury.iter().map(|f| f.lease.id).collect::<Vec<_>>())
-                .bind(bury.iter().map(|f| f.lease.token).collect::<Vec<_>>())
-                .bind(bury.iter().map(|f| f.error.as_str()).collect::<Vec<_>>())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.err(e))?;
+                .all(
+                    self.stmt(&self.q.bury)
+                        .bind(bury.iter().map(|f| f.lease.id).collect::<Vec<_>>())
+                        .bind(bury.iter().map(|f| f.lease.token).collect::<Vec<_>>())
+                        .bind(bury.iter().map(|f| f.error.as_str()).collect::<Vec<_>>()),
+                )
+                .await?;
             done.extend(rows.iter().filter_map(|r| r.try_get::<i64, _>(0).ok()));
         }
         let leases: Vec<Lease> = failures.iter().map(|f| f.lease).collect();
@@ -738,120 +663,55 @@ impl Backend for PgBackend {
     async fn dead_letters(&self, queue: &str, limit: i64) -> Result<Vec<DeadLetter>> {
         let id = self.get_queue(queue).await?.id;
         let rows = self
-            .query(self.q.dead_letters.clone())
-            .bind(id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeadLetter {
-                    id: r.try_get(0)?,
-                    queue: queue.to_string(),
-                    payload: r.try_get::<Json<Value>, _>(1)?.0,
-                    attempts: r.try_get(2)?,
-                    last_error: r.try_get(3)?,
-                    enqueued_at: r.try_get(4)?,
-                    failed_at: r.try_get(5)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))
+            .all(self.stmt(&self.q.dead_letters).bind(id).bind(limit))
+            .await?;
+        rows.iter().map(|r| decode::dead_letter(r, queue)).collect()
     }
 
     async fn requeue_dead(&self, queue: &str, ids: Option<&[i64]>) -> Result<u64> {
         let id = self.get_queue(queue).await?.id;
         let q = match ids {
-            Some(ids) => self
-                .query(self.q.requeue_dead.clone())
-                .bind(id)
-                .bind(ids.to_vec()),
-            None => self.query(self.q.requeue_all_dead.clone()).bind(id),
+            Some(ids) => self.stmt(&self.q.requeue_dead).bind(id).bind(ids.to_vec()),
+            None => self.stmt(&self.q.requeue_all_dead).bind(id),
         };
-        let r = q.execute(&self.pool).await.map_err(|e| self.err(e))?;
-        if r.rows_affected() > 0 {
+        let n = self.exec(q).await?;
+        if n > 0 {
             self.wakers.wake(queue);
         }
-        Ok(r.rows_affected())
+        Ok(n)
     }
 
     async fn archived_jobs(&self, queue: &str, limit: i64) -> Result<Vec<ArchivedJob>> {
         let id = self.get_queue(queue).await?.id;
         let rows = self
-            .query(self.q.archived.clone())
-            .bind(id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+            .all(self.stmt(&self.q.archived).bind(id).bind(limit))
+            .await?;
         rows.iter()
-            .map(|r| {
-                Ok(ArchivedJob {
-                    id: r.try_get(0)?,
-                    queue: queue.to_string(),
-                    payload: r.try_get::<Json<Value>, _>(1)?.0,
-                    attempts: r.try_get(2)?,
-                    enqueued_at: r.try_get(3)?,
-                    archived_at: r.try_get(4)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))
+            .map(|r| decode::archived_job(r, queue))
+            .collect()
     }
 
     async fn rescue_expired(&self, queue: &str) -> Result<u64> {
         let id = self.queue_id(queue).await?;
-        let r = self
-            .query(self.q.rescue.clone())
-            .bind(id)
-            .bind(EXPIRED_FINAL)
-            .execute(&self.pool)
+        self.exec(self.stmt(&self.q.rescue).bind(id).bind(EXPIRED_FINAL))
             .await
-            .map_err(|e| self.err(e))?;
-        Ok(r.rows_affected())
     }
 
     async fn register_worker(&self, w: NewWorker) -> Result<i64> {
-        self.query_scalar(self.q.register_worker.clone())
-            .bind(w.hostname)
-            .bind(w.pid)
-            .bind(w.queue)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.err(e))
+        let q = self.stmt(&self.q.register_worker);
+        let q = q.bind(w.hostname).bind(w.pid).bind(w.queue);
+        self.one(q).await?.i64(0)
     }
 
     async fn worker_heartbeat(&self, id: i64, status: WorkerStatus) -> Result<()> {
-        self.query(self.q.heartbeat.clone())
-            .bind(id)
-            .bind(status.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        self.exec(self.stmt(&self.q.heartbeat).bind(id).bind(status.as_str()))
+            .await?;
         Ok(())
     }
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
-        let rows = self
-            .query(self.q.list_workers.clone())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(WorkerInfo {
-                    id: r.try_get(0)?,
-                    hostname: r.try_get(1)?,
-                    pid: r.try_get(2)?,
-                    queue: r.try_get(3)?,
-                    started_at: r.try_get(4)?,
-                    heartbeat_at: r.try_get(5)?,
-                    status: WorkerStatus::parse(r.try_get::<&str, _>(6)?),
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))
+        let rows = self.all(self.stmt(&self.q.list_workers)).await?;
+        rows.iter().map(decode::worker_info).collect()
     }
 
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration) {
@@ -863,24 +723,15 @@ impl Backend for PgBackend {
 
     async fn create_run(&self, name: &str, input: String) -> Result<WorkflowRun> {
         let r = self
-            .query(self.q.create_run.clone())
-            .bind(name)
-            .bind(input)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        run(&r).map_err(|e| self.err(e))
+            .one(self.stmt(&self.q.create_run).bind(name).bind(input))
+            .await?;
+        decode::workflow_run(&r)
     }
 
     async fn get_run(&self, id: i64) -> Result<WorkflowRun> {
-        let r = self
-            .query(self.q.get_run.clone())
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let r = self.opt(self.stmt(&self.q.get_run).bind(id)).await?;
         match r {
-            Some(r) => run(&r).map_err(|e| self.err(e)),
+            Some(r) => decode::workflow_run(&r),
             None => Err(Error::WorkflowNotFound { id }),
         }
     }
@@ -892,138 +743,85 @@ impl Backend for PgBackend {
         lease: Duration,
     ) -> Result<Option<WorkflowRun>> {
         let r = self
-            .query(self.q.acquire_run.clone())
-            .bind(id)
-            .bind(owner)
-            .bind(secs(lease))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        r.map(|r| run(&r).map_err(|e| self.err(e))).transpose()
+            .opt(
+                self.stmt(&self.q.acquire_run)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(secs(lease)),
+            )
+            .await?;
+        r.map(|r| decode::workflow_run(&r)).transpose()
     }
 
     async fn run_lease(&self, id: i64) -> Result<RunLease> {
         let r = self
-            .query(self.q.run_lease.clone())
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?
+            .opt(self.stmt(&self.q.run_lease).bind(id))
+            .await?
             .ok_or(Error::WorkflowNotFound { id })?;
-        let status: &str = r.try_get(0).map_err(|e| self.err(e))?;
-        Ok(RunLease {
-            status: RunStatus::parse(status).ok_or_else(|| Error::Database {
-                code: None,
-                message: format!("unknown run status {status:?}"),
-            })?,
-            owner: r.try_get(1).map_err(|e| self.err(e))?,
-            lease_valid: r.try_get(2).map_err(|e| self.err(e))?,
-        })
+        decode::run_lease(&r)
     }
 
     async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool> {
         let r = self
-            .query(self.q.renew_run.clone())
-            .bind(id)
-            .bind(owner)
-            .bind(secs(lease))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+            .opt(
+                self.stmt(&self.q.renew_run)
+                    .bind(id)
+                    .bind(owner)
+                    .bind(secs(lease)),
+            )
+            .await?;
         Ok(r.is_some())
     }
 
     async fn list_steps(&self, run_id: i64) -> Result<Vec<StepRecord>> {
-        let rows = self
-            .query(self.q.list_steps.clone())
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| {
-                let status: &str = r.try_get(3)?;
-                Ok(StepRecord {
-                    run_id: r.try_get(0)?,
-                    position: r.try_get(1)?,
-                    name: r.try_get(2)?,
-                    status: StepStatus::parse(status).ok_or_else(|| {
-                        sqlx::Error::Decode(format!("unknown step status {status:?}").into())
-                    })?,
-                    output: r.try_get::<Option<Json<Value>>, _>(4)?.map(|j| j.0),
-                    error: r.try_get(5)?,
-                    attempts: r.try_get(6)?,
-                    next_retry_at: r.try_get(7)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))
+        let rows = self.all(self.stmt(&self.q.list_steps).bind(run_id)).await?;
+        rows.iter().map(decode::step_record).collect()
     }
 
     async fn record_step(&self, owner: &str, s: NewStep<'_>) -> Result<bool> {
         let r = self
-            .query(self.q.record_step.clone())
-            .bind(s.run_id)
-            .bind(s.position)
-            .bind(s.name)
-            .bind(s.status.as_str())
-            .bind(s.output)
-            .bind(s.error)
-            .bind(s.attempts)
-            .bind(s.retry_in.map(secs))
-            .bind(owner)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+            .opt(
+                self.stmt(&self.q.record_step)
+                    .bind(s.run_id)
+                    .bind(s.position)
+                    .bind(s.name)
+                    .bind(s.status.as_str())
+                    .bind(s.output)
+                    .bind(s.error)
+                    .bind(s.attempts)
+                    .bind(s.retry_in.map(secs))
+                    .bind(owner),
+            )
+            .await?;
         Ok(r.is_some())
     }
 
-    async fn finish_run(
-        &self,
-        id: i64,
-        owner: &str,
-        status: RunStatus,
-        output: Option<String>,
-        error: Option<String>,
-    ) -> Result<bool> {
+    async fn finish_run(&self, p: FinishRunParams<'_>) -> Result<bool> {
         let r = self
-            .query(self.q.finish_run.clone())
-            .bind(id)
-            .bind(owner)
-            .bind(status.as_str())
-            .bind(output)
-            .bind(error)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+            .opt(
+                self.stmt(&self.q.finish_run)
+                    .bind(p.id)
+                    .bind(p.owner)
+                    .bind(p.status.as_str())
+                    .bind(p.output)
+                    .bind(p.error),
+            )
+            .await?;
         Ok(r.is_some())
     }
 
     async fn cancel_run(&self, id: i64) -> Result<bool> {
-        let r = self
-            .query(self.q.cancel_run.clone())
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let r = self.opt(self.stmt(&self.q.cancel_run).bind(id)).await?;
         Ok(r.is_some())
     }
 
     async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>> {
         let q = match status {
-            Some(s) => self
-                .query(self.q.list_runs_by_status.clone())
-                .bind(s.as_str()),
-            None => self.query(self.q.list_runs.clone()),
+            Some(s) => self.stmt(&self.q.list_runs_by_status).bind(s.as_str()),
+            None => self.stmt(&self.q.list_runs),
         };
-        let rows = q
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| run(r).map_err(|e| self.err(e)))
-            .collect()
+        let rows = self.all(q.bind(limit)).await?;
+        rows.iter().map(decode::workflow_run).collect()
     }
 }
 

@@ -1,105 +1,40 @@
-//! SQLite backend: WAL, `BEGIN IMMEDIATE` write transactions, a busy timeout, and
-//! `synchronous=FULL` by default.
+//! The SQLite-dialect backend: one backend for two engines that speak the same SQL, SQLite
+//! through sqlx (`sqlx.rs`) and Turso (`turso.rs`).
 //!
-//! SQLite allows one writer at a time. Inside one process, pgqrs sends every write through a
-//! single writer connection (a pool of one), so its own tasks queue up in order instead of
-//! spinning on the database lock; reads use a separate pool. Other processes contend through
-//! SQLite's lock and the busy timeout.
+//! Everything above the connection is written once, here: the statements (`queries.rs`), the
+//! migrations (`migrations/`), transactions, batching, wake-ups and row decoding. An engine
+//! only hands out held connections ([`Engine`], [`Conn`], [`Tx`]) and keeps what is its own:
+//! how it connects, closes and learns of other connections' commits.
+//!
+//! * Timestamps are microseconds since the epoch.
+//! * Writes go through one writer connection per store; a write of several statements is one
+//!   `BEGIN IMMEDIATE` transaction. A single statement runs on its own (an autocommit write
+//!   takes the write lock before it reads, so it needs no `BEGIN IMMEDIATE`).
+//! * Every statement runs to its end (see [`Conn::rows`]).
 
-use std::str::FromStr;
-use std::sync::Arc;
+mod queries;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlx;
+#[cfg(feature = "turso")]
+pub(crate) mod turso;
+
+use std::borrow::Cow;
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
-use super::sqlite_sql::*;
+use self::queries::*;
+use super::decode::{self, Cols};
 use super::*;
-use crate::config::Durability;
-use crate::error::from_sqlx;
 
-// Single-row writes through the writer pool are fetched with `fetch_all`, never
-// `fetch_one`/`fetch_optional`: those stop after the first row and reset the statement, and a
-// statement that commits on reset instead of running to its end skips SQLite's WAL hook, which
-// is what runs the automatic checkpoint. The WAL then grew without bound (77 MB after 6,000
-// `create_workflow` calls) and every commit appended to it.
-fn first_row<T>(rows: Vec<T>) -> Option<T> {
-    rows.into_iter().next()
-}
-
-fn one_row<T>(rows: Vec<T>) -> std::result::Result<T, sqlx::Error> {
-    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
-}
-
-pub(crate) struct SqliteBackend {
-    cfg: Config,
-    writer: SqlitePool,
-    reader: SqlitePool,
-    target: String,
-    wakers: Arc<Wakers>,
-    queue_ids: QueueIds,
-    /// Options for the change watcher's own connection (`None` for in-memory databases).
-    watch_opts: Option<SqliteConnectOptions>,
-    watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-/// How often the change watcher looks for commits by other connections.
-const WATCH_EVERY: Duration = Duration::from_millis(10);
-
-/// Wake this store's idle workers when another connection (another store, another process)
-/// commits to the database file: `PRAGMA data_version` changes then. One tiny query per
-/// [`WATCH_EVERY`] on a connection of its own; ends when the store is dropped.
-async fn watch_changes(opts: SqliteConnectOptions, wakers: std::sync::Weak<Wakers>) {
-    use sqlx::Connection;
-    let mut conn = loop {
-        match sqlx::SqliteConnection::connect_with(&opts).await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::debug!(error = %e, "change watcher cannot connect; retrying");
-                if wakers.upgrade().is_none() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
-    let mut last: Option<i64> = None;
-    loop {
-        let Some(w) = wakers.upgrade() else { return };
-        match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-            .fetch_one(&mut conn)
-            .await
-        {
-            Ok(v) => {
-                if last.is_some_and(|l| l != v) {
-                    w.wake_all();
-                }
-                last = Some(v);
-            }
-            Err(e) => tracing::debug!(error = %e, "change watcher query failed"),
-        }
-        drop(w);
-        tokio::time::sleep(WATCH_EVERY).await;
-    }
-}
-
-impl Drop for SqliteBackend {
-    fn drop(&mut self) {
-        if let Some(h) = self
-            .watcher
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            h.abort();
-        }
-    }
-}
+/// Largest number of leases in one statement (two parameters each, well under SQLite's limit).
+const LEASE_CHUNK: usize = 4000;
+/// Largest number of rows in one multi-row insert.
+const INSERT_CHUNK: usize = 5000;
+/// The schema version this build installs.
+const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 fn now_us() -> i64 {
     Utc::now().timestamp_micros()
@@ -109,256 +44,261 @@ fn us(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
 }
 
-fn queue_info(r: &SqliteRow) -> Result<QueueInfo, sqlx::Error> {
-    Ok(QueueInfo {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        created_at: from_micros(r.try_get(2)?),
+/// A value bound to a statement parameter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    Int(i64),
+    Text(&'a str),
+    Null,
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+
+impl From<i32> for Arg<'_> {
+    fn from(v: i32) -> Self {
+        Arg::Int(v.into())
+    }
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(v: &'a str) -> Self {
+        Arg::Text(v)
+    }
+}
+
+impl<'a, T: Into<Arg<'a>>> From<Option<T>> for Arg<'a> {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Arg::Null, Into::into)
+    }
+}
+
+/// A statement's text, and whether the engine should keep it prepared. Fixed statements
+/// (`&'static str`) are kept; built ones say so (see `queries.rs`). sqlx keeps every statement
+/// in its own bounded cache, so only Turso reads the flag.
+pub(crate) struct Sql {
+    text: Cow<'static, str>,
+    #[cfg_attr(not(feature = "turso"), allow(dead_code))]
+    keep: bool,
+}
+
+impl Sql {
+    fn built(text: String, keep: bool) -> Self {
+        Sql {
+            text: Cow::Owned(text),
+            keep,
+        }
+    }
+}
+
+impl From<&'static str> for Sql {
+    fn from(text: &'static str) -> Self {
+        Sql {
+            text: Cow::Borrowed(text),
+            keep: true,
+        }
+    }
+}
+
+/// A connection an engine hands out for one operation.
+pub(crate) trait Conn: Send {
+    type Row: Cols + Send;
+
+    /// Run a statement to its end and return every row. Writes must run to their end: a
+    /// statement stopped after its first row is reset instead, and SQLite commits an
+    /// autocommit write on reset without running its WAL hook (the automatic checkpoint), so
+    /// the WAL grew without bound (77 MB after 6,000 `create_workflow` calls).
+    fn rows(
+        &mut self,
+        sql: impl Into<Sql> + Send,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Vec<Self::Row>>> + Send;
+
+    /// Run a statement that returns no rows; the number of rows it changed.
+    fn exec(
+        &mut self,
+        sql: impl Into<Sql> + Send,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// A `BEGIN IMMEDIATE` transaction on the writer connection. Dropped without
+/// [`finish`](Self::finish) (a cancelled task), it is rolled back before the connection is
+/// used again.
+pub(crate) trait Tx: Conn + Sized {
+    /// Run a script of several statements (a migration).
+    fn script(&mut self, sql: &'static str) -> impl Future<Output = Result<()>> + Send;
+    fn commit(self) -> impl Future<Output = Result<()>> + Send;
+    fn rollback(self) -> impl Future<Output = ()> + Send;
+
+    /// Commit when `r` is `Ok`, roll back otherwise.
+    fn finish<T: Send>(self, r: Result<T>) -> impl Future<Output = Result<T>> + Send {
+        async move {
+            match r {
+                Ok(v) => self.commit().await.map(|()| v),
+                Err(e) => {
+                    self.rollback().await;
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// A database engine that speaks the SQLite dialect.
+pub(crate) trait Engine: Sized + Send + Sync + 'static {
+    type Conn<'a>: Conn
+    where
+        Self: 'a;
+    type Tx<'a>: Tx
+    where
+        Self: 'a;
+
+    fn connect(cfg: &Config) -> impl Future<Output = Result<Self>> + Send;
+    /// What error messages call the database ("sqlite file jobs.db").
+    fn target(&self) -> &str;
+    /// The idle workers an enqueue through this store wakes.
+    fn wakers(&self) -> &Wakers;
+    /// A connection for reads.
+    fn reader(&self) -> impl Future<Output = Result<Self::Conn<'_>>> + Send;
+    /// The writer connection, for one statement.
+    fn writer(&self) -> impl Future<Output = Result<Self::Conn<'_>>> + Send;
+    /// A write transaction on the writer connection.
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx<'_>>> + Send;
+    fn close(&self) -> impl Future<Output = ()> + Send;
+    /// A worker is about to wait for jobs: make sure it hears of other connections' commits.
+    fn will_wait(&self) {}
+}
+
+/// The first row, if any.
+fn first<R>(rows: Vec<R>) -> Option<R> {
+    rows.into_iter().next()
+}
+
+/// The first row, which the statement always returns.
+fn one<R>(rows: Vec<R>) -> Result<R> {
+    first(rows).ok_or_else(|| Error::Database {
+        code: None,
+        message: "statement returned no row".into(),
     })
 }
 
-fn json(text: &str) -> Result<serde_json::Value, sqlx::Error> {
-    serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+/// The ids a statement returned.
+fn ids<R: Cols>(rows: Vec<R>) -> Result<Vec<i64>> {
+    rows.iter().map(|r| r.i64(0)).collect()
 }
 
-fn run(r: &SqliteRow) -> Result<WorkflowRun, sqlx::Error> {
-    let status: &str = r.try_get(3)?;
-    Ok(WorkflowRun {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        input: json(r.try_get::<&str, _>(2)?)?,
-        status: RunStatus::parse(status)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown run status {status:?}").into()))?,
-        output: r.try_get::<Option<&str>, _>(4)?.map(json).transpose()?,
-        error: r.try_get(5)?,
-        owner: r.try_get(6)?,
-        lease_until: r.try_get::<Option<i64>, _>(7)?.map(from_micros),
-        attempts: r.try_get(8)?,
-        created_at: from_micros(r.try_get(9)?),
-        updated_at: from_micros(r.try_get(10)?),
-        finished_at: r.try_get::<Option<i64>, _>(11)?.map(from_micros),
-    })
+/// `pre`, then one `(id, token)` pair per lease.
+fn lease_args(pre: &[i64], leases: &[Lease]) -> Vec<Arg<'static>> {
+    let mut a = Vec::with_capacity(pre.len() + 2 * leases.len());
+    a.extend(pre.iter().map(|v| Arg::Int(*v)));
+    for l in leases {
+        a.extend([Arg::Int(l.id), Arg::Int(l.token)]);
+    }
+    a
 }
 
-impl SqliteBackend {
+/// A run's id, its owner, now and the end of a lease from now.
+fn run_lease_args(id: i64, owner: &str, lease: Duration) -> [Arg<'_>; 4] {
+    let now = now_us();
+    [
+        Arg::Int(id),
+        Arg::Text(owner),
+        Arg::Int(now),
+        Arg::Int(now.saturating_add(us(lease))),
+    ]
+}
+
+/// The backend over an engine.
+pub(crate) struct SqliteBackend<E> {
+    cfg: Config,
+    e: E,
+    queue_ids: QueueIds,
+}
+
+type Row<'a, E> = <<E as Engine>::Conn<'a> as Conn>::Row;
+
+impl<E: Engine> SqliteBackend<E> {
     pub(crate) async fn connect(cfg: Config) -> Result<Self> {
-        let opts =
-            SqliteConnectOptions::from_str(&cfg.driver_dsn).map_err(|e| Error::InvalidDsn {
-                dsn: cfg.redacted.clone(),
-                reason: e.to_string(),
-            })?;
-        let memory = cfg.driver_dsn.contains(":memory:") || cfg.driver_dsn.contains("mode=memory");
-        let target = if memory {
-            "sqlite in-memory database".to_string()
-        } else {
-            format!("sqlite file {}", opts.get_filename().display())
-        };
-        let opts = opts
-            .create_if_missing(true)
-            .journal_mode(if memory {
-                SqliteJournalMode::Memory
-            } else {
-                SqliteJournalMode::Wal
-            })
-            .synchronous(match cfg.durability {
-                Durability::Full => SqliteSynchronous::Full,
-                Durability::Normal => SqliteSynchronous::Normal,
-            })
-            .busy_timeout(cfg.busy_timeout)
-            .foreign_keys(true);
-        let watch_opts = (!memory).then(|| opts.clone());
-        let connect = |max: u32| {
-            SqlitePoolOptions::new()
-                .max_connections(max)
-                .min_connections(if memory { 1 } else { 0 })
-                .idle_timeout(if memory {
-                    None
-                } else {
-                    Some(Duration::from_secs(600))
-                })
-                .max_lifetime(None)
-                // sqlx pings a pooled connection before each use by default: for SQLite
-                // that is a round trip to the connection's thread on every statement, and
-                // an open file handle does not go stale the way a socket does.
-                .test_before_acquire(false)
-                .acquire_timeout(cfg.connect_timeout.max(cfg.busy_timeout))
-                .connect_with(opts.clone())
-        };
-        let conn_err = |e: sqlx::Error| Error::Connection {
-            target: target.clone(),
-            message: e.to_string(),
-        };
-        let writer = connect(1).await.map_err(conn_err)?;
-        // An in-memory database lives in its connection: share the one.
-        let reader = if memory {
-            writer.clone()
-        } else {
-            connect(cfg.pool_size.unwrap_or(4))
-                .await
-                .map_err(conn_err)?
-        };
         Ok(SqliteBackend {
+            e: E::connect(&cfg).await?,
             cfg,
-            writer,
-            reader,
-            target,
-            wakers: Arc::default(),
             queue_ids: QueueIds::default(),
-            watch_opts,
-            watcher: std::sync::Mutex::new(None),
         })
     }
 
-    /// Claim from the queue with this id (see [`QueueIds::claim`]).
-    async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {
-        let now = now_us();
-        let rows = sqlx::query(CLAIM)
-            .bind(queue_id)
-            .bind(now)
-            .bind(now.saturating_add(us(p.lease)))
-            .bind(p.limit as i64)
-            .bind(p.worker_id)
-            .fetch_all(&self.writer)
-            .await
-            .map_err(|e| self.err(e))?;
-        let mut msgs = rows
-            .iter()
-            .map(|r| {
-                Ok(Message {
-                    id: r.try_get(0)?,
-                    queue: p.queue.to_string(),
-                    payload: json(r.try_get::<&str, _>(1)?)?,
-                    attempts: r.try_get(2)?,
-                    max_attempts: r.try_get(3)?,
-                    enqueued_at: from_micros(r.try_get(4)?),
-                    visible_at: from_micros(r.try_get(5)?),
-                    last_error: r.try_get(6)?,
-                    lease_token: r.try_get(7)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))?;
-        msgs.sort_unstable_by_key(|m| m.id);
-        Ok(msgs)
+    /// One read statement.
+    async fn read(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<Row<'_, E>>> {
+        self.e.reader().await?.rows(sql, args).await
     }
 
-    fn err(&self, e: sqlx::Error) -> Error {
-        from_sqlx(e, &self.target)
+    /// One write statement, on its own.
+    async fn write(&self, sql: impl Into<Sql> + Send, args: &[Arg<'_>]) -> Result<Vec<Row<'_, E>>> {
+        self.e.writer().await?.rows(sql, args).await
     }
 
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| self.err(e))
+    /// One lease statement, on its own: `template` built for the leases, `pre` bound first.
+    async fn lease_update(&self, template: &str, pre: i64, leases: &[Lease]) -> Result<Vec<bool>> {
+        let sql = for_leases(template, leases.len());
+        let done = ids(self.write(sql, &lease_args(&[pre], leases)).await?)?;
+        Ok(mark(leases, done))
     }
 
-    async fn queue_id(&self, name: &str) -> Result<i64> {
-        if let Some(id) = self.queue_ids.get(name) {
-            return Ok(id);
-        }
-        let id = self.get_queue(name).await?.id;
-        self.queue_ids.put(name, id);
-        Ok(id)
-    }
-
-    /// Run a lease statement built for `leases.len()` leases, with `pre` bound first.
-    async fn lease_stmt(
-        &self,
-        tx: &mut Transaction<'static, Sqlite>,
-        sql: String,
-        pre: &[i64],
-        leases: &[Lease],
-    ) -> Result<Vec<i64>> {
-        let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
-        for p in pre {
-            q = q.bind(*p);
-        }
-        for l in leases {
-            q = q.bind(l.id).bind(l.token);
-        }
-        q.fetch_all(&mut **tx).await.map_err(|e| self.err(e))
-    }
-
-    async fn lease_update(&self, sql: String, pre: &[i64], leases: &[Lease]) -> Result<Vec<bool>> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.write_tx().await?;
-        let ids = self.lease_stmt(&mut tx, sql, pre, leases).await?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(mark(leases, ids))
-    }
-
-    async fn apply_migrations(&self, up_to: i64) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        sqlx::query(VERSION_TABLE)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        let current: Option<i64> = sqlx::query_scalar(SCHEMA_VERSION)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        let current = current.unwrap_or(0);
-        let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-        if current > latest {
-            return Err(Error::SchemaTooNew {
-                found: current,
-                supported: latest,
-            });
-        }
-        for (version, sql) in MIGRATIONS {
-            if *version <= current || *version > up_to {
-                continue;
+    /// An enqueue's error: the queue was deleted (by another store) if its key is gone.
+    fn queue_gone(&self, e: Error, queue: &str) -> Error {
+        match e {
+            Error::Database { ref message, .. } if message.contains("FOREIGN KEY") => {
+                self.queue_ids.forget(queue);
+                Error::QueueNotFound {
+                    queue: queue.to_string(),
+                }
             }
-            sqlx::raw_sql(*sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-            sqlx::query(INSERT_VERSION)
-                .bind(version)
-                .bind(now_us())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
+            e => e,
         }
-        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn migrate(&self, up_to: i64) -> Result<()> {
+        let mut tx = self.e.begin().await?;
+        let r = async {
+            tx.exec(VERSION_TABLE, &[]).await?;
+            let current = one(tx.rows(SCHEMA_VERSION, &[]).await?)?.opt_i64(0)?;
+            for (version, sql) in pending_migrations(MIGRATIONS, current.unwrap_or(0), up_to)? {
+                tx.script(sql).await?;
+                tx.exec(INSERT_VERSION, &[(*version).into(), now_us().into()])
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        tx.finish(r).await
     }
 }
 
-/// Largest number of leases in one statement (two parameters each, well under SQLite's limit).
-const LEASE_CHUNK: usize = 4000;
-/// Largest number of rows in one multi-row insert.
-const INSERT_CHUNK: usize = 5000;
-
 #[async_trait]
-impl Backend for SqliteBackend {
+impl<E: Engine> Backend for SqliteBackend<E> {
     fn config(&self) -> &Config {
         &self.cfg
     }
 
-    async fn install(&self) -> Result<()> {
-        self.apply_migrations(i64::MAX).await
+    fn queue_ids(&self) -> &QueueIds {
+        &self.queue_ids
     }
 
     async fn install_up_to(&self, version: i64) -> Result<()> {
-        self.apply_migrations(version).await
+        self.migrate(version).await
     }
 
     async fn verify(&self) -> Result<()> {
-        let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-        check_schema_version(self.schema_version().await?, latest, || {
-            format!(" in {}", self.target)
+        check_schema_version(self.schema_version().await?, LATEST, || {
+            format!(" in {}", self.e.target())
         })?;
+        let mut r = self.e.reader().await?;
         let mut missing = Vec::new();
         for name in TABLES.iter().chain(INDEXES) {
-            let n: i64 = sqlx::query_scalar(OBJECT_EXISTS)
-                .bind(name)
-                .fetch_one(&self.reader)
-                .await
-                .map_err(|e| self.err(e))?;
-            if n == 0 {
+            if one(r.rows(OBJECT_EXISTS, &[(*name).into()]).await?)?.i64(0)? == 0 {
                 missing.push(*name);
             }
         }
@@ -366,43 +306,26 @@ impl Backend for SqliteBackend {
     }
 
     async fn schema_version(&self) -> Result<Option<i64>> {
-        let n: i64 = sqlx::query_scalar(OBJECT_EXISTS)
-            .bind("pgqrs_schema_version")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?;
-        if n == 0 {
+        let mut r = self.e.reader().await?;
+        let table = one(r
+            .rows(OBJECT_EXISTS, &["pgqrs_schema_version".into()])
+            .await?)?;
+        if table.i64(0)? == 0 {
             return Ok(None);
         }
-        sqlx::query_scalar(SCHEMA_VERSION)
-            .fetch_one(&self.reader)
-            .await
-            .map_err(|e| self.err(e))
+        one(r.rows(SCHEMA_VERSION, &[]).await?)?.opt_i64(0)
     }
 
     async fn close(&self) {
-        if let Some(h) = self
-            .watcher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            h.abort();
-        }
-        self.writer.close().await;
-        self.reader.close().await;
+        self.e.close().await
     }
 
     async fn create_queue(&self, name: &str) -> Result<QueueInfo> {
-        let row = sqlx::query(CREATE_QUEUE)
-            .bind(name)
-            .bind(now_us())
-            .fetch_all(&self.writer)
-            .await
-            .map(first_row)
-            .map_err(|e| self.err(e))?;
-        match row {
-            Some(r) => queue_info(&r).map_err(|e| self.err(e)),
+        match first(
+            self.write(CREATE_QUEUE, &[name.into(), now_us().into()])
+                .await?,
+        ) {
+            Some(r) => decode::queue_info(&r),
             None => Err(Error::QueueAlreadyExists {
                 queue: name.to_string(),
             }),
@@ -410,13 +333,8 @@ impl Backend for SqliteBackend {
     }
 
     async fn get_queue(&self, name: &str) -> Result<QueueInfo> {
-        let row = sqlx::query(GET_QUEUE)
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?;
-        match row {
-            Some(r) => queue_info(&r).map_err(|e| self.err(e)),
+        match first(self.read(GET_QUEUE, &[name.into()]).await?) {
+            Some(r) => decode::queue_info(&r),
             None => Err(Error::QueueNotFound {
                 queue: name.to_string(),
             }),
@@ -424,166 +342,130 @@ impl Backend for SqliteBackend {
     }
 
     async fn delete_queue(&self, name: &str, force: bool) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM pgqrs_queues WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        let Some(id) = id else {
-            return Err(Error::QueueNotFound {
-                queue: name.to_string(),
-            });
-        };
-        if !force {
-            let leased: i64 = sqlx::query_scalar(COUNT_LEASED)
-                .bind(id)
-                .bind(now_us())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-            if leased > 0 {
-                return Err(Error::QueueInUse {
+        let mut tx = self.e.begin().await?;
+        let r = async {
+            let Some(row) = first(tx.rows(QUEUE_ID, &[name.into()]).await?) else {
+                return Err(Error::QueueNotFound {
                     queue: name.to_string(),
-                    leased: leased as u64,
                 });
+            };
+            let id = row.i64(0)?;
+            if !force {
+                let leased =
+                    one(tx.rows(COUNT_LEASED, &[id.into(), now_us().into()]).await?)?.i64(0)?;
+                if leased > 0 {
+                    return Err(Error::QueueInUse {
+                        queue: name.to_string(),
+                        leased: leased as u64,
+                    });
+                }
             }
+            for sql in [
+                DELETE_QUEUE_JOBS,
+                DELETE_QUEUE_ARCHIVE,
+                DELETE_QUEUE_DEAD,
+                DELETE_QUEUE,
+            ] {
+                tx.exec(sql, &[id.into()]).await?;
+            }
+            Ok(())
         }
-        for sql in [
-            DELETE_QUEUE_JOBS,
-            DELETE_QUEUE_ARCHIVE,
-            DELETE_QUEUE_DEAD,
-            DELETE_QUEUE,
-        ] {
-            sqlx::query(sql)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
-        tx.commit().await.map_err(|e| self.err(e))?;
+        .await;
+        tx.finish(r).await?;
         self.queue_ids.forget(name);
         Ok(())
     }
 
     async fn purge_queue(&self, name: &str) -> Result<u64> {
         let id = self.queue_id(name).await?;
-        let r = sqlx::query(DELETE_QUEUE_JOBS)
-            .bind(id)
-            .execute(&self.writer)
+        self.e
+            .writer()
+            .await?
+            .exec(DELETE_QUEUE_JOBS, &[id.into()])
             .await
-            .map_err(|e| self.err(e))?;
-        Ok(r.rows_affected())
     }
 
     async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
-        let rows = sqlx::query(LIST_QUEUES)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| queue_info(r).map_err(|e| self.err(e)))
-            .collect()
+        let rows = self.read(LIST_QUEUES, &[]).await?;
+        rows.iter().map(decode::queue_info).collect()
     }
 
     async fn queue_metrics(&self, name: &str) -> Result<QueueMetrics> {
         let id = self.queue_id(name).await?;
         let now = now_us();
-        let r = sqlx::query(QUEUE_METRICS)
-            .bind(id)
-            .bind(now)
-            .fetch_one(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?;
-        let g = |i| r.try_get::<i64, _>(i).map_err(|e| self.err(e));
-        let oldest: Option<i64> = r.try_get(3).map_err(|e| self.err(e))?;
-        Ok(QueueMetrics {
-            queue: name.to_string(),
-            ready: g(0)?,
-            delayed: g(1)?,
-            leased: g(2)?,
-            oldest_ready_age_secs: oldest
-                .map(|t| ((now - t).max(0)) as f64 / 1e6)
-                .unwrap_or(0.0),
-            archived: g(4)?,
-            dead: g(5)?,
-        })
+        let r = one(self.read(QUEUE_METRICS, &[id.into(), now.into()]).await?)?;
+        let oldest = r.opt_i64(3)?;
+        let age = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1e6);
+        decode::queue_metrics(&r, name, age)
     }
 
-    async fn enqueue_jobs(
-        &self,
-        queue: &str,
-        payloads: Vec<String>,
-        visibility: Visibility,
-        max_attempts: i32,
-    ) -> Result<Vec<i64>> {
-        let queue_id = self.queue_id(queue).await?;
+    async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>> {
+        let queue_id = self.queue_id(p.queue).await?;
         let now = now_us();
-        let visible_at = match visibility {
+        let visible_at = match p.visibility {
             Visibility::Now => now,
             Visibility::After(d) => now.saturating_add(us(d)),
             Visibility::At(t) => t.timestamp_micros(),
         };
-        let mut ids = Vec::with_capacity(payloads.len());
-        let mut tx = self.write_tx().await?;
-        for chunk in payloads.chunks(INSERT_CHUNK) {
-            let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(enqueue(chunk.len())))
-                .bind(queue_id)
-                .bind(max_attempts)
-                .bind(now)
-                .bind(visible_at);
-            for p in chunk {
-                q = q.bind(p.as_str());
-            }
-            let got = q.fetch_all(&mut *tx).await.map_err(|e| match e {
-                sqlx::Error::Database(ref db) if db.message().contains("FOREIGN KEY") => {
-                    self.queue_ids.forget(queue);
-                    Error::QueueNotFound {
-                        queue: queue.to_string(),
-                    }
+        let mut tx = self.e.begin().await?;
+        let r = async {
+            let mut ids = Vec::with_capacity(p.payloads.len());
+            for chunk in p.payloads.chunks(INSERT_CHUNK) {
+                let mut args = Vec::with_capacity(4 + chunk.len());
+                args.extend([queue_id, p.max_attempts.into(), now, visible_at].map(Arg::Int));
+                args.extend(chunk.iter().map(|s| Arg::Text(s)));
+                let rows = tx.rows(enqueue(chunk.len()), &args).await;
+                for r in rows.map_err(|e| self.queue_gone(e, p.queue))? {
+                    ids.push(r.i64(0)?);
                 }
-                e => self.err(e),
-            })?;
-            ids.extend(got);
+            }
+            Ok(ids)
         }
-        tx.commit().await.map_err(|e| self.err(e))?;
+        .await;
+        let mut ids = tx.finish(r).await?;
         ids.sort_unstable();
         if visible_at <= now {
-            self.wakers.wake(queue);
+            self.e.wakers().wake(p.queue);
         }
         Ok(ids)
     }
 
-    async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>> {
-        self.queue_ids
-            .claim(
-                p.queue,
-                || async { Ok(self.get_queue(p.queue).await?.id) },
-                |id| self.claim_in(id, &p),
-            )
-            .await
+    async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {
+        let now = now_us();
+        let args = [
+            queue_id.into(),
+            now.into(),
+            now.saturating_add(us(p.lease)).into(),
+            (p.limit as i64).into(),
+            p.worker_id.into(),
+        ];
+        decode::claimed(&self.write(CLAIM, &args).await?, p.queue)
     }
 
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.write_tx().await?;
-        let mut done = Vec::with_capacity(leases.len());
-        for chunk in leases.chunks(LEASE_CHUNK) {
-            if how == Completion::Archive {
-                let mut q = sqlx::query(AssertSqlSafe(archive(chunk.len()))).bind(now_us());
-                for l in chunk {
-                    q = q.bind(l.id).bind(l.token);
+        let mut tx = self.e.begin().await?;
+        let r = async {
+            let mut done = Vec::with_capacity(leases.len());
+            for chunk in leases.chunks(LEASE_CHUNK) {
+                if how == Completion::Archive {
+                    tx.exec(
+                        for_leases(ARCHIVE, chunk.len()),
+                        &lease_args(&[now_us()], chunk),
+                    )
+                    .await?;
                 }
-                q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
+                let rows = tx
+                    .rows(for_leases(DELETE, chunk.len()), &lease_args(&[], chunk))
+                    .await?;
+                done.extend(ids(rows)?);
             }
-            done.extend(
-                self.lease_stmt(&mut tx, delete(chunk.len()), &[], chunk)
-                    .await?,
-            );
+            Ok(done)
         }
-        tx.commit().await.map_err(|e| self.err(e))?;
+        .await;
+        let done = tx.finish(r).await?;
         Ok(mark(leases, done))
     }
 
@@ -592,36 +474,30 @@ impl Backend for SqliteBackend {
             return Ok(Vec::new());
         }
         let now = now_us();
-        let mut tx = self.write_tx().await?;
-        let mut done = Vec::new();
-        for f in failures {
-            let one = [f.lease];
-            match f.retry_in {
-                Some(d) => {
-                    let got = sqlx::query_scalar::<_, i64>(AssertSqlSafe(retry(1)))
-                        .bind(now.saturating_add(us(d)))
-                        .bind(f.error.as_str())
-                        .bind(f.lease.id)
-                        .bind(f.lease.token)
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(|e| self.err(e))?;
-                    done.extend(got);
-                }
-                None => {
-                    sqlx::query(AssertSqlSafe(bury(1)))
-                        .bind(now)
-                        .bind(f.error.as_str())
-                        .bind(f.lease.id)
-                        .bind(f.lease.token)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.err(e))?;
-                    done.extend(self.lease_stmt(&mut tx, delete(1), &[], &one).await?);
-                }
+        let mut tx = self.e.begin().await?;
+        let r = async {
+            let mut done = Vec::new();
+            for f in failures {
+                let (id, token) = (Arg::Int(f.lease.id), Arg::Int(f.lease.token));
+                let error = Arg::Text(&f.error);
+                let rows = match f.retry_in {
+                    Some(d) => {
+                        let at = Arg::Int(now.saturating_add(us(d)));
+                        let args = [at, error, id, token];
+                        tx.rows(for_leases(RETRY, 1), &args).await?
+                    }
+                    None => {
+                        let args = [Arg::Int(now), error, id, token];
+                        tx.exec(for_leases(BURY, 1), &args).await?;
+                        tx.rows(for_leases(DELETE, 1), &args[2..]).await?
+                    }
+                };
+                done.extend(ids(rows)?);
             }
+            Ok(done)
         }
-        tx.commit().await.map_err(|e| self.err(e))?;
+        .await;
+        let done = tx.finish(r).await?;
         let leases: Vec<Lease> = failures.iter().map(|f| f.lease).collect();
         Ok(mark(&leases, done))
     }
@@ -630,10 +506,7 @@ impl Backend for SqliteBackend {
         let mut out = Vec::with_capacity(leases.len());
         for chunk in leases.chunks(LEASE_CHUNK) {
             let until = now_us().saturating_add(us(by));
-            out.extend(
-                self.lease_update(extend(chunk.len()), &[until], chunk)
-                    .await?,
-            );
+            out.extend(self.lease_update(EXTEND, until, chunk).await?);
         }
         Ok(out)
     }
@@ -642,224 +515,116 @@ impl Backend for SqliteBackend {
         let mut out = Vec::with_capacity(leases.len());
         for chunk in leases.chunks(LEASE_CHUNK) {
             let at = now_us().saturating_add(us(delay));
-            out.extend(
-                self.lease_update(release(chunk.len()), &[at], chunk)
-                    .await?,
-            );
+            out.extend(self.lease_update(RELEASE, at, chunk).await?);
         }
         if delay.is_zero() && out.iter().any(|x| *x) {
             // Wake any idle worker of this process; the queue name is not known here, so
             // wake them all.
-            self.wakers.wake_all();
+            self.e.wakers().wake_all();
         }
         Ok(out)
     }
 
     async fn dead_letters(&self, queue: &str, limit: i64) -> Result<Vec<DeadLetter>> {
         let id = self.queue_id(queue).await?;
-        let rows = sqlx::query(DEAD_LETTERS)
-            .bind(id)
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeadLetter {
-                    id: r.try_get(0)?,
-                    queue: queue.to_string(),
-                    payload: json(r.try_get::<&str, _>(1)?)?,
-                    attempts: r.try_get(2)?,
-                    last_error: r.try_get(3)?,
-                    enqueued_at: from_micros(r.try_get(4)?),
-                    failed_at: from_micros(r.try_get(5)?),
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))
+        let rows = self.read(DEAD_LETTERS, &[id.into(), limit.into()]).await?;
+        rows.iter().map(|r| decode::dead_letter(r, queue)).collect()
     }
 
     async fn requeue_dead(&self, queue: &str, ids: Option<&[i64]>) -> Result<u64> {
         let qid = self.queue_id(queue).await?;
         let now = now_us();
-        let mut tx = self.write_tx().await?;
-        let mut n = 0;
-        match ids {
-            None => {
-                n += sqlx::query(REQUEUE_DEAD_ALL)
-                    .bind(qid)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?
-                    .rows_affected();
-                sqlx::query(DELETE_DEAD_ALL)
-                    .bind(qid)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?;
-            }
-            Some(ids) => {
-                for id in ids {
-                    n += sqlx::query(REQUEUE_DEAD_ONE)
-                        .bind(qid)
-                        .bind(now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.err(e))?
-                        .rows_affected();
-                    sqlx::query(DELETE_DEAD_ONE)
-                        .bind(qid)
-                        .bind(now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.err(e))?;
+        let mut tx = self.e.begin().await?;
+        let r = async {
+            let mut n = 0;
+            match ids {
+                None => {
+                    n += tx.exec(REQUEUE_DEAD_ALL, &[qid.into(), now.into()]).await?;
+                    tx.exec(DELETE_DEAD_ALL, &[qid.into()]).await?;
+                }
+                Some(ids) => {
+                    for id in ids {
+                        let args = [qid.into(), now.into(), (*id).into()];
+                        n += tx.exec(REQUEUE_DEAD_ONE, &args).await?;
+                        tx.exec(DELETE_DEAD_ONE, &args).await?;
+                    }
                 }
             }
+            Ok(n)
         }
-        tx.commit().await.map_err(|e| self.err(e))?;
+        .await;
+        let n = tx.finish(r).await?;
         if n > 0 {
-            self.wakers.wake(queue);
+            self.e.wakers().wake(queue);
         }
         Ok(n)
     }
 
     async fn archived_jobs(&self, queue: &str, limit: i64) -> Result<Vec<ArchivedJob>> {
         let id = self.queue_id(queue).await?;
-        let rows = sqlx::query(ARCHIVED)
-            .bind(id)
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?;
+        let rows = self.read(ARCHIVED, &[id.into(), limit.into()]).await?;
         rows.iter()
-            .map(|r| {
-                Ok(ArchivedJob {
-                    id: r.try_get(0)?,
-                    queue: queue.to_string(),
-                    payload: json(r.try_get::<&str, _>(1)?)?,
-                    attempts: r.try_get(2)?,
-                    enqueued_at: from_micros(r.try_get(3)?),
-                    archived_at: from_micros(r.try_get(4)?),
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))
+            .map(|r| decode::archived_job(r, queue))
+            .collect()
     }
 
     async fn rescue_expired(&self, queue: &str) -> Result<u64> {
         let qid = self.queue_id(queue).await?;
         let now = now_us();
         // Cheap read first: almost always there is nothing to do.
-        let any: Option<i64> = sqlx::query_scalar(RESCUE_SELECT)
-            .bind(qid)
-            .bind(now)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?;
-        if any.is_none() {
+        if self
+            .read(RESCUE_SELECT, &[qid.into(), now.into()])
+            .await?
+            .is_empty()
+        {
             return Ok(0);
         }
-        let mut tx = self.write_tx().await?;
-        sqlx::query(RESCUE_BURY)
-            .bind(qid)
-            .bind(now)
-            .bind(EXPIRED_FINAL)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        let n = sqlx::query(RESCUE_DELETE)
-            .bind(qid)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?
-            .rows_affected();
-        tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(n)
+        let mut tx = self.e.begin().await?;
+        let r = async {
+            let args = [qid.into(), now.into(), EXPIRED_FINAL.into()];
+            tx.exec(RESCUE_BURY, &args).await?;
+            tx.exec(RESCUE_DELETE, &args[..2]).await
+        }
+        .await;
+        tx.finish(r).await
     }
 
     async fn register_worker(&self, w: NewWorker) -> Result<i64> {
         let now = now_us();
-        sqlx::query_scalar(REGISTER_WORKER)
-            .bind(w.hostname)
-            .bind(w.pid)
-            .bind(w.queue)
-            .bind(now)
-            .bind(now)
-            .fetch_all(&self.writer)
-            .await
-            .and_then(one_row)
-            .map_err(|e| self.err(e))
+        let args = [
+            w.hostname.as_str().into(),
+            w.pid.into(),
+            w.queue.as_str().into(),
+            now.into(),
+            now.into(),
+        ];
+        one(self.write(REGISTER_WORKER, &args).await?)?.i64(0)
     }
 
     async fn worker_heartbeat(&self, id: i64, status: WorkerStatus) -> Result<()> {
-        sqlx::query(HEARTBEAT)
-            .bind(now_us())
-            .bind(status.as_str())
-            .bind(id)
-            .execute(&self.writer)
-            .await
-            .map_err(|e| self.err(e))?;
+        let args = [now_us().into(), status.as_str().into(), id.into()];
+        self.e.writer().await?.exec(HEARTBEAT, &args).await?;
         Ok(())
     }
 
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
-        let rows = sqlx::query(LIST_WORKERS)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(WorkerInfo {
-                    id: r.try_get(0)?,
-                    hostname: r.try_get(1)?,
-                    pid: r.try_get(2)?,
-                    queue: r.try_get(3)?,
-                    started_at: from_micros(r.try_get(4)?),
-                    heartbeat_at: from_micros(r.try_get(5)?),
-                    status: WorkerStatus::parse(r.try_get::<&str, _>(6)?),
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))
+        let rows = self.read(LIST_WORKERS, &[]).await?;
+        rows.iter().map(decode::worker_info).collect()
     }
 
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration) {
-        if let Some(opts) = &self.watch_opts {
-            let mut w = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
-            if w.as_ref().is_none_or(|h| h.is_finished()) {
-                *w = Some(tokio::spawn(watch_changes(
-                    opts.clone(),
-                    Arc::downgrade(&self.wakers),
-                )));
-            }
-        }
-        self.wakers.wait(queue, timeout).await
+        self.e.will_wait();
+        self.e.wakers().wait(queue, timeout).await
     }
 
     async fn create_run(&self, name: &str, input: String) -> Result<WorkflowRun> {
-        let r = sqlx::query(CREATE_RUN)
-            .bind(name)
-            .bind(input)
-            .bind(now_us())
-            .fetch_all(&self.writer)
-            .await
-            .and_then(one_row)
-            .map_err(|e| self.err(e))?;
-        run(&r).map_err(|e| self.err(e))
+        let args = [name.into(), input.as_str().into(), now_us().into()];
+        decode::workflow_run(&one(self.write(CREATE_RUN, &args).await?)?)
     }
 
     async fn get_run(&self, id: i64) -> Result<WorkflowRun> {
-        let r = sqlx::query(GET_RUN)
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?;
-        match r {
-            Some(r) => run(&r).map_err(|e| self.err(e)),
+        match first(self.read(GET_RUN, &[id.into()]).await?) {
+            Some(r) => decode::workflow_run(&r),
             None => Err(Error::WorkflowNotFound { id }),
         }
     }
@@ -870,140 +635,67 @@ impl Backend for SqliteBackend {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<WorkflowRun>> {
-        let now = now_us();
-        let r = sqlx::query(ACQUIRE_RUN)
-            .bind(id)
-            .bind(owner)
-            .bind(now)
-            .bind(now.saturating_add(us(lease)))
-            .fetch_all(&self.writer)
-            .await
-            .map(first_row)
-            .map_err(|e| self.err(e))?;
-        r.map(|r| run(&r).map_err(|e| self.err(e))).transpose()
+        let r = first(
+            self.write(ACQUIRE_RUN, &run_lease_args(id, owner, lease))
+                .await?,
+        );
+        r.map(|r| decode::workflow_run(&r)).transpose()
     }
 
     async fn run_lease(&self, id: i64) -> Result<RunLease> {
-        let r = sqlx::query(RUN_LEASE)
-            .bind(id)
-            .bind(now_us())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?
-            .ok_or(Error::WorkflowNotFound { id })?;
-        let status: &str = r.try_get(0).map_err(|e| self.err(e))?;
-        Ok(RunLease {
-            status: RunStatus::parse(status).ok_or_else(|| Error::Database {
-                code: None,
-                message: format!("unknown run status {status:?}"),
-            })?,
-            owner: r.try_get(1).map_err(|e| self.err(e))?,
-            lease_valid: r.try_get::<i64, _>(2).map_err(|e| self.err(e))? != 0,
-        })
+        match first(self.read(RUN_LEASE, &[id.into(), now_us().into()]).await?) {
+            Some(r) => decode::run_lease(&r),
+            None => Err(Error::WorkflowNotFound { id }),
+        }
     }
 
     async fn renew_run(&self, id: i64, owner: &str, lease: Duration) -> Result<bool> {
-        let now = now_us();
-        let r = sqlx::query(RENEW_RUN)
-            .bind(id)
-            .bind(owner)
-            .bind(now)
-            .bind(now.saturating_add(us(lease)))
-            .fetch_all(&self.writer)
-            .await
-            .map(first_row)
-            .map_err(|e| self.err(e))?;
-        Ok(r.is_some())
+        let args = run_lease_args(id, owner, lease);
+        Ok(!self.write(RENEW_RUN, &args).await?.is_empty())
     }
 
     async fn list_steps(&self, run_id: i64) -> Result<Vec<StepRecord>> {
-        let rows = sqlx::query(LIST_STEPS)
-            .bind(run_id)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| {
-                let status: &str = r.try_get(3)?;
-                Ok(StepRecord {
-                    run_id: r.try_get(0)?,
-                    position: r.try_get(1)?,
-                    name: r.try_get(2)?,
-                    status: StepStatus::parse(status).ok_or_else(|| {
-                        sqlx::Error::Decode(format!("unknown step status {status:?}").into())
-                    })?,
-                    output: r.try_get::<Option<&str>, _>(4)?.map(json).transpose()?,
-                    error: r.try_get(5)?,
-                    attempts: r.try_get(6)?,
-                    next_retry_at: r.try_get::<Option<i64>, _>(7)?.map(from_micros),
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))
+        let rows = self.read(LIST_STEPS, &[run_id.into()]).await?;
+        rows.iter().map(decode::step_record).collect()
     }
 
     async fn record_step(&self, owner: &str, s: NewStep<'_>) -> Result<bool> {
         let now = now_us();
-        let r = sqlx::query(RECORD_STEP)
-            .bind(s.run_id)
-            .bind(s.position)
-            .bind(s.name)
-            .bind(s.status.as_str())
-            .bind(s.output)
-            .bind(s.error)
-            .bind(s.attempts)
-            .bind(s.retry_in.map(|d| now.saturating_add(us(d))))
-            .bind(owner)
-            .bind(now)
-            .fetch_all(&self.writer)
-            .await
-            .map(first_row)
-            .map_err(|e| self.err(e))?;
-        Ok(r.is_some())
+        let args = [
+            s.run_id.into(),
+            s.position.into(),
+            s.name.into(),
+            s.status.as_str().into(),
+            s.output.as_deref().into(),
+            s.error.as_deref().into(),
+            s.attempts.into(),
+            s.retry_in.map(|d| now.saturating_add(us(d))).into(),
+            owner.into(),
+            now.into(),
+        ];
+        Ok(!self.write(RECORD_STEP, &args).await?.is_empty())
     }
 
-    async fn finish_run(
-        &self,
-        id: i64,
-        owner: &str,
-        status: RunStatus,
-        output: Option<String>,
-        error: Option<String>,
-    ) -> Result<bool> {
-        let r = sqlx::query(FINISH_RUN)
-            .bind(id)
-            .bind(owner)
-            .bind(status.as_str())
-            .bind(output)
-            .bind(error)
-            .bind(now_us())
-            .fetch_all(&self.writer)
-            .await
-            .map(first_row)
-            .map_err(|e| self.err(e))?;
-        Ok(r.is_some())
+    async fn finish_run(&self, p: FinishRunParams<'_>) -> Result<bool> {
+        let args = [
+            p.id.into(),
+            p.owner.into(),
+            p.status.as_str().into(),
+            p.output.as_deref().into(),
+            p.error.as_deref().into(),
+            now_us().into(),
+        ];
+        Ok(!self.write(FINISH_RUN, &args).await?.is_empty())
     }
 
     async fn cancel_run(&self, id: i64) -> Result<bool> {
-        let r = sqlx::query(CANCEL_RUN)
-            .bind(id)
-            .bind(now_us())
-            .fetch_all(&self.writer)
-            .await
-            .map(first_row)
-            .map_err(|e| self.err(e))?;
-        Ok(r.is_some())
+        let args = [id.into(), now_us().into()];
+        Ok(!self.write(CANCEL_RUN, &args).await?.is_empty())
     }
 
     async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>> {
-        let rows = sqlx::query(LIST_RUNS)
-            .bind(status.map(|s| s.as_str()))
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| run(r).map_err(|e| self.err(e)))
-            .collect()
+        let args = [status.map(RunStatus::as_str).into(), limit.into()];
+        let rows = self.read(LIST_RUNS, &args).await?;
+        rows.iter().map(decode::workflow_run).collect()
     }
 }

@@ -1,20 +1,23 @@
-//! The SQLite dialect's SQL, shared by the SQLite backend (sqlx) and the Turso backend (the
-//! `turso` engine speaks the same dialect: `RETURNING`, `ON CONFLICT`, partial indexes, `VALUES`
-//! lists, `AUTOINCREMENT`). Timestamps are microseconds since the epoch, so a database file
-//! means the same to both. A statement or migration that must differ on Turso goes into
-//! `turso/` and is named there instead.
+//! The SQLite dialect's SQL, run by both engines (sqlx's SQLite and Turso, which speaks the
+//! same dialect: `RETURNING`, `ON CONFLICT`, partial indexes, `VALUES` lists, `AUTOINCREMENT`).
+//! Timestamps are microseconds since the epoch, so a database file means the same to both. A
+//! statement that had to differ on one engine would be named here for each, and chosen in
+//! `mod.rs`.
 //!
 //! Batch statements over leases are built for the batch's size: `{leases}` is replaced by
-//! `(?, ?), (?, ?), …` — one `(job id, lease token)` pair per lease.
+//! `(?, ?), (?, ?), …` — one `(job id, lease token)` pair per lease ([`for_leases`]). Those
+//! built for up to [`KEEP_PREPARED_UP_TO`] leases are kept prepared (one per size).
+
+use super::Sql;
+
+/// Lease statements for batches up to this size are kept prepared.
+const KEEP_PREPARED_UP_TO: usize = 16;
 
 /// Numbered migrations, applied in order by `install`.
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        include_str!("sqlite/migrations/0001_queues_and_jobs.sql"),
-    ),
-    (2, include_str!("sqlite/migrations/0002_workers.sql")),
-    (3, include_str!("sqlite/migrations/0003_workflows.sql")),
+    (1, include_str!("migrations/0001_queues_and_jobs.sql")),
+    (2, include_str!("migrations/0002_workers.sql")),
+    (3, include_str!("migrations/0003_workflows.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgqrs_schema_version (
@@ -29,6 +32,7 @@ pub(super) const OBJECT_EXISTS: &str =
 
 pub(super) const CREATE_QUEUE: &str = "INSERT INTO pgqrs_queues (name, created_at) VALUES (?, ?)
     ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at";
+pub(super) const QUEUE_ID: &str = "SELECT id FROM pgqrs_queues WHERE name = ?";
 pub(super) const GET_QUEUE: &str = "SELECT id, name, created_at FROM pgqrs_queues WHERE name = ?";
 pub(super) const LIST_QUEUES: &str = "SELECT id, name, created_at FROM pgqrs_queues ORDER BY name";
 pub(super) const COUNT_LEASED: &str = "SELECT count(*) FROM pgqrs_jobs
@@ -66,62 +70,32 @@ const HELD: &str = "SELECT j.id FROM (VALUES {leases}) AS l
     CROSS JOIN pgqrs_jobs j ON j.id = l.column1 AND j.lease_token = l.column2
     WHERE j.leased_at IS NOT NULL";
 
-pub(super) fn held(n: usize) -> String {
-    HELD.replace("{leases}", &placeholders(n, 2))
+/// `template` built for a list of `n` leases: `{held}` stands for [`HELD`].
+pub(super) fn for_leases(template: &str, n: usize) -> Sql {
+    let held = HELD.replace("{leases}", &placeholders(n, 2));
+    Sql::built(template.replace("{held}", &held), n <= KEEP_PREPARED_UP_TO)
 }
 
-pub(super) fn archive(n: usize) -> String {
-    format!(
-        "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error)
-         SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error FROM pgqrs_jobs
-         WHERE id IN ({})",
-        held(n)
-    )
-}
-
-pub(super) fn bury(n: usize) -> String {
-    format!(
-        "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error)
-         SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ? FROM pgqrs_jobs
-         WHERE id IN ({})",
-        held(n)
-    )
-}
-
-pub(super) fn delete(n: usize) -> String {
-    format!(
-        "DELETE FROM pgqrs_jobs WHERE id IN ({}) RETURNING id",
-        held(n)
-    )
-}
-
-pub(super) fn extend(n: usize) -> String {
-    format!(
-        "UPDATE pgqrs_jobs SET visible_at = ? WHERE id IN ({}) RETURNING id",
-        held(n)
-    )
-}
-
-pub(super) fn release(n: usize) -> String {
-    format!(
-        "UPDATE pgqrs_jobs SET visible_at = ?, leased_at = NULL, worker_id = NULL,
-             attempts = max(attempts - 1, 0)
-         WHERE id IN ({}) RETURNING id",
-        held(n)
-    )
-}
-
-pub(super) fn retry(n: usize) -> String {
-    format!(
-        "UPDATE pgqrs_jobs SET visible_at = ?, leased_at = NULL, worker_id = NULL, last_error = ?
-         WHERE id IN ({}) RETURNING id",
-        held(n)
-    )
-}
+pub(super) const ARCHIVE: &str = "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error)
+    SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error FROM pgqrs_jobs
+    WHERE id IN ({held})";
+pub(super) const BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error)
+    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ? FROM pgqrs_jobs
+    WHERE id IN ({held})";
+pub(super) const DELETE: &str = "DELETE FROM pgqrs_jobs WHERE id IN ({held}) RETURNING id";
+pub(super) const EXTEND: &str =
+    "UPDATE pgqrs_jobs SET visible_at = ? WHERE id IN ({held}) RETURNING id";
+pub(super) const RELEASE: &str =
+    "UPDATE pgqrs_jobs SET visible_at = ?, leased_at = NULL, worker_id = NULL,
+        attempts = max(attempts - 1, 0)
+    WHERE id IN ({held}) RETURNING id";
+pub(super) const RETRY: &str = "UPDATE pgqrs_jobs
+    SET visible_at = ?, leased_at = NULL, worker_id = NULL, last_error = ?
+    WHERE id IN ({held}) RETURNING id";
 
 /// Multi-row insert: `?1` queue, `?2` max attempts, `?3` enqueued at, `?4` visible at, then one
-/// payload per row.
-pub(super) fn enqueue(n: usize) -> String {
+/// payload per row. Kept prepared for one row only.
+pub(super) fn enqueue(n: usize) -> Sql {
     let mut s = String::from(
         "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, payload) VALUES ",
     );
@@ -132,7 +106,7 @@ pub(super) fn enqueue(n: usize) -> String {
         s.push_str(&format!("(?1, ?2, ?3, ?4, ?{})", i + 5));
     }
     s.push_str(" RETURNING id");
-    s
+    Sql::built(s, n == 1)
 }
 
 /// `(?, ?), (?, ?)` for `rows` rows of `cols` columns.
@@ -142,7 +116,7 @@ fn placeholders(rows: usize, cols: usize) -> String {
 }
 
 pub(super) const RESCUE_SELECT: &str = "SELECT id FROM pgqrs_jobs
-    WHERE queue_id = ? AND visible_at <= ? AND attempts >= max_attempts";
+    WHERE queue_id = ? AND visible_at <= ? AND attempts >= max_attempts LIMIT 1";
 pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error)
     SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?2,
            CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END
