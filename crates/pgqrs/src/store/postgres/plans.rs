@@ -19,6 +19,7 @@
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
 use super::queries::Queries;
+use crate::store::Backend;
 
 /// Jobs in the queue: enough that scanning them costs far more than probing 500 ids.
 const JOBS: i64 = 100_000;
@@ -96,11 +97,11 @@ async fn plans_hold_whatever_the_statistics_say() {
         fastrand::u32(..)
     );
     let sep = if server.contains('?') { '&' } else { '?' };
-    let store = crate::connect(&format!("{server}{sep}schema={schema}"))
-        .await
-        .expect("connect");
-    crate::admin(&store).install().await.expect("install");
-    let queue = crate::admin(&store).create_queue("q").await.expect("queue");
+    let config = crate::config::Config::new(&format!("{server}{sep}schema={schema}"))
+        .expect("config");
+    let store = super::PgBackend::connect(config).await.expect("connect");
+    store.install().await.expect("install");
+    let queue = store.create_queue("q").await.expect("queue");
     let mut c = PgConnection::connect(&server).await.expect("raw connect");
     let s = format!("\"{schema}\"");
     let q = Queries::new(&s);
