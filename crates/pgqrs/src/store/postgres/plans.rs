@@ -97,8 +97,8 @@ async fn plans_hold_whatever_the_statistics_say() {
         fastrand::u32(..)
     );
     let sep = if server.contains('?') { '&' } else { '?' };
-    let config = crate::config::Config::new(&format!("{server}{sep}schema={schema}"))
-        .expect("config");
+    let config =
+        crate::config::Config::new(&format!("{server}{sep}schema={schema}")).expect("config");
     let store = super::PgBackend::connect(config).await.expect("connect");
     store.install().await.expect("install");
     let queue = store.create_queue("q").await.expect("queue");
