@@ -41,7 +41,7 @@ use sqlx::SqlSafeStr;
 //   exhausted index) and then touches them with `= ANY(ARRAY(…))`, never with a join or an
 //   `IN (…)` semi-join that a generic plan may turn into a hash join over a sequential scan;
 // - per-lease values (a retry's delay and error) are looked up by the row's own token.
-// `plans.rs` checks every plan after ANALYZE in both states, with generic plans.
+// `plans.rs` checks every plan after ANALYZE in both states, generic and custom.
 queries! {
     schema_version = "SELECT max(version) FROM {s}.pgqrs_schema_version";
     version_table_exists = "SELECT to_regclass(format('%s.pgqrs_schema_version', $1::text)) IS NOT NULL";
