@@ -428,6 +428,35 @@ async fn s3(db: Db, count: usize, consumers: usize, batch: usize) -> Res<f64> {
 /// and ready again afterwards, the two states between which a real queue swings while
 /// autovacuum analyzes it.
 async fn analyze_pgqrs(dsn: &str, leased: bool) -> Res<()> {
+    // Per dialect: lease every job, take the statistics, make every job ready again.
+    let (lease, analyze, unlease) = if dsn.starts_with("sqlite:") {
+        (
+            "UPDATE pgqrs_jobs SET attempts = attempts + 1, leased_at = 1,
+                 visible_at = 9000000000000000;"
+                .to_string(),
+            "ANALYZE; PRAGMA optimize;".to_string(),
+            "UPDATE pgqrs_jobs SET attempts = attempts - 1, leased_at = NULL, visible_at = 0;"
+                .to_string(),
+        )
+    } else {
+        let s = quote_ident(&split_schema(dsn).1);
+        (
+            format!(
+                "UPDATE {s}.pgqrs_jobs SET attempts = attempts + 1, leased_at = now(),
+                     visible_at = now() + interval '1 hour';"
+            ),
+            format!("ANALYZE {s}.pgqrs_jobs, {s}.pgqrs_archive, {s}.pgqrs_dead;"),
+            format!(
+                "UPDATE {s}.pgqrs_jobs SET attempts = attempts - 1, leased_at = NULL,
+                     visible_at = now();"
+            ),
+        )
+    };
+    let sql = if leased {
+        format!("{lease}{analyze}{unlease}")
+    } else {
+        analyze
+    };
     if dsn.starts_with("sqlite:") {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
@@ -435,55 +464,30 @@ async fn analyze_pgqrs(dsn: &str, leased: bool) -> Res<()> {
                 SqliteConnectOptions::from_str(dsn)?.busy_timeout(Duration::from_secs(30)),
             )
             .await?;
-        let mut sql = String::new();
-        if leased {
-            sql += "UPDATE pgqrs_jobs SET attempts = attempts + 1, leased_at = 1,
-                        visible_at = 9000000000000000;";
-        }
-        sql += "ANALYZE; PRAGMA optimize;";
-        if leased {
-            sql +=
-                "UPDATE pgqrs_jobs SET attempts = attempts - 1, leased_at = NULL, visible_at = 0;";
-        }
         sqlx::raw_sql(AssertSqlSafe(sql)).execute(&pool).await?;
         pool.close().await;
-        return Ok(());
+    } else {
+        let pool = server_pool(dsn).await?;
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&pool).await?;
+        pool.close().await;
     }
-    let (base, schema) = split_schema(dsn);
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(pg_options(&base)?)
-        .await?;
-    let s = quote_ident(&schema);
-    let mut sql = String::new();
-    if leased {
-        sql += &format!(
-            "UPDATE {s}.pgqrs_jobs SET attempts = attempts + 1, leased_at = now(),
-                 visible_at = now() + interval '1 hour';"
-        );
-    }
-    sql += &format!("ANALYZE {s}.pgqrs_jobs, {s}.pgqrs_archive, {s}.pgqrs_dead;");
-    if leased {
-        sql += &format!(
-            "UPDATE {s}.pgqrs_jobs SET attempts = attempts - 1, leased_at = NULL,
-                 visible_at = now();"
-        );
-    }
-    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&pool).await?;
-    pool.close().await;
     Ok(())
+}
+
+/// One connection to the server of a pgqrs DSN, outside its schema (housekeeping).
+async fn server_pool(dsn: &str) -> Res<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(pg_options(&split_schema(dsn).0)?)
+        .await?)
 }
 
 async fn schema_cmd(dsn: &str, create: bool) -> Res<()> {
     if !(dsn.starts_with("postgres://") || dsn.starts_with("postgresql://")) {
         return Ok(());
     }
-    let (base, schema) = split_schema(dsn);
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(pg_options(&base)?)
-        .await?;
-    let q = quote_ident(&schema);
+    let pool = server_pool(dsn).await?;
+    let q = quote_ident(&split_schema(dsn).1);
     sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {q} CASCADE")))
         .execute(&pool)
         .await?;
@@ -507,11 +511,7 @@ async fn version(dsn: &str) -> Res<()> {
             .fetch_one(&pool)
             .await?
     } else {
-        let (base, _) = split_schema(dsn);
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(pg_options(&base)?)
-            .await?;
+        let pool = server_pool(dsn).await?;
         sqlx::query_scalar("SELECT 'PostgreSQL ' || current_setting('server_version')")
             .fetch_one(&pool)
             .await?
