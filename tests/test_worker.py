@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
 import pgqrs
+import pytest
 from conftest import with_query_param
 from support import counts, store_with_queue
 
@@ -350,3 +351,84 @@ async def test_worker_polls_at_the_connection_strings_interval(dsn: str) -> None
         assert late < 0.75, f"the job waited {late:.2f} s after it became ready"
     finally:
         await store.close()
+
+
+async def test_worker_heartbeat_follows_a_short_lease(store: pgqrs.Store) -> None:
+    """Leases of 1 s, handlers of 2.5 s, two workers: the heartbeat (a third of the lease by
+    default) keeps every lease, so each job runs once and no completion is refused."""
+    await pgqrs.admin(store).create_queue("q")
+    ids = await pgqrs.produce_batch(store, "q", [0, 1, 2])
+    seen: Counter[int] = Counter()
+
+    async def handler(msg: pgqrs.Message) -> None:
+        seen[msg.id] += 1
+        await asyncio.sleep(2.5)
+
+    workers = [
+        pgqrs.worker(store, "q", handler, concurrency=3, visibility_timeout=1, poll_interval=0.05)
+        for _ in range(2)
+    ]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+
+    async def all_archived() -> bool:
+        return (await pgqrs.admin(store).queue_metrics("q")).archived == 3
+
+    await wait_until(all_archived, "three archived jobs")
+    await asyncio.sleep(1.5)  # a lost lease would have been claimed again by now
+    for w in workers:
+        w.stop()
+    stats = await asyncio.gather(*tasks)
+    assert seen == Counter({i: 1 for i in ids})
+    assert sum(s.lease_lost for s in stats) == 0
+    assert await counts(store, "q") == (0, 0, 0, 3, 0)
+
+
+def test_worker_refuses_a_heartbeat_longer_than_half_the_lease() -> None:
+    with pytest.raises(pgqrs.errors.ValidationError, match="heartbeat_interval.*half the lease"):
+        pgqrs.Worker(None, "q", print, visibility_timeout=2, heartbeat_interval=5)  # type: ignore[arg-type]
+    with pytest.raises(pgqrs.errors.ValidationError, match="claim_ahead_timeout"):
+        pgqrs.Worker(None, "q", print, claim_ahead_timeout=0)  # type: ignore[arg-type]
+
+
+async def test_worker_gives_back_what_its_stalled_handlers_hold(store: pgqrs.Store) -> None:
+    """Worker A's handlers are quick, then both hang: the jobs it claimed ahead are given back
+    after the claim-ahead timeout (0.5 s here), and worker B, started afterwards, handles all
+    but the two A runs."""
+    jobs = 1500
+    await pgqrs.admin(store).create_queue("q")
+    await pgqrs.produce_batch(store, "q", list(range(jobs)))
+    stall = False
+    unblock = asyncio.Event()
+
+    async def quick_then_stuck(msg: pgqrs.Message) -> None:
+        if stall:
+            await unblock.wait()
+
+    async def quick(msg: pgqrs.Message) -> None:
+        pass
+
+    a = pgqrs.worker(
+        store, "q", quick_then_stuck, concurrency=2, poll_interval=0.05, claim_ahead_timeout=0.5
+    )
+    ta = asyncio.create_task(a.run())
+
+    async def a_warmed_up() -> bool:
+        return (await pgqrs.admin(store).queue_metrics("q")).archived >= 500
+
+    await wait_until(a_warmed_up, "A to handle 500 jobs")
+    stall = True
+    b = pgqrs.worker(store, "q", quick, concurrency=4, poll_interval=0.05)
+    tb = asyncio.create_task(b.run())
+
+    async def b_has_the_rest() -> bool:
+        m = await pgqrs.admin(store).queue_metrics("q")
+        return m.archived == jobs - 2 and m.leased == 2
+
+    # Without the give-back A would keep its claimed-ahead jobs leased while it lives.
+    await wait_until(b_has_the_rest, "B to handle all but A's two stalled jobs", timeout=20)
+    unblock.set()
+    a.stop()
+    b.stop()
+    sa, sb = await asyncio.gather(ta, tb)
+    assert sa.lease_lost + sb.lease_lost == 0
+    assert await counts(store, "q") == (0, 0, 0, jobs, 0)

@@ -25,6 +25,7 @@ pub struct WorkerOptions {
     heartbeat_interval: Option<Duration>,
     delete_on_success: Option<bool>,
     flush_interval: Option<Duration>,
+    claim_ahead_timeout: Option<Duration>,
 }
 
 impl WorkerOptions {
@@ -58,6 +59,9 @@ impl WorkerOptions {
         if let Some(d) = self.flush_interval {
             b = b.completion_flush(d, pgqrs::SessionOptions::default().flush_max);
         }
+        if let Some(d) = self.claim_ahead_timeout {
+            b = b.claim_ahead_timeout(d);
+        }
         b
     }
 }
@@ -66,7 +70,7 @@ impl WorkerOptions {
 impl WorkerOptions {
     /// Checks what it can without a database (concurrency, batch size, durations).
     #[new]
-    #[pyo3(signature = (*, concurrency=None, batch_size=None, visibility_timeout=None, retry=None, poll_interval=None, shutdown_grace=None, heartbeat_interval=None, delete_on_success=None, flush_interval=None))]
+    #[pyo3(signature = (*, concurrency=None, batch_size=None, visibility_timeout=None, retry=None, poll_interval=None, shutdown_grace=None, heartbeat_interval=None, delete_on_success=None, flush_interval=None, claim_ahead_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         concurrency: Option<usize>,
@@ -78,6 +82,7 @@ impl WorkerOptions {
         heartbeat_interval: Option<f64>,
         delete_on_success: Option<bool>,
         flush_interval: Option<f64>,
+        claim_ahead_timeout: Option<f64>,
     ) -> PyResult<Self> {
         let options = WorkerOptions {
             concurrency,
@@ -89,6 +94,7 @@ impl WorkerOptions {
             heartbeat_interval: opt_secs("heartbeat_interval", heartbeat_interval)?,
             delete_on_success,
             flush_interval: opt_secs("flush_interval", flush_interval)?,
+            claim_ahead_timeout: opt_secs("claim_ahead_timeout", claim_ahead_timeout)?,
         };
         options.builder(String::new()).validate().map_err(to_py)?;
         Ok(options)
@@ -178,6 +184,23 @@ impl WorkerSession {
     /// Claim again once fewer than this many claimed jobs wait for a handler.
     fn refill_below(&self) -> usize {
         self.inner.refill_below()
+    }
+
+    /// A handler is about to run this claimed job; `False`: the worker no longer holds it
+    /// (see `pgqrs::WorkerSession::begin`) and it must not run.
+    fn begin(&self, job: PyRef<'_, MessageRow>) -> bool {
+        self.inner.begin(&job.lease())
+    }
+
+    /// Whether the worker still holds this claimed job.
+    fn holds(&self, job: PyRef<'_, MessageRow>) -> bool {
+        self.inner.holds(&job.lease())
+    }
+
+    /// How many jobs claimed ahead were given back so far for waiting too long.
+    #[getter]
+    fn given_back(&self) -> u64 {
+        self.inner.given_back()
     }
 
     /// Report the outcome of a claimed job; returns at once (written in the next batch).

@@ -43,16 +43,54 @@ pub struct SessionOptions {
     pub flush_interval: Duration,
     /// …or when this many outcomes are waiting.
     pub flush_max: usize,
-    /// Heartbeat and lease-extension interval.
-    pub heartbeat_interval: Duration,
+    /// Heartbeat and lease-extension interval. `None` (the default): a third of the lease, at
+    /// most 5 s. One given must be at most half the lease, or leases could expire between two
+    /// extensions; starting the worker fails with a [`Validation`](Error::Validation)
+    /// error otherwise.
+    pub heartbeat_interval: Option<Duration>,
+    /// How long a job claimed ahead may wait for a handler (default 2 s, at most half the
+    /// lease). A job still waiting then is given back, attempt and all, for any worker to
+    /// claim, and the claim depth falls back to its base: handlers that stall hold only the
+    /// jobs they run.
+    pub claim_ahead_timeout: Duration,
     /// Jobs to keep claimed ahead of the handlers at first: one round of work
     /// (concurrency × batch size). [`WorkerSession::claim_ahead`] adapts it from there.
     pub claim_ahead: usize,
 }
 
+impl SessionOptions {
+    /// Check the lease-related settings, against `lease` (the store's, when
+    /// [`visibility_timeout`](Self::visibility_timeout) is not given), and return the lease,
+    /// the heartbeat interval and how long a job claimed ahead may wait.
+    fn resolve(&self, store_lease: Duration) -> Result<(Duration, Duration, Duration)> {
+        let lease = self.visibility_timeout.unwrap_or(store_lease);
+        validate_lease(lease)?;
+        let heartbeat = heartbeat_for(lease, self.heartbeat_interval)?;
+        if self.claim_ahead_timeout.is_zero() {
+            return Err(Error::validation(
+                "claim_ahead_timeout",
+                "must be positive, got 0s; leave it unset for the default (2 s)",
+            ));
+        }
+        // A job claimed ahead is given back before its lease needs extending.
+        Ok((lease, heartbeat, self.claim_ahead_timeout.min(lease / 2)))
+    }
+
+    /// Check what can be checked without the store: everything when
+    /// [`visibility_timeout`](Self::visibility_timeout) is given, otherwise what does not
+    /// depend on the lease.
+    pub(crate) fn validate(&self) -> Result<()> {
+        match self.visibility_timeout {
+            Some(lease) => self.resolve(lease).map(drop),
+            None => self.resolve(Duration::MAX).map(drop),
+        }
+    }
+}
+
 impl Default for SessionOptions {
     /// The defaults of every worker: the store's lease, [`RetryPolicy::default`], archive on
-    /// success, completions flushed every 2 ms or 500 jobs, a heartbeat every 5 s.
+    /// success, completions flushed every 2 ms or 500 jobs, a heartbeat every third of the
+    /// lease (at most every 5 s), jobs claimed ahead given back after waiting 2 s.
     fn default() -> Self {
         SessionOptions {
             visibility_timeout: None,
@@ -60,7 +98,8 @@ impl Default for SessionOptions {
             delete_on_success: false,
             flush_interval: Duration::from_millis(2),
             flush_max: 500,
-            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_interval: None,
+            claim_ahead_timeout: DEFAULT_CLAIM_AHEAD_TIMEOUT,
             claim_ahead: 2,
         }
     }
@@ -107,8 +146,44 @@ pub fn idle_wait(poll: Duration, rounds: u32) -> Duration {
 }
 /// Shortest poll interval a worker uses.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
-/// Shortest heartbeat interval a worker uses.
+/// Shortest heartbeat interval a worker uses; a worker's lease must be at least three times it.
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest heartbeat interval a worker derives from its lease.
+const MAX_DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Default of [`SessionOptions::claim_ahead_timeout`].
+pub(crate) const DEFAULT_CLAIM_AHEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The heartbeat interval of a worker holding leases of `lease`: the one given (at most half
+/// the lease), or a third of the lease up to 5 s.
+fn heartbeat_for(lease: Duration, given: Option<Duration>) -> Result<Duration> {
+    if lease < MIN_HEARTBEAT_INTERVAL * 3 {
+        return Err(Error::validation(
+            "visibility_timeout",
+            format!(
+                "a worker's lease must be at least {:?} (three heartbeats of {:?}) so that \
+                 heartbeats can extend it, got {lease:?}",
+                MIN_HEARTBEAT_INTERVAL * 3,
+                MIN_HEARTBEAT_INTERVAL
+            ),
+        ));
+    }
+    match given {
+        None => Ok((lease / 3).clamp(MIN_HEARTBEAT_INTERVAL, MAX_DEFAULT_HEARTBEAT)),
+        Some(h) if h > lease / 2 => Err(Error::validation(
+            "heartbeat_interval",
+            format!(
+                "must be at most half the lease ({lease:?}) or leases expire between two \
+                 extensions, got {h:?}; leave it unset (a third of the lease) or lengthen \
+                 visibility_timeout"
+            ),
+        )),
+        Some(h) if h.is_zero() => Err(Error::validation(
+            "heartbeat_interval",
+            "must be positive, got 0s; leave it unset for a third of the lease",
+        )),
+        Some(h) => Ok(h.max(MIN_HEARTBEAT_INTERVAL)),
+    }
+}
 
 /// What a worker did, returned by [`Worker::run`](crate::Worker::run) and
 /// [`WorkerSession::stop`].
@@ -124,7 +199,8 @@ pub struct WorkerStats {
     pub dead: u64,
     /// Completions refused because the lease had been lost.
     pub lease_lost: u64,
-    /// Jobs given back unhandled at shutdown.
+    /// Jobs given back unhandled: at shutdown, or claimed ahead and left waiting longer than
+    /// [`SessionOptions::claim_ahead_timeout`].
     pub released: u64,
 }
 
@@ -135,10 +211,24 @@ struct Counters {
     dead: AtomicU64,
     lease_lost: AtomicU64,
     released: AtomicU64,
+    /// Of `released`, the jobs claimed ahead that waited too long for a handler.
+    given_back: AtomicU64,
 }
 
-/// Leases this worker holds: job id → (token, lease expiry).
-type Held = Arc<Mutex<HashMap<i64, (i64, Instant)>>>;
+/// A lease this worker holds.
+#[derive(Debug, Clone, Copy)]
+struct HeldJob {
+    token: i64,
+    /// When the lease runs out unless extended.
+    expires: Instant,
+    /// When it was claimed.
+    claimed: Instant,
+    /// Whether a handler got it ([`WorkerSession::begin`]); until then it waits in a buffer.
+    started: bool,
+}
+
+/// Leases this worker holds, by job id.
+type Held = Arc<Mutex<HashMap<i64, HeldJob>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -199,6 +289,12 @@ impl ClaimDepth {
     fn refill_below(&self) -> usize {
         self.depth.div_ceil(2)
     }
+
+    /// Jobs claimed ahead waited too long for a handler: claim only one round ahead again.
+    fn reset(&mut self) {
+        self.depth = self.base;
+        self.last = None;
+    }
 }
 
 /// Jobs handed out by [`WorkerSession::next_jobs`], and when to ask again.
@@ -223,7 +319,7 @@ pub struct Claimed {
 /// finally [`stop_claiming`](Self::stop_claiming) and [`stop`](Self::stop).
 pub struct WorkerSession {
     backend: Arc<dyn Backend>,
-    depth: Mutex<ClaimDepth>,
+    depth: Arc<Mutex<ClaimDepth>>,
     queue: String,
     worker_id: i64,
     lease: Duration,
@@ -263,10 +359,7 @@ impl WorkerSession {
         settings: LoopSettings,
     ) -> Result<Self> {
         validate_queue_name(queue)?;
-        let lease = opts
-            .visibility_timeout
-            .unwrap_or(store.config().visibility_timeout);
-        validate_lease(lease)?;
+        let (lease, heartbeat, hold) = opts.resolve(store.config().visibility_timeout)?;
         let poll = settings
             .poll_interval
             .unwrap_or(store.config().poll_interval)
@@ -300,19 +393,25 @@ impl WorkerSession {
             counters.clone(),
             held.clone(),
         ));
+        let depth = Arc::new(Mutex::new(ClaimDepth::new(opts.claim_ahead)));
         let (hb_stop, hb_stop_rx) = watch::channel(false);
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            backend.clone(),
-            worker_id,
-            opts.heartbeat_interval.max(MIN_HEARTBEAT_INTERVAL),
-            lease,
-            queue.to_string(),
-            held.clone(),
-            hb_stop_rx,
-        ));
+        let heartbeat = tokio::spawn(
+            Keeper {
+                backend: backend.clone(),
+                worker_id,
+                heartbeat,
+                lease,
+                hold,
+                queue: queue.to_string(),
+                held: held.clone(),
+                depth: depth.clone(),
+                counters: counters.clone(),
+            }
+            .run(hb_stop_rx),
+        );
         Ok(WorkerSession {
             backend,
-            depth: Mutex::new(ClaimDepth::new(opts.claim_ahead)),
+            depth,
             queue: queue.to_string(),
             worker_id,
             lease,
@@ -360,9 +459,16 @@ impl WorkerSession {
         self.settings.shutdown_grace
     }
 
-    /// Claim up to `limit` ready jobs, leased to this worker.
+    /// Claim up to `limit` ready jobs, leased to this worker, for handlers to run now: they
+    /// count as [begun](Self::begin) (their leases are extended while the worker lives).
     pub async fn claim(&self, limit: usize) -> Result<Vec<Message>> {
+        self.claim_as(limit, true).await
+    }
+
+    async fn claim_as(&self, limit: usize, started: bool) -> Result<Vec<Message>> {
         validate_batch(limit)?;
+        // The database starts the lease after this instant: count its time from here.
+        let asked = Instant::now();
         let msgs = self
             .backend
             .claim_jobs(ClaimParams {
@@ -373,13 +479,53 @@ impl WorkerSession {
             })
             .await?;
         if !msgs.is_empty() {
-            let expires = Instant::now() + self.lease;
+            let (claimed, expires) = (asked, asked + self.lease);
             let mut h = lock(&self.held);
             for m in &msgs {
-                h.insert(m.id, (m.lease_token, expires));
+                h.insert(
+                    m.id,
+                    HeldJob {
+                        token: m.lease_token,
+                        expires,
+                        claimed,
+                        started,
+                    },
+                );
             }
         }
         Ok(msgs)
+    }
+
+    /// A handler is about to run this claimed job: from now on its lease is extended while
+    /// the worker lives. `false` when the worker no longer holds it — it waited longer than
+    /// [`SessionOptions::claim_ahead_timeout`] and was given back, or its lease could not be
+    /// extended in time — and the handler must not run it (another worker may have it).
+    pub fn begin(&self, lease: &Lease) -> bool {
+        let mut h = lock(&self.held);
+        let Some(job) = h.get_mut(&lease.id).filter(|j| j.token == lease.token) else {
+            return false;
+        };
+        if job.expires < Instant::now() + self.lease / 3 {
+            // Too close to expiry to be sure of the next extension: leave it to expire.
+            h.remove(&lease.id);
+            return false;
+        }
+        job.started = true;
+        true
+    }
+
+    /// Whether the worker still holds this claimed job (see [`begin`](Self::begin)).
+    pub fn holds(&self, lease: &Lease) -> bool {
+        lock(&self.held)
+            .get(&lease.id)
+            .is_some_and(|j| j.token == lease.token)
+    }
+
+    /// How many jobs claimed ahead have been given back so far for waiting too long. When it
+    /// changes, a caller that buffers claimed jobs drops those it no longer
+    /// [holds](Self::holds).
+    pub fn given_back(&self) -> u64 {
+        self.counters.given_back.load(Ordering::Relaxed)
     }
 
     /// Claim ahead of the handlers: as many jobs as the adaptive claim depth allows with
@@ -400,7 +546,7 @@ impl WorkerSession {
         if want == 0 {
             return Ok(None);
         }
-        let msgs = self.claim(want).await?;
+        let msgs = self.claim_as(want, false).await?;
         lock(&self.depth).last = Some((want, msgs.len()));
         Ok(Some(msgs))
     }
@@ -545,7 +691,7 @@ impl WorkerSession {
         }
         let rest: Vec<Lease> = lock(&self.held)
             .iter()
-            .map(|(&id, &(token, _))| Lease { id, token })
+            .map(|(&id, j)| Lease { id, token: j.token })
             .collect();
         self.release(&rest).await;
         let _ = self.hb_stop.send(true);
@@ -712,46 +858,107 @@ async fn flush(
     }
 }
 
-async fn heartbeat_loop(
+/// The worker's background upkeep: its heartbeat, extending the leases it holds, giving back
+/// jobs claimed ahead that waited too long, and dead-lettering final attempts whose worker
+/// died.
+struct Keeper {
     backend: Arc<dyn Backend>,
     worker_id: i64,
-    every: Duration,
+    heartbeat: Duration,
     lease: Duration,
+    /// How long a job claimed ahead may wait for a handler.
+    hold: Duration,
     queue: String,
     held: Held,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => break,
+    depth: Arc<Mutex<ClaimDepth>>,
+    counters: Arc<Counters>,
+}
+
+impl Keeper {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        // Waiting jobs are looked at twice per hold; the heartbeat comes every few ticks.
+        let every = self
+            .heartbeat
+            .min(self.hold / 2)
+            .max(MIN_HEARTBEAT_INTERVAL);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut next_beat = Instant::now() + self.heartbeat;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            self.give_back_waiting().await;
+            if Instant::now() >= next_beat {
+                next_beat = Instant::now() + self.heartbeat;
+                self.beat().await;
+            }
         }
+    }
+
+    /// Give back the jobs claimed ahead that no handler started within the hold: any worker
+    /// may claim them at once (the attempt is not counted), and this worker claims only one
+    /// round ahead again.
+    async fn give_back_waiting(&self) {
+        let now = Instant::now();
+        let waiting: Vec<Lease> = {
+            let mut h = lock(&self.held);
+            let ids: Vec<i64> = h
+                .iter()
+                .filter(|(_, j)| !j.started && now.duration_since(j.claimed) >= self.hold)
+                .map(|(&id, _)| id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| h.remove(&id).map(|j| Lease { id, token: j.token }))
+                .collect()
+        };
+        if waiting.is_empty() {
+            return;
+        }
+        lock(&self.depth).reset();
+        self.counters
+            .given_back
+            .fetch_add(waiting.len() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            jobs = waiting.len(),
+            queue = %self.queue,
+            "giving back jobs claimed ahead that waited too long for a handler"
+        );
+        release(&*self.backend, &waiting, &self.held, &self.counters).await;
+    }
+
+    async fn beat(&self) {
+        let backend = &*self.backend;
         if let Err(e) = backend
-            .worker_heartbeat(worker_id, WorkerStatus::Running)
+            .worker_heartbeat(self.worker_id, WorkerStatus::Running)
             .await
         {
-            tracing::warn!(error = %e, worker_id, "heartbeat failed");
+            tracing::warn!(error = %e, worker_id = self.worker_id, "heartbeat failed");
         }
-        // Keep the leases of running handlers alive while this worker lives.
-        let soon = Instant::now() + lease / 2 + every;
-        let due: Vec<Lease> = lock(&held)
+        // Keep the leases of what this worker holds alive while it lives: every lease that
+        // would run out before the beat after next.
+        let soon = Instant::now() + self.lease / 2 + self.heartbeat;
+        let due: Vec<Lease> = lock(&self.held)
             .iter()
-            .filter(|(_, (_, exp))| *exp <= soon)
-            .map(|(&id, &(token, _))| Lease { id, token })
+            .filter(|(_, j)| j.expires <= soon)
+            .map(|(&id, j)| Lease { id, token: j.token })
             .collect();
         if !due.is_empty() {
-            match backend.extend_leases(&due, lease).await {
+            let asked = Instant::now();
+            match backend.extend_leases(&due, self.lease).await {
                 Ok(r) => {
-                    let exp = Instant::now() + lease;
-                    let mut h = lock(&held);
+                    let exp = asked + self.lease;
+                    let mut h = lock(&self.held);
                     for (l, ok) in due.iter().zip(r) {
-                        if ok {
-                            if let Some(e) = h.get_mut(&l.id) {
-                                e.1 = exp;
+                        match h.get_mut(&l.id) {
+                            Some(j) if ok && j.token == l.token => j.expires = exp,
+                            // Lost (another worker has it now): never start it.
+                            Some(j) if !ok && j.token == l.token && !j.started => {
+                                h.remove(&l.id);
                             }
+                            _ => {}
                         }
                     }
                 }
@@ -759,7 +966,7 @@ async fn heartbeat_loop(
             }
         }
         // Jobs whose final attempt's lease expired (their worker died) become dead letters.
-        if let Err(e) = backend.rescue_expired(&queue).await {
+        if let Err(e) = backend.rescue_expired(&self.queue).await {
             tracing::warn!(error = %e, "dead-lettering expired final attempts failed");
         }
     }

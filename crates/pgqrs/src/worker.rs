@@ -83,9 +83,18 @@ impl WorkerBuilder {
         self
     }
 
-    /// Heartbeat (and lease extension) interval (default 5 s).
+    /// Heartbeat (and lease extension) interval (default: a third of the lease, at most 5 s).
+    /// It must be at most half the lease; the worker refuses to start otherwise.
     pub fn heartbeat_interval(mut self, d: Duration) -> Self {
-        self.session.heartbeat_interval = d;
+        self.session.heartbeat_interval = Some(d);
+        self
+    }
+
+    /// How long a job claimed ahead of the handlers may wait for one (default 2 s, at most
+    /// half the lease). Jobs still waiting then are given back for any worker to claim, so
+    /// handlers that stall hold only the jobs they run.
+    pub fn claim_ahead_timeout(mut self, d: Duration) -> Self {
+        self.session.claim_ahead_timeout = d;
         self
     }
 
@@ -103,11 +112,13 @@ impl WorkerBuilder {
         self
     }
 
-    /// Check the settings that need no database (concurrency, batch size); the queue is
-    /// checked when the worker starts.
+    /// Check the settings that need no database (concurrency, batch size, the heartbeat
+    /// against a lease given here); the queue, and the heartbeat against the store's lease,
+    /// are checked when the worker starts.
     pub fn validate(&self) -> Result<()> {
         validate_batch(self.settings.batch_size)?;
-        validate_concurrency(self.settings.concurrency)
+        validate_concurrency(self.settings.concurrency)?;
+        self.session.validate()
     }
 
     /// Register a worker with these settings and start its session, for a caller that runs
@@ -210,6 +221,8 @@ impl Worker {
         let mut starved = false;
         // Claim again below this many buffered jobs (the session says, with each claim).
         let mut refill_below = session.refill_below();
+        // Jobs claimed ahead that waited too long are given back by the session: drop them.
+        let mut given_back = session.given_back();
 
         'main: loop {
             if *shutdown_rx.borrow() {
@@ -237,6 +250,10 @@ impl Worker {
                     }
                 }
             }
+            if session.given_back() != given_back {
+                given_back = session.given_back();
+                buffer.retain(|m| session.holds(&m.lease()));
+            }
             if fetch.is_none() && buffer.len() < refill_below {
                 let (s, buffered) = (session.clone(), buffer.len());
                 let st = std::mem::take(&mut starved);
@@ -252,7 +269,13 @@ impl Worker {
                     _ = shutdown_rx.changed() => break 'main,
                 },
             };
-            let msgs: Vec<Message> = buffer.drain(..per_call.min(buffer.len())).collect();
+            let msgs: Vec<Message> = buffer
+                .drain(..per_call.min(buffer.len()))
+                .filter(|m| session.begin(&m.lease()))
+                .collect();
+            if msgs.is_empty() {
+                continue; // given back meanwhile; the permit goes back
+            }
             let handler = self.handler.clone();
             let session = session.clone();
             let batch = self.batch;

@@ -65,6 +65,9 @@ macro_rules! conformance {
                 worker_delete_on_success,
                 worker_queue_deleted,
                 worker_session_settings,
+                worker_heartbeat_follows_short_lease,
+                worker_refuses_heartbeat_longer_than_half_the_lease,
+                worker_gives_back_jobs_its_stalled_handlers_hold,
             }
             concurrency { exactly_once_workers, exactly_once_consumers }
             analyzed { drain_after_analyze_all_ready, drain_after_analyze_all_leased }

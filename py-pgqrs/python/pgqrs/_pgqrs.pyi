@@ -351,6 +351,7 @@ class WorkerOptions:
         heartbeat_interval: float | None = None,
         delete_on_success: bool | None = None,
         flush_interval: float | None = None,
+        claim_ahead_timeout: float | None = None,
     ) -> WorkerOptions: ...
 
 @final
@@ -382,6 +383,17 @@ class WorkerSession:
 
     def refill_below(self) -> int:
         """Claim again once fewer than this many claimed jobs wait for a handler."""
+
+    def begin(self, job: MessageRow) -> bool:
+        """A handler is about to run ``job``; ``False``: the worker no longer holds it (it
+        waited too long and was given back) and it must not run."""
+
+    def holds(self, job: MessageRow) -> bool:
+        """Whether the worker still holds this claimed job."""
+
+    @property
+    def given_back(self) -> int:
+        """How many jobs claimed ahead were given back so far for waiting too long."""
 
     def complete(self, job: MessageRow, error: str | None = None) -> None:
         """Report an outcome; returns at once (written in the next batch). ``None`` is success."""

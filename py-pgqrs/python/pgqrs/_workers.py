@@ -53,6 +53,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         delete_on_success: bool | None = None,
         flush_interval: float | None = None,
+        claim_ahead_timeout: float | None = None,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
@@ -67,6 +68,7 @@ class Worker:
             heartbeat_interval=heartbeat_interval,
             delete_on_success=delete_on_success,
             flush_interval=flush_interval,
+            claim_ahead_timeout=claim_ahead_timeout,
         )
         self.store = store
         self.queue = queue
@@ -99,6 +101,7 @@ class Worker:
         fetch: asyncio.Future[_pgqrs.Claimed] | None = None
         starved = False  # handlers sat idle waiting for the last claim
         refill_below = session.refill_below()  # the session says again with each claim
+        given_back = session.given_back  # jobs claimed ahead that waited too long
         try:
             while not self._stopping:
                 if fetch is not None and (not buffer or fetch.done()):
@@ -112,6 +115,10 @@ class Worker:
                     starved = waited and not slots.locked()
                     refill_below = claimed.refill_below
                     buffer.extend(Message(r) for r in claimed.jobs)
+                if session.given_back != given_back:
+                    # The session gave back jobs that waited too long: drop them.
+                    given_back = session.given_back
+                    buffer = collections.deque(m for m in buffer if session.holds(m._row))
                 if fetch is None and len(buffer) < refill_below:
                     fetch = asyncio.ensure_future(session.next_jobs(len(buffer), starved))
                     starved = False
@@ -123,7 +130,11 @@ class Worker:
                         break
                 else:
                     await slots.acquire()
-                msgs = [buffer.popleft() for _ in range(min(per_call, len(buffer)))]
+                taken = [buffer.popleft() for _ in range(min(per_call, len(buffer)))]
+                msgs = [m for m in taken if session.begin(m._row)]
+                if not msgs:
+                    slots.release()  # given back meanwhile
+                    continue
                 task = asyncio.create_task(self._handle(session, msgs, slots))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -214,6 +225,7 @@ def worker(
     shutdown_grace: float | None = None,
     heartbeat_interval: float | None = None,
     delete_on_success: bool | None = None,
+    claim_ahead_timeout: float | None = None,
 ) -> Worker:
     """A long-running worker for ``queue``; start it with ``await w.run()``.
 
@@ -226,6 +238,10 @@ def worker(
     * Settings not given take the core's defaults; ``visibility_timeout`` and
       ``poll_interval`` the store's (the connection string's ``visibility_timeout`` and
       ``poll_interval_ms``).
+    * ``heartbeat_interval`` (default: a third of the lease, at most 5 s) extends the leases
+      the worker holds; it must be at most half the lease.
+    * ``claim_ahead_timeout`` (default 2 s): jobs claimed ahead of the handlers that wait
+      longer for one are given back for any worker to take.
     """
     return Worker(
         store,
@@ -240,4 +256,5 @@ def worker(
         shutdown_grace=shutdown_grace,
         heartbeat_interval=heartbeat_interval,
         delete_on_success=delete_on_success,
+        claim_ahead_timeout=claim_ahead_timeout,
     )

@@ -612,3 +612,159 @@ pub async fn worker_session_settings(db: &TestDb) {
     assert_eq!(stats.succeeded, 4);
     assert_eq!(counts(&store, "q").await, (0, 0, 0, 4, 0));
 }
+
+/// Two workers whose lease (1 s) is shorter than the default heartbeat used to be (5 s), with
+/// handlers that run 2.5 s: the heartbeat follows the lease (a third of it), so every job runs
+/// once and no completion is refused. (With a fixed 5 s heartbeat every job ran twice.)
+pub async fn worker_heartbeat_follows_short_lease(db: &TestDb) {
+    let store = db.store_with_queue("q").await;
+    let ids = pgqrs::enqueue()
+        .messages(0..3)
+        .to("q")
+        .execute(&store)
+        .await
+        .unwrap();
+    let tally = Tally::default();
+    let make = |t: Tally| {
+        pgqrs::worker("q")
+            .concurrency(3)
+            .visibility_timeout(secs(1))
+            .poll_interval(ms(50))
+            .handle(move |m| {
+                let t = t.clone();
+                async move {
+                    t.record(m.id);
+                    sleep_ms(2500).await;
+                    Ok(())
+                }
+            })
+    };
+    let (stop_a, run_a) = spawn_worker(&store, make(tally.clone()));
+    let (stop_b, run_b) = spawn_worker(&store, make(tally.clone()));
+    eventually(secs(20), "all three jobs are archived", || async {
+        metrics(&store, "q").await.archived == 3
+    })
+    .await;
+    // Any re-delivery of a lost lease would have shown up by now (leases are 1 s).
+    sleep_ms(1500).await;
+    stop_a.shutdown();
+    stop_b.shutdown();
+    let (a, b) = (run_a.await.unwrap().unwrap(), run_b.await.unwrap().unwrap());
+    let runs = tally.snapshot();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    for id in &ids {
+        assert_eq!(
+            runs.get(id),
+            Some(&1),
+            "job {id} ran more than once: {runs:?}"
+        );
+    }
+    assert_eq!(a.lease_lost + b.lease_lost, 0, "{a:?} {b:?}");
+    assert_eq!(a.succeeded + b.succeeded, 3);
+    assert_eq!(counts(&store, "q").await, (0, 0, 0, 3, 0));
+}
+
+/// A heartbeat longer than half the lease could let leases expire between two extensions: the
+/// worker refuses it with a typed error naming the setting, as it does a lease too short for
+/// any heartbeat.
+pub async fn worker_refuses_heartbeat_longer_than_half_the_lease(db: &TestDb) {
+    let store = db.store_with_queue("q").await;
+    let r = pgqrs::worker("q")
+        .visibility_timeout(secs(2))
+        .heartbeat_interval(secs(5))
+        .session(&store)
+        .await;
+    assert_err!(r, Error::Validation { ref field, ref message }
+        if *field == "heartbeat_interval" && message.contains("half the lease"));
+    let r = pgqrs::worker("q")
+        .visibility_timeout(ms(10))
+        .session(&store)
+        .await;
+    assert_err!(r, Error::Validation { ref field, .. } if *field == "visibility_timeout");
+    // Exactly half the lease is allowed; so is the derived default with a short lease.
+    let s = pgqrs::worker("q")
+        .visibility_timeout(secs(2))
+        .heartbeat_interval(secs(1))
+        .session(&store)
+        .await
+        .unwrap();
+    s.stop().await;
+    let s = pgqrs::worker("q")
+        .visibility_timeout(ms(100))
+        .session(&store)
+        .await
+        .unwrap();
+    s.stop().await;
+    assert!(pgqrs::admin(&store).list_workers().await.unwrap().len() == 2);
+}
+
+/// Worker A's quick handlers grow its claim depth, then both stall. The jobs it claimed ahead
+/// wait at most the claim-ahead timeout (2 s by default) before A gives them back, so worker B,
+/// started afterwards, gets every job but the two A runs, within that time plus B's poll.
+/// (Before, A kept them leased for as long as it lived.)
+pub async fn worker_gives_back_jobs_its_stalled_handlers_hold(db: &TestDb) {
+    const JOBS: usize = 3_000;
+    let store = db.store_with_queue("q").await;
+    pgqrs::enqueue()
+        .messages(0..JOBS)
+        .to("q")
+        .execute(&store)
+        .await
+        .unwrap();
+    let stalled = Arc::new(AtomicBool::new(false));
+    let unblock = Arc::new(tokio::sync::Notify::new());
+    let (st, un) = (stalled.clone(), unblock.clone());
+    let a = pgqrs::worker("q")
+        .concurrency(2)
+        .poll_interval(ms(50))
+        .handle(move |_m| {
+            let (st, un) = (st.clone(), un.clone());
+            async move {
+                if st.load(Ordering::SeqCst) {
+                    un.notified().await;
+                }
+                Ok(())
+            }
+        });
+    let (stop_a, run_a) = spawn_worker(&store, a);
+    eventually(secs(30), "worker A handles a first 1,000 jobs", || async {
+        metrics(&store, "q").await.archived >= 1_000
+    })
+    .await;
+    stalled.store(true, Ordering::SeqCst);
+    sleep_ms(300).await;
+    let held = metrics(&store, "q").await.leased;
+    assert!(
+        held > 2,
+        "A should hold jobs claimed ahead besides its two stalled ones, holds {held}"
+    );
+    let stalled_at = std::time::Instant::now();
+    let b = pgqrs::worker("q")
+        .concurrency(4)
+        .poll_interval(ms(50))
+        .handle(|_m| async { Ok(()) });
+    let (stop_b, run_b) = spawn_worker(&store, b);
+    eventually(secs(20), "B handles every job A does not run", || async {
+        let m = metrics(&store, "q").await;
+        m.archived == JOBS as i64 - 2 && m.leased == 2
+    })
+    .await;
+    let waited = stalled_at.elapsed();
+    assert!(
+        waited < secs(6),
+        "the jobs A claimed ahead reached B after {waited:?}; the bound is the 2 s claim-ahead \
+         timeout, one check (1 s) and B's poll"
+    );
+    unblock.notify_waiters();
+    stalled.store(false, Ordering::SeqCst);
+    unblock.notify_waiters();
+    stop_a.shutdown();
+    stop_b.shutdown();
+    let (sa, sb) = (run_a.await.unwrap().unwrap(), run_b.await.unwrap().unwrap());
+    assert!(
+        sa.released >= held as u64 - 2,
+        "A gave back what it held: {sa:?}"
+    );
+    assert_eq!(sa.lease_lost + sb.lease_lost, 0, "{sa:?} {sb:?}");
+    assert_eq!(counts(&store, "q").await, (0, 0, 0, JOBS as i64, 0));
+}
