@@ -10,8 +10,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
-import pgqrs
 import pytest
+
+import pgqrs
 from conftest import with_query_param
 from support import counts, store_with_queue
 
@@ -384,7 +385,7 @@ async def test_worker_heartbeat_follows_a_short_lease(store: pgqrs.Store) -> Non
 
 
 def test_worker_refuses_a_heartbeat_longer_than_half_the_lease() -> None:
-    with pytest.raises(pgqrs.errors.ValidationError, match="heartbeat_interval.*half the lease"):
+    with pytest.raises(pgqrs.errors.ValidationError, match=r"heartbeat_interval.*half the lease"):
         pgqrs.Worker(None, "q", print, visibility_timeout=2, heartbeat_interval=5)  # type: ignore[arg-type]
     with pytest.raises(pgqrs.errors.ValidationError, match="claim_ahead_timeout"):
         pgqrs.Worker(None, "q", print, claim_ahead_timeout=0)  # type: ignore[arg-type]
