@@ -674,13 +674,19 @@ pub async fn worker_refuses_heartbeat_longer_than_half_the_lease(db: &TestDb) {
         .heartbeat_interval(secs(5))
         .session(&store)
         .await;
-    assert_err!(r, Error::Validation { ref field, ref message }
-        if *field == "heartbeat_interval" && message.contains("half the lease"));
+    assert_err!(r, Error::Validation { field: "heartbeat_interval", ref message }
+        if message.contains("half the lease"));
     let r = pgqrs::worker("q")
         .visibility_timeout(ms(10))
         .session(&store)
         .await;
-    assert_err!(r, Error::Validation { ref field, .. } if *field == "visibility_timeout");
+    assert_err!(
+        r,
+        Error::Validation {
+            field: "visibility_timeout",
+            ..
+        }
+    );
     // Exactly half the lease is allowed; so is the derived default with a short lease.
     let s = pgqrs::worker("q")
         .visibility_timeout(secs(2))
