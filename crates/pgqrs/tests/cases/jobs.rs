@@ -466,8 +466,7 @@ pub async fn lease_expiry_redelivery(db: &TestDb) {
             "expired lease counts as ready: {m:?}"
         );
     }
-    let mut distinct = tokens.clone();
-    distinct.dedup();
+    let distinct: std::collections::HashSet<_> = tokens.iter().collect();
     assert_eq!(distinct.len(), 3, "a new lease token per claim: {tokens:?}");
 
     let c = Consumer::new(&store, "q").await.unwrap();
@@ -782,9 +781,22 @@ pub async fn wal_stays_bounded(db: &TestDb) {
     let path = path
         .trim_start_matches("sqlite://")
         .trim_start_matches("turso://");
-    let wal = std::fs::metadata(format!("{path}-wal"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    // The bound below means something only if the database is in WAL mode and its log is the
+    // file measured: a missing file (WAL off, or a different name) fails here, not passes
+    // as size 0.
+    assert_eq!(
+        db.journal_mode().await,
+        "wal",
+        "the database is not in WAL mode"
+    );
+    let wal_path = format!("{path}-wal");
+    let wal = std::fs::metadata(&wal_path)
+        .unwrap_or_else(|e| panic!("the write-ahead log {wal_path} is missing: {e}"))
+        .len();
+    assert!(
+        wal > 0,
+        "the write-ahead log {wal_path} is empty: were the writes logged?"
+    );
     // 1,500 runs are ~6,000 commits of a few pages each (~60 MB of log if never reused);
     // the automatic checkpoint keeps the log near 1,000 pages (4 MB).
     assert!(
