@@ -30,7 +30,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use super::{Arg, Conn, Engine, Sql, Tx};
 use crate::config::{Config, Durability};
-use crate::error::{Error, Result};
+use crate::error::{file_open_message, Error, Result};
 use crate::store::decode::{bad_value, Cols};
 use crate::store::Wakers;
 
@@ -410,20 +410,20 @@ impl Engine for Turso {
                 })?
                 .to_string(),
         };
+        // What is wrong with the file, for an error that may be about it.
+        let about_file = |what: String| match &location {
+            Some(p) => file_open_message(p, &what),
+            None => what,
+        };
         let conn_err = |e: ::turso::Error| match e {
             ::turso::Error::IoError(kind, op) => Error::Connection {
                 target: target.clone(),
-                message: match kind {
-                    std::io::ErrorKind::NotFound => {
-                        "cannot create the database file: its directory does not exist".into()
-                    }
-                    k => format!("I/O error during {op}: {k}"),
-                },
+                message: about_file(format!("I/O error during {op}: {kind}")),
             },
             ::turso::Error::Error(m) if is_locked_by_other_process(&m) => one_process(&target, &m),
             e => Error::Connection {
                 target: target.clone(),
-                message: e.to_string(),
+                message: about_file(format!("cannot open the database: {e}")),
             },
         };
         let shared = shared_for(location.as_deref().map(canonical).as_ref(), &target)?;
@@ -459,7 +459,9 @@ impl Engine for Turso {
             .await
             .map_err(|_| Error::Connection {
                 target: target.clone(),
-                message: "timed out opening the database".into(),
+                message: "timed out opening the database: is the file on a slow or \
+                          unresponsive disk?"
+                    .into(),
             })??;
         let writer = conns.remove(0);
         let readers = conns.into_iter().map(|c| Mutex::new(Some(c))).collect();
