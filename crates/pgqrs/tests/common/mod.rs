@@ -284,6 +284,26 @@ impl TestDb {
 }
 
 impl TestDb {
+    /// PostgreSQL: the test's schema.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// PostgreSQL: a `count(*)` (or any bigint) query on the server, outside pgqrs.
+    #[cfg(feature = "postgres")]
+    pub async fn pg_count(&self, sql: &str) -> i64 {
+        use sqlx::{AssertSqlSafe, Connection};
+        let mut c = sqlx::PgConnection::connect(&self.raw_dsn)
+            .await
+            .expect("raw connect");
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+            .fetch_one(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("raw SQL {sql:?}: {e}"));
+        let _ = c.close().await;
+        n
+    }
+
     /// SQLite and Turso: the database file's `PRAGMA journal_mode`, read on a connection of
     /// its own (Turso: in this process, sharing the store's open database).
     pub async fn journal_mode(&self) -> String {
