@@ -237,10 +237,11 @@ impl PgBackend {
         {
             Ok(Ok(p)) => p,
             // The pool retries a failing connection until its timeout and then reports only
-            // that it timed out: one more attempt, on its own, says why.
+            // that it timed out: one more attempt, on its own, says why (a server that does
+            // not answer within 2 s gets the timeout's message).
             Ok(Err(sqlx::Error::PoolTimedOut)) => {
                 let why = tokio::time::timeout(
-                    cfg.connect_timeout,
+                    cfg.connect_timeout.min(Duration::from_secs(2)),
                     <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts),
                 )
                 .await;
