@@ -6,10 +6,12 @@ from __future__ import annotations
 import inspect
 import pickle
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 import pgqrs
+from conftest import postgres_base_dsn
 from pgqrs import errors
 from pgqrs.errors import PgqrsError
 
@@ -157,3 +159,41 @@ async def test_config_errors(tmp_path: Any) -> None:
     with pytest.raises(errors.ConnectionFailedError) as cf:
         await pgqrs.connect("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
     assert cf.value.transient and cf.value.target
+    # Nothing listens on port 1: the message asks whether the server runs there.
+    assert "127.0.0.1:1" in str(cf.value) and "refused" in str(cf.value), str(cf.value)
+
+
+def _says(err: BaseException, *wanted: str) -> str:
+    """The message of a connection failure: says each of ``wanted``, and neither asks whether
+    a server runs (for causes that are not an unreachable server) nor leaks the driver's
+    rendering of a server error (its source file and line)."""
+    text = str(err)
+    for w in wanted:
+        assert w in text, f"{w!r} not in: {text}"
+    assert "reachable?" not in text and " at line " not in text, text
+    return text
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "turso"])
+async def test_connect_missing_folder_names_it(scheme: str, tmp_path: Any) -> None:
+    folder = tmp_path / "no" / "such"
+    with pytest.raises(errors.ConnectionFailedError) as cf:
+        s = await pgqrs.connect(f"{scheme}://{folder}/t.db")
+        await pgqrs.admin(s).install()
+    text = _says(cf.value, f"folder {folder} does not exist", f"mkdir -p {folder}", "fix the path")
+    assert "running" not in text, text
+    assert str(folder) in cf.value.target or "t.db" in cf.value.target
+
+
+async def test_connect_missing_postgres_database_names_it() -> None:
+    base = postgres_base_dsn()
+    parts = urlsplit(base)
+    dsn = urlunsplit(parts._replace(path="/pgqrs_no_such_database"))
+    with pytest.raises(errors.ConnectionFailedError) as cf:
+        await pgqrs.connect(dsn)
+    text = _says(
+        cf.value,
+        '"pgqrs_no_such_database" does not exist',
+        'CREATE DATABASE "pgqrs_no_such_database"',
+    )
+    assert "running" not in text, text

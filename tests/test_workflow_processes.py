@@ -2,7 +2,9 @@
 steps is recovered by a new process, and 4 worker processes share 200 queued runs.
 
 The child is tests/wf_child.py. Side effects are counted outside the database, in an
-append-only file with one line per step execution.
+append-only file with one line per step execution. Turso allows one process at a time on a
+file: there the test closes its store while children run, and the processes run one after
+another.
 """
 
 from __future__ import annotations
@@ -14,10 +16,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import pgqrs
-from conftest import TURSO_ONE_PROCESS, with_query_param
+from conftest import with_query_param
 from support import TESTS_DIR, child_env
 
 CHILD = str(TESTS_DIR / "wf_child.py")
@@ -59,20 +59,26 @@ def log_lines(log: Path) -> list[tuple[int, str, int]]:
     return rows
 
 
-async def test_crash_in_each_step_then_recovery(dsn: str, tmp_path: Path, backend: str) -> None:
-    if backend == "turso":
-        pytest.skip(TURSO_ONE_PROCESS)
-    dsn = with_query_param(dsn, "visibility_timeout", "1")  # a run's lease: 1 s
-    store = await pgqrs.connect(dsn)
-    admin = pgqrs.admin(store)
-    await admin.install()
-    log = tmp_path / "steps.log"
-    run_of: dict[int, int] = {}
-    for k in range(1, STEPS + 1):
-        inp = {"log": str(log), "crash_at": k, "marker": str(tmp_path / f"marker-{k}")}
-        run_of[k] = (await admin.create_workflow("chain", inp)).id
+async def crash_sequentially(dsn: str, run_id: int, marker: Path) -> asyncio.subprocess.Process:
+    """Turso: one child at a time, killed inside its step."""
+    p = await spawn("run", dsn, str(run_id), crash=True)
+    for _ in range(6000):
+        if marker.exists():  # noqa: ASYNC240
+            p.send_signal(signal.SIGKILL)
+            await p.wait()
+            return p
+        if p.returncode is not None:
+            raise AssertionError(f"child for run {run_id} ended early: {await output(p)}")
+        await asyncio.sleep(0.01)
+    p.kill()
+    await p.wait()
+    raise AssertionError(f"run {run_id}: the crash step was never reached")
 
-    # One child per k, all at once; each is killed inside step k.
+
+async def crash_concurrently(
+    dsn: str, run_of: dict[int, int], tmp_path: Path
+) -> dict[int, asyncio.subprocess.Process]:
+    """One child per k, all at once; each is killed inside step k."""
     crashing = {k: await spawn("run", dsn, str(run_of[k]), crash=True) for k in run_of}
     killed: set[int] = set()
     try:
@@ -99,6 +105,33 @@ async def test_crash_in_each_step_then_recovery(dsn: str, tmp_path: Path, backen
             if k not in killed and p.returncode is None:
                 p.kill()
             await p.wait()
+    return crashing
+
+
+async def test_crash_in_each_step_then_recovery(dsn: str, tmp_path: Path, backend: str) -> None:
+    """On Turso (one process at a time on a file) the test closes its store while children
+    run, and the crashes and recoveries happen one after another."""
+    sequential = backend == "turso"
+    dsn = with_query_param(dsn, "visibility_timeout", "1")  # a run's lease: 1 s
+    store = await pgqrs.connect(dsn)
+    admin = pgqrs.admin(store)
+    await admin.install()
+    log = tmp_path / "steps.log"
+    run_of: dict[int, int] = {}
+    for k in range(1, STEPS + 1):
+        inp = {"log": str(log), "crash_at": k, "marker": str(tmp_path / f"marker-{k}")}
+        run_of[k] = (await admin.create_workflow("chain", inp)).id
+
+    if sequential:
+        await store.close()
+        crashing = {
+            k: await crash_sequentially(dsn, run_of[k], tmp_path / f"marker-{k}") for k in run_of
+        }
+        store = await pgqrs.connect(dsn)
+        admin = pgqrs.admin(store)
+    else:
+        # One child per k, all at once; each is killed inside step k.
+        crashing = await crash_concurrently(dsn, run_of, tmp_path)
     assert all(p.returncode == -signal.SIGKILL for p in crashing.values())
     crashed_pid = {k: p.pid for k, p in crashing.items()}
     before = Counter((r, s) for r, s, _ in log_lines(log))
@@ -109,10 +142,19 @@ async def test_crash_in_each_step_then_recovery(dsn: str, tmp_path: Path, backen
         assert [s.position for s in await admin.workflow_steps(rid)] == list(range(k - 1))
 
     # A new process per run recovers it once the dead executor's lease has expired.
-    recovering = {k: await spawn("run", dsn, str(run_of[k])) for k in run_of}
-    results = {
-        k: json.loads((await output(p)).strip().splitlines()[-1]) for k, p in recovering.items()
-    }
+    if sequential:
+        await store.close()
+        recovering, results = {}, {}
+        for k in run_of:
+            recovering[k] = await spawn("run", dsn, str(run_of[k]))
+            results[k] = json.loads((await output(recovering[k])).strip().splitlines()[-1])
+        store = await pgqrs.connect(dsn)
+        admin = pgqrs.admin(store)
+    else:
+        recovering = {k: await spawn("run", dsn, str(run_of[k])) for k in run_of}
+        results = {
+            k: json.loads((await output(p)).strip().splitlines()[-1]) for k, p in recovering.items()
+        }
     rows = log_lines(log)
     counts = Counter((r, s) for r, s, _ in rows)
     for k, rid in run_of.items():
@@ -137,15 +179,10 @@ async def test_crash_in_each_step_then_recovery(dsn: str, tmp_path: Path, backen
     await store.close()
 
 
-async def test_four_worker_processes_share_200_runs(dsn: str, tmp_path: Path, backend: str) -> None:
-    if backend == "turso":
-        pytest.skip(TURSO_ONE_PROCESS)
-    store = await pgqrs.connect(dsn)
-    admin = pgqrs.admin(store)
-    await admin.install()
-    await admin.create_queue("wf")
-    log = tmp_path / "steps.log"
-    n = 200
+async def workers_at_once(
+    admin: pgqrs.Admin, dsn: str, log: Path, n: int
+) -> tuple[list[int], list[dict[str, int]]]:
+    """4 worker processes at once; the runs are enqueued once they are all ready."""
     workers = [await spawn("worker", dsn, "wf") for _ in range(4)]
     try:
         for w in workers:
@@ -166,6 +203,50 @@ async def test_four_worker_processes_share_200_runs(dsn: str, tmp_path: Path, ba
             if w.returncode is None:
                 w.send_signal(signal.SIGTERM)
     stats = [json.loads((await output(w)).strip().splitlines()[-1]) for w in workers]
+    return ids, stats
+
+
+async def workers_one_after_another(dsn: str, log: Path, n: int) -> list[dict[str, int]]:
+    """Turso: 4 worker processes one at a time, each stopped (SIGTERM) once a quarter more of
+    the ``n`` runs have finished (counted in the log: the database is theirs meanwhile)."""
+    stats = []
+    for i in range(4):
+        w = await spawn("worker", dsn, "wf")
+        try:
+            target = n * (i + 1) // 4
+            for _ in range(2400):
+                done = sum(1 for _, what, _ in log_lines(log) if what == "done")
+                if done >= target or w.returncode is not None:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            if w.returncode is None:
+                w.send_signal(signal.SIGTERM)
+        stats.append(json.loads((await output(w)).strip().splitlines()[-1]))
+        assert stats[-1]["succeeded"] > 0, f"worker {i} ran nothing: {stats[-1]}"
+    return stats
+
+
+async def test_four_worker_processes_share_200_runs(dsn: str, tmp_path: Path, backend: str) -> None:
+    """On Turso (one process at a time on a file) the 4 worker processes run one after
+    another and hand the runs over."""
+    store = await pgqrs.connect(dsn)
+    admin = pgqrs.admin(store)
+    await admin.install()
+    await admin.create_queue("wf")
+    log = tmp_path / "steps.log"
+    n = 200
+    if backend == "turso":
+        ids = [
+            (await admin.enqueue_workflow("wf", "chain", {"log": str(log)})).id for _ in range(n)
+        ]
+        await store.close()
+        stats = await workers_one_after_another(dsn, log, n)
+        store = await pgqrs.connect(dsn)
+        admin = pgqrs.admin(store)
+    else:
+        ids, stats = await workers_at_once(admin, dsn, log, n)
+    succeeded = await admin.list_workflows("succeeded", limit=n + 1)
     succeeded = await admin.list_workflows("succeeded", limit=n + 1)
     assert sorted(r.id for r in succeeded) == sorted(ids), "every run succeeded"
     assert all(r.output == {"run": r.id, "digits": EXPECTED_DIGITS} for r in succeeded)

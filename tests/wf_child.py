@@ -6,6 +6,11 @@
         With CRASH_AT=k, step k writes MARKER when it starts, then sleeps (to be SIGKILLed).
     python wf_child.py worker DSN QUEUE LOG
         A ``pgqrs.workflow_worker`` executing queued ``chain`` runs until SIGTERM.
+    python wf_child.py queue_worker DSN QUEUE MARKER HOLD [GRACE]
+        A ``pgqrs.worker`` run the way a program runs one (``asyncio.run``, no signal handling
+        of its own), for the Ctrl-C tests: its handler writes MARKER (the job id) when it
+        starts, then sleeps HOLD seconds. Prints ``ready`` once the worker is registered and
+        its stats as JSON if ``run()`` returns.
 
 Every step execution appends one line ``<run> <step> <pid>`` to LOG (O_APPEND, one write per
 line); the workflow body appends ``<run> done <pid>`` after its last step.
@@ -81,6 +86,26 @@ async def worker(dsn: str, queue: str) -> None:
     await store.close()
 
 
+async def queue_worker(dsn: str, queue: str, marker: str, hold: float, grace: str) -> None:
+    store = await pgqrs.connect(dsn)
+
+    async def handler(m: pgqrs.Message) -> None:
+        Path(marker).write_text(str(m.id))  # noqa: ASYNC240
+        await asyncio.sleep(hold)
+
+    w = pgqrs.worker(
+        store,
+        queue,
+        handler,
+        poll_interval=0.05,
+        shutdown_grace=float(grace) if grace else None,
+    )
+    print("ready", flush=True)
+    stats = await w.run()
+    print(json.dumps(dataclasses.asdict(stats)), flush=True)
+    await store.close()
+
+
 def main() -> None:
     mode, dsn = sys.argv[1], sys.argv[2]
     start = time.monotonic()
@@ -88,6 +113,9 @@ def main() -> None:
         asyncio.run(run(dsn, int(sys.argv[3])))
     elif mode == "worker":
         asyncio.run(worker(dsn, sys.argv[3]))
+    elif mode == "queue_worker":
+        grace = sys.argv[6] if len(sys.argv) > 6 else ""
+        asyncio.run(queue_worker(dsn, sys.argv[3], sys.argv[4], float(sys.argv[5]), grace))
     else:
         raise SystemExit(f"unknown mode {mode}")
     print(f"elapsed {time.monotonic() - start:.2f}", file=sys.stderr)

@@ -31,12 +31,13 @@ pub enum Error {
         feature: &'static str,
     },
 
-    /// The database could not be reached.
-    #[error("cannot connect to {target}: {message} (is the server running and reachable?)")]
+    /// The database could not be reached or opened.
+    #[error("cannot connect to {target}: {message}")]
     Connection {
         /// `host:port` or the database file.
         target: String,
-        /// What the driver said.
+        /// What is wrong (no such database, no such folder, refused, authentication failed,
+        /// ...) and how to fix it.
         message: String,
     },
 
@@ -267,7 +268,7 @@ pub(crate) fn from_sqlx(e: sqlx::Error, target: &str) -> Error {
         },
         E::Tls(t) => Error::Connection {
             target: target.to_string(),
-            message: format!("TLS: {t}"),
+            message: tls_message(&t),
         },
         E::Database(db) => {
             let code = db.code().map(|c| c.to_string());
@@ -311,5 +312,109 @@ pub(crate) fn from_sqlx(e: sqlx::Error, target: &str) -> Error {
             code: None,
             message: other.to_string(),
         },
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn tls_message(t: &dyn std::fmt::Display) -> String {
+    format!(
+        "TLS failed: {t}; check sslmode (and the certificates) in the connection string and the \
+         server's TLS setup"
+    )
+}
+
+/// A PostgreSQL connection that could not be opened, as [`Error::Connection`] saying what is
+/// wrong and how to fix it: no such database, authentication, refused, unknown host, ...
+/// Only the server's message is kept, never the driver's rendering of it (which carries the
+/// server's source file and line).
+#[cfg(feature = "postgres")]
+pub(crate) fn pg_connect_error(e: sqlx::Error, target: &str, database: &str, user: &str) -> Error {
+    use sqlx::Error as E;
+    use std::io::ErrorKind;
+    let message = match &e {
+        E::Database(db) => {
+            let text = db.message();
+            match db.code().as_deref() {
+                // invalid_catalog_name
+                Some("3D000") => format!(
+                    "database {database:?} does not exist on the server: create it \
+                     (CREATE DATABASE \"{database}\") or fix the database name in the \
+                     connection string"
+                ),
+                // invalid_password
+                Some("28P01") => format!(
+                    "password authentication failed for user {user:?}: check the user name \
+                     and password in the connection string"
+                ),
+                // invalid_authorization_specification: unknown role, no pg_hba.conf entry
+                Some("28000") => format!(
+                    "{text}: check the user name (and password) in the connection string, \
+                     and that the server's pg_hba.conf lets this user connect from here"
+                ),
+                // too_many_connections
+                Some("53300") => format!(
+                    "{text}: the server has no free connection slots; lower pool_size or \
+                     raise the server's max_connections"
+                ),
+                // cannot_connect_now
+                Some("57P03") => {
+                    format!("{text}: the server is starting up or shutting down; retry shortly")
+                }
+                _ => format!("the server refused the connection: {text}"),
+            }
+        }
+        E::Io(io) if io.kind() == ErrorKind::ConnectionRefused => format!(
+            "connection refused: is the PostgreSQL server running and listening on {target}? \
+             (check the host and port in the connection string)"
+        ),
+        E::Io(io) => format!(
+            "{io}: check the host and port in the connection string, and that the server is \
+             running and reachable from here"
+        ),
+        E::Tls(t) => tls_message(t),
+        E::Configuration(c) => format!("{c}: fix the connection string"),
+        E::PoolTimedOut => format!(
+            "no connection within connect_timeout: is the PostgreSQL server running and \
+             reachable at {target}? (or raise connect_timeout)"
+        ),
+        other => format!("{other} (is the server running and reachable?)"),
+    };
+    Error::Connection {
+        target: target.to_string(),
+        message,
+    }
+}
+
+/// Why a database file could not be opened, said as what to fix: a missing folder, a folder
+/// where the file should be, or else `what` and the path to check.
+#[cfg(any(feature = "sqlite", feature = "turso"))]
+pub(crate) fn file_open_message(path: &std::path::Path, what: &str) -> String {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.exists() {
+        format!(
+            "the folder {} does not exist: create it (mkdir -p {}) or fix the path in the \
+             connection string",
+            dir.display(),
+            dir.display()
+        )
+    } else if !dir.is_dir() {
+        format!(
+            "{} is a file, not a folder: fix the path in the connection string",
+            dir.display()
+        )
+    } else if path.is_dir() {
+        format!(
+            "{} is a folder, not a database file: fix the path in the connection string",
+            path.display()
+        )
+    } else {
+        format!(
+            "{what}: check the path in the connection string, and that this process may read \
+             and write {} and its folder",
+            path.display()
+        )
     }
 }

@@ -21,7 +21,7 @@ mod common;
 macro_rules! conformance {
     ($ctor:path) => {
         conformance!(@groups $ctor;
-            connect { connect_errors, closed_store }
+            connect { connect_errors, connect_failures_say_why, closed_store }
             schema { install_idempotent, not_installed, schema_upgrade, schema_too_new }
             queues {
                 queue_lifecycle,
@@ -124,13 +124,34 @@ mod postgres_server {
 }
 
 /// SQLite and Turso only, because only they keep a write-ahead log file of pgqrs's own
-/// (PostgreSQL checkpoints its WAL itself): it must stay bounded under pgqrs's writes.
+/// (PostgreSQL checkpoints its WAL itself): it must stay bounded under pgqrs's writes; and
+/// only their transactions are pgqrs's to roll back when a write is cancelled.
 #[cfg(feature = "sqlite")]
 mod sqlite_file {
-    conformance!(@groups crate::common::TestDb::sqlite; jobs { wal_stays_bounded });
+    conformance!(@groups crate::common::TestDb::sqlite;
+        jobs { wal_stays_bounded, cancelled_write_leaves_nothing });
 }
 
 #[cfg(feature = "turso")]
 mod turso_file {
-    conformance!(@groups crate::common::TestDb::turso; jobs { wal_stays_bounded });
+    conformance!(@groups crate::common::TestDb::turso;
+        jobs { wal_stays_bounded, cancelled_write_leaves_nothing });
+}
+
+/// Idle workers woken by another store's enqueue (not through PgBouncer, whose cases run with
+/// `notify=false`); PostgreSQL also with notifications off.
+#[cfg(feature = "sqlite")]
+mod sqlite_wake {
+    conformance!(@groups crate::common::TestDb::sqlite; wakeup { from_another_store });
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_wake {
+    conformance!(@groups crate::common::TestDb::postgres;
+        wakeup { from_another_store, notify_off_polls });
+}
+
+#[cfg(feature = "turso")]
+mod turso_wake {
+    conformance!(@groups crate::common::TestDb::turso; wakeup { from_another_store });
 }

@@ -11,8 +11,8 @@
 //! `<backend>::<case>`, with a fresh database per test (the conformance suite's `common`
 //! helpers). Cases that need other processes (the seed example as written, 200 runs shared by
 //! 4 worker processes, SIGKILL crash recovery, a SIGSTOPped "zombie" executor) re-execute this
-//! test binary selecting only [`child_process`], which does what `PGQRS_WF_CHILD` says and
-//! returns at once when it is unset.
+//! test binary selecting only the ignored [`child_process`], which does what `PGQRS_WF_CHILD`
+//! says.
 //!
 //! Side effects are counted outside the workflow tables: in memory ([`Probe`]) for in-process
 //! cases, and in an append-only file (one `run step pid` line per step execution, written with
@@ -72,7 +72,6 @@ macro_rules! workflow_cases {
             edge_inputs,
             edge_step_outputs,
             edge_workflow_outputs,
-            step_overhead,
         );
     };
     (@cases $ctor:path; $($case:ident),* $(,)?) => {
@@ -598,6 +597,11 @@ async fn chain_step(ctx: &Workflow, input: &ChainInput, i: u32, acc: u64) -> any
     if input.step_ms > 0 {
         tokio::time::sleep(Duration::from_millis(input.step_ms)).await;
     }
+    if let Some(f) = FREEZE.with(|f| f.borrow().clone()) {
+        if f.at == i {
+            f.freeze_here().await;
+        }
+    }
     let crash_at = std::env::var(CRASH_AT_ENV)
         .ok()
         .and_then(|s| s.parse::<u32>().ok());
@@ -615,6 +619,67 @@ async fn chain_step(ctx: &Workflow, input: &ChainInput, i: u32, acc: u64) -> any
         }
     }
     Ok(acc * 10 + i as u64)
+}
+
+/// A thread's frozen executor (the Turso zombie): step `at` of a chain run on the thread that
+/// set [`FREEZE`] blocks that whole thread (its runtime, and so the run's lease renewals)
+/// until released, the way SIGSTOP freezes a process.
+struct Freeze {
+    at: u32,
+    state: Mutex<FreezeState>,
+    cond: std::sync::Condvar,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FreezeState {
+    /// Not yet at the freeze point.
+    Before,
+    Frozen,
+    /// Let the runtime run its other tasks for a moment, then freeze again.
+    Thaw,
+    Released,
+}
+
+thread_local! {
+    static FREEZE: std::cell::RefCell<Option<std::sync::Arc<Freeze>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl Freeze {
+    fn new(at: u32) -> Freeze {
+        Freeze {
+            at,
+            state: Mutex::new(FreezeState::Before),
+            cond: std::sync::Condvar::new(),
+        }
+    }
+
+    fn state(&self) -> FreezeState {
+        *self.state.lock().unwrap()
+    }
+
+    fn set(&self, st: FreezeState) {
+        *self.state.lock().unwrap() = st;
+        self.cond.notify_all();
+    }
+
+    /// In the frozen thread: block it until released (a thaw lets it run for 20 ms).
+    async fn freeze_here(&self) {
+        self.set(FreezeState::Frozen);
+        loop {
+            {
+                let mut st = self.state.lock().unwrap();
+                while *st == FreezeState::Frozen {
+                    st = self.cond.wait(st).unwrap();
+                }
+                if *st == FreezeState::Released {
+                    return;
+                }
+                *st = FreezeState::Frozen;
+            }
+            sleep_ms(20).await;
+        }
+    }
 }
 
 #[pgqrs_workflow]
@@ -653,13 +718,16 @@ fn registry() -> WorkflowRegistry {
 // Child processes.
 // =======================================================================================
 
-/// Not a test of its own: the cases run this binary again with only this test selected and
-/// `PGQRS_WF_CHILD` set to `example`, `run` or `worker`. Without it, it returns at once.
+/// Not a test of its own: the cases run this binary again with only this test selected
+/// (`--ignored --exact child_process`) and `PGQRS_WF_CHILD` set to `example`, `run` or
+/// `worker`. Ignored in a normal run, so that it never reports a pass for checking nothing;
+/// run without `PGQRS_WF_CHILD`, it fails.
 #[test]
+#[ignore = "the entry point of the cases' child processes (run with PGQRS_WF_CHILD set)"]
 fn child_process() {
-    let Ok(mode) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+    let mode = std::env::var(CHILD_ENV).unwrap_or_else(|_| {
+        panic!("child_process is run by the workflow cases in a child process with {CHILD_ENV} set to example, run or worker")
+    });
     if mode == "example" {
         if let Err(e) = seed_main::main() {
             panic!("the workflow example failed: {e}");
@@ -765,6 +833,7 @@ impl Proc {
         let err = dir.join(format!("{label}.stderr"));
         let mut cmd = Command::new(exe);
         cmd.args([
+            "--ignored",
             "--exact",
             "child_process",
             "--nocapture",
@@ -942,12 +1011,12 @@ fn names(steps: &[pgqrs::StepRecord]) -> Vec<(i32, String, pgqrs::StepStatus)> {
 /// lets one process at a time open a database file (its multi-process WAL is experimental),
 /// and a second process gets `Error::Connection` at `connect` (checked by
 /// `turso::second_process_is_refused`). Prints the skip and returns true there.
-fn needs_concurrent_processes(db: &TestDb, case: &str) -> bool {
-    if db.kind() == Kind::Turso {
-        eprintln!("SKIPPED on turso: {case} needs several processes on one database at once");
-        return true;
-    }
-    false
+/// A store for a look at the database from the test; close it when done (on Turso, so that
+/// the next child process may open the file).
+async fn look(dsn: &str) -> pgqrs::Store {
+    pgqrs::connect(dsn)
+        .await
+        .unwrap_or_else(|e| panic!("connect {dsn}: {e}"))
 }
 
 fn tmpdir() -> tempfile::TempDir {
@@ -1674,42 +1743,6 @@ mod cases {
         assert!(problems.is_empty(), "[{:?}] {problems:#?}", db.kind());
     }
 
-    /// Not an assertion: the cost of one journaled no-op step, printed.
-    pub async fn step_overhead(db: &TestDb) {
-        let store = db.store().await;
-        let p = Probe::new();
-        // Warm up the pool and statement cache.
-        let ctx = pgqrs::admin(&store)
-            .create_workflow("warm", &())
-            .await
-            .unwrap();
-        probe_wf(&ctx, &p, 3).await.unwrap();
-        let empty = pgqrs::admin(&store)
-            .create_workflow("empty", &())
-            .await
-            .unwrap();
-        let t0 = Instant::now();
-        probe_wf(&empty, &p, 0).await.unwrap();
-        let base = t0.elapsed();
-        const N: u32 = 14;
-        let ctx = pgqrs::admin(&store)
-            .create_workflow("overhead", &())
-            .await
-            .unwrap();
-        let t = Instant::now();
-        probe_wf(&ctx, &Probe::new(), N).await.unwrap();
-        let total = t.elapsed();
-        let fresh = pgqrs::admin(&store).get_workflow(ctx.id()).await.unwrap();
-        let t = Instant::now();
-        probe_wf(&fresh, &Probe::new(), N).await.unwrap();
-        let finished = t.elapsed();
-        eprintln!(
-            "STEP OVERHEAD [{:?}]: {:.2} ms per step ({N} steps in {total:?}; run without steps {base:?}; calling the finished run {finished:?})",
-            db.kind(),
-            total.saturating_sub(base).as_secs_f64() * 1000.0 / N as f64
-        );
-    }
-
     /// A failed run called again (same or fresh context) returns its stored error and runs
     /// nothing.
     pub async fn failed_run_idempotent(db: &TestDb) {
@@ -1966,10 +1999,9 @@ mod cases {
     }
 
     /// 200 queued runs executed by 4 worker processes: each run completes exactly once.
+    /// On Turso (one process at a time on a file) the 4 processes run one after another,
+    /// each until a quarter more of the runs have finished, and hand the rest over.
     pub async fn queue_200_runs_4_processes(db: &TestDb) {
-        if needs_concurrent_processes(db, "queue_200_runs_4_processes") {
-            return;
-        }
         const RUNS: usize = 200;
         const PROCS: usize = 4;
         let store = db.store_with_queue("wf200").await;
@@ -1991,23 +2023,39 @@ mod cases {
                     .id,
             );
         }
+        let sequential = db.kind() == Kind::Turso;
+        if sequential {
+            store.close().await;
+        }
         let t = Instant::now();
-        let mut procs: Vec<Proc> = (0..PROCS)
-            .map(|i| {
-                Proc::spawn(
-                    &format!("worker{i}"),
-                    dir.path(),
-                    "worker",
-                    &[
-                        (DSN_ENV, db.dsn_with(CHILD_POOL)),
-                        (QUEUE_ENV, "wf200".into()),
-                        (EXPECT_ENV, RUNS.to_string()),
-                    ],
-                )
-            })
-            .collect();
+        let spawn = |i: usize| {
+            let expect = if sequential {
+                RUNS * (i + 1) / PROCS
+            } else {
+                RUNS
+            };
+            Proc::spawn(
+                &format!("worker{i}"),
+                dir.path(),
+                "worker",
+                &[
+                    (DSN_ENV, db.dsn_with(CHILD_POOL)),
+                    (QUEUE_ENV, "wf200".into()),
+                    (EXPECT_ENV, expect.to_string()),
+                ],
+            )
+        };
+        let mut procs: Vec<Proc> = if sequential {
+            Vec::new()
+        } else {
+            (0..PROCS).map(spawn).collect()
+        };
         let mut succeeded = 0u64;
-        for p in &mut procs {
+        for i in 0..PROCS {
+            if sequential {
+                procs.push(spawn(i));
+            }
+            let p = &mut procs[i];
             let out = p.wait_ok(secs(140)).await;
             let line = out
                 .lines()
@@ -2019,9 +2067,18 @@ mod cases {
                 .unwrap()
                 .parse()
                 .unwrap();
+            if sequential {
+                assert!(n > 0, "worker {i} ran nothing:\n{out}");
+            }
             succeeded += n;
         }
         let elapsed = t.elapsed();
+        let store = if sequential {
+            look(&db.dsn()).await
+        } else {
+            store
+        };
+        let admin = pgqrs::admin(&store);
 
         let runs = admin.list_workflows(None, 1000).await.unwrap();
         assert_eq!(runs.len(), RUNS);
@@ -2065,18 +2122,24 @@ mod cases {
 
     /// A process running a 5-step workflow is SIGKILLed inside step k, for each k (the five
     /// crashes happen concurrently, each on its own run); a new process recovers the run.
+    /// On Turso (one process at a time on a file) the test closes its store and the five
+    /// crash–resume sequences run one after another.
     pub async fn crash_sigkill_each_step(db: &TestDb) {
-        if needs_concurrent_processes(db, "crash_sigkill_each_step") {
-            return;
-        }
         let dsn = db.dsn_with(&format!("visibility_timeout=1&{CHILD_POOL}"));
         let store = db.store_with("visibility_timeout=1").await;
         let dir = tmpdir();
-        let crashes = (1..=5u32).map(|k| crash_one(&store, &dsn, dir.path(), k));
-        futures_util::future::join_all(crashes).await;
+        if db.kind() == Kind::Turso {
+            store.close().await;
+            for k in 1..=5u32 {
+                crash_one(&dsn, dir.path(), k).await;
+            }
+        } else {
+            let crashes = (1..=5u32).map(|k| crash_one(&dsn, dir.path(), k));
+            futures_util::future::join_all(crashes).await;
+        }
     }
 
-    async fn crash_one(store: &pgqrs::Store, dsn: &str, dir: &Path, k: u32) {
+    async fn crash_one(dsn: &str, dir: &Path, k: u32) {
         let log = dir.join(format!("k{k}.log"));
         let marker = dir.join(format!("k{k}.inside"));
         let input = ChainInput {
@@ -2084,11 +2147,13 @@ mod cases {
             steps: 5,
             step_ms: 0,
         };
-        let id = pgqrs::admin(store)
+        let store = look(dsn).await;
+        let id = pgqrs::admin(&store)
             .create_workflow("chain", &input)
             .await
             .unwrap()
             .id();
+        store.close().await;
 
         let mut victim = Proc::spawn(
             &format!("k{k}-victim"),
@@ -2113,14 +2178,16 @@ mod cases {
             use std::os::unix::process::ExitStatusExt;
             assert_eq!(st.signal(), Some(9), "k={k}: {st}");
         }
-        let run = run_of(store, id).await;
+        let store = look(dsn).await;
+        let run = run_of(&store, id).await;
         assert_eq!(run.status, RunStatus::Running, "k={k}");
-        let steps = steps_of(store, id).await;
+        let steps = steps_of(&store, id).await;
         assert_eq!(
             steps.len(),
             k as usize - 1,
             "k={k}: steps before k journaled"
         );
+        store.close().await;
 
         let mut rescuer = Proc::spawn(
             &format!("k{k}-rescuer"),
@@ -2136,11 +2203,13 @@ mod cases {
         let out = rescuer.wait_ok(secs(90)).await;
         assert_eq!(wfresult(&out), "ok 12345", "k={k}");
 
-        let run = run_of(store, id).await;
+        let store = look(dsn).await;
+        let run = run_of(&store, id).await;
         assert_eq!(run.status, RunStatus::Succeeded, "k={k}");
         assert_eq!(run.output, Some(json!(chain_output(5))), "k={k}");
         assert_eq!(run.attempts, 2, "k={k}");
-        let steps = steps_of(store, id).await;
+        let steps = steps_of(&store, id).await;
+        store.close().await;
         assert_eq!(steps.len(), 5, "k={k}");
         for (i, s) in steps.iter().enumerate() {
             assert_eq!(
@@ -2171,10 +2240,8 @@ mod cases {
 
     /// A queue worker process dies (SIGKILL) inside step 3; a new worker process gets the job
     /// again once its lease expires and resumes the run from its journal.
+    /// The test looks at the database only between the processes (Turso: one at a time).
     pub async fn crash_queue_worker_process(db: &TestDb) {
-        if needs_concurrent_processes(db, "crash_queue_worker_process") {
-            return;
-        }
         let dsn = db.dsn_with(&format!("visibility_timeout=1&{CHILD_POOL}"));
         let store = db.store_with("visibility_timeout=1").await;
         pgqrs::admin(&store).create_queue("crashq").await.unwrap();
@@ -2191,6 +2258,7 @@ mod cases {
             .await
             .unwrap()
             .id;
+        store.close().await;
         let common_env = [
             (DSN_ENV, dsn.clone()),
             (QUEUE_ENV, "crashq".to_string()),
@@ -2206,11 +2274,14 @@ mod cases {
         })
         .await;
         victim.kill();
+        let store = look(&dsn).await;
         assert_eq!(steps_of(&store, id).await.len(), 2);
+        store.close().await;
 
         let mut rescuer = Proc::spawn("qrescuer", dir.path(), "worker", &common_env);
         let rpid = rescuer.pid();
         rescuer.wait_ok(secs(90)).await;
+        let store = look(&dsn).await;
         let run = run_of(&store, id).await;
         assert_eq!(run.status, RunStatus::Succeeded);
         assert_eq!(run.output, Some(json!(12345)));
@@ -2232,9 +2303,12 @@ mod cases {
     /// A frozen executor (SIGSTOP inside step 3) loses its lease; this process resumes and
     /// finishes the run; when the old executor wakes up and completes its step, nothing it
     /// does is recorded: it gets WorkflowLocked and the run keeps the first outcome.
+    ///
+    /// On Turso (one process at a time on a file) the zombie is a thread of this process
+    /// with a runtime of its own, blocked inside step 3 ([`Freeze`]).
     pub async fn zombie_executor_cannot_record(db: &TestDb) {
-        if needs_concurrent_processes(db, "zombie_executor_cannot_record") {
-            return;
+        if db.kind() == Kind::Turso {
+            return zombie_thread_cannot_record(db).await;
         }
         let dsn = db.dsn_with(&format!("visibility_timeout=1&{CHILD_POOL}"));
         let store = db.store_with("visibility_timeout=1").await;
@@ -2319,5 +2393,98 @@ mod cases {
             vec![(1, zpid), (2, zpid), (3, zpid), (3, me), (4, me), (5, me)],
             "zombie {zpid}, resumer {me}"
         );
+    }
+
+    /// [`zombie_executor_cannot_record`] inside one process: the zombie executor runs on a
+    /// thread with a current-thread runtime of its own (its lease renewals too), and is frozen
+    /// by blocking that thread inside step 3.
+    async fn zombie_thread_cannot_record(db: &TestDb) {
+        let store = db.store_with("visibility_timeout=1").await;
+        let dir = tmpdir();
+        let log = dir.path().join("steps.log");
+        let input = ChainInput {
+            log: log.display().to_string(),
+            steps: 5,
+            step_ms: 0,
+        };
+        let id = pgqrs::admin(&store)
+            .create_workflow("chain", &input)
+            .await
+            .unwrap()
+            .id();
+        let freeze = std::sync::Arc::new(Freeze::new(3));
+        let zombie = {
+            let (dsn, freeze, input) = (
+                db.dsn_with("visibility_timeout=1"),
+                freeze.clone(),
+                input.clone(),
+            );
+            std::thread::spawn(move || {
+                FREEZE.with(|f| *f.borrow_mut() = Some(freeze));
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    let store = look(&dsn).await;
+                    let ctx = pgqrs::admin(&store).get_workflow(id).await.unwrap();
+                    let out = match chain(&ctx, input).await {
+                        Ok(v) => format!("ok {v}"),
+                        Err(e) => format!("err {}", describe(&e)),
+                    };
+                    drop(ctx);
+                    store.close().await;
+                    out
+                })
+            })
+        };
+        eventually(secs(60), "the zombie thread is inside step 3", || async {
+            freeze.state() == FreezeState::Frozen
+        })
+        .await;
+
+        // Resume here; should the zombie have been frozen in the middle of a lease renewal
+        // (holding the write gate), let it run for a moment.
+        let start = Instant::now();
+        let out = loop {
+            assert!(start.elapsed() < secs(60), "could not resume the run");
+            let ctx = pgqrs::admin(&store).get_workflow(id).await.unwrap();
+            match tokio::time::timeout(secs(8), chain(&ctx, input.clone())).await {
+                Ok(Ok(v)) => break v,
+                Ok(Err(e)) if is_locked(&e) => sleep_ms(50).await,
+                Ok(Err(e)) => panic!("resume failed: {e:#}"),
+                Err(_) => {
+                    freeze.set(FreezeState::Thaw);
+                    sleep_ms(50).await;
+                }
+            }
+        };
+        assert_eq!(out, 12345);
+        let run = run_of(&store, id).await;
+        let steps = steps_of(&store, id).await;
+        assert_eq!((run.status, run.attempts), (RunStatus::Succeeded, 2));
+
+        freeze.set(FreezeState::Released);
+        let outcome = tokio::task::spawn_blocking(move || zombie.join())
+            .await
+            .unwrap()
+            .expect("the zombie thread panicked");
+        assert!(
+            outcome.starts_with("err WorkflowLocked"),
+            "the zombie's outcome: {outcome}"
+        );
+        assert_eq!(
+            run_of(&store, id).await,
+            run,
+            "the zombie changed the finished run"
+        );
+        assert_eq!(
+            steps_of(&store, id).await,
+            steps,
+            "the zombie changed the journal"
+        );
+        // Steps 1–3 by the zombie, 3–5 by the resumer (one process: one pid).
+        let steps_run: Vec<u32> = read_log(&log).into_iter().map(|(_, s, _)| s).collect();
+        assert_eq!(steps_run, vec![1, 2, 3, 3, 4, 5]);
     }
 }

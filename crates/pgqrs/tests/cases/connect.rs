@@ -175,6 +175,113 @@ pub async fn connect_errors(db: &TestDb) {
     assert_eq!(store.backend(), expected);
 }
 
+/// `connect(dsn)` fails with `Error::Connection` whose message contains each of `says` and
+/// none of the misleading or leaked texts; the message.
+async fn connection_failure(dsn: &str, says: &[&str]) -> String {
+    let r = tokio::time::timeout(secs(30), async {
+        let s = pgqrs::connect(dsn).await?;
+        pgqrs::admin(&s).install().await
+    })
+    .await
+    .unwrap_or_else(|_| panic!("connect({dsn}) hung"));
+    let e = match r {
+        Err(e @ Error::Connection { .. }) => e,
+        other => panic!("connect({dsn}): expected Error::Connection, got {other:?}"),
+    };
+    let text = e.to_string();
+    for want in says {
+        assert!(
+            text.contains(want),
+            "connect({dsn}): {want:?} not in: {text}"
+        );
+    }
+    // A cause other than an unreachable server does not ask whether the server runs; the
+    // driver's rendering of a server error (its source file and line) is not passed on.
+    if !says.contains(&"running") {
+        assert!(!text.contains("running"), "connect({dsn}): {text}");
+    }
+    assert!(!text.contains("reachable?"), "connect({dsn}): {text}");
+    for leak in [" at line ", "error returned from database", ".c:"] {
+        assert!(
+            !text.contains(leak),
+            "connect({dsn}) leaks {leak:?}: {text}"
+        );
+    }
+    eprintln!("connect({dsn}): {text}");
+    text
+}
+
+/// Each way of failing to connect says what is actually wrong and how to fix it.
+pub async fn connect_failures_say_why(db: &TestDb) {
+    if db.is_postgres() {
+        #[cfg(feature = "postgres")]
+        {
+            // The server itself, not a pooler in front of it.
+            let server = std::env::var("PGQRS_TEST_DSN").expect("PGQRS_TEST_DSN");
+            let (base, query) = server.split_once('?').unwrap_or((&server, ""));
+            let (hostpart, _db) = base.rsplit_once('/').expect("a database in PGQRS_TEST_DSN");
+            let with = |user: Option<&str>, database: &str| {
+                let mut h = hostpart.to_string();
+                if let Some(u) = user {
+                    let (scheme, rest) = h.split_once("://").unwrap();
+                    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+                    h = format!("{scheme}://{u}@{rest}");
+                }
+                let dsn = format!("{h}/{database}");
+                if query.is_empty() {
+                    dsn
+                } else {
+                    format!("{dsn}?{query}")
+                }
+            };
+            // No such database: named, and how to create it.
+            connection_failure(
+                &with(None, "pgqrs_no_such_database"),
+                &[
+                    "\"pgqrs_no_such_database\" does not exist",
+                    "CREATE DATABASE \"pgqrs_no_such_database\"",
+                    "connection string",
+                ],
+            )
+            .await;
+            // No such user: the user name is what to check.
+            let db_name = base.rsplit_once('/').unwrap().1;
+            connection_failure(
+                &with(Some("pgqrs_no_such_role"), db_name),
+                &["pgqrs_no_such_role", "user name"],
+            )
+            .await;
+            // Nothing listens on port 1: is the server running there?
+            connection_failure(
+                "postgresql://postgres@127.0.0.1:1/x",
+                &["127.0.0.1:1", "refused", "running"],
+            )
+            .await;
+        }
+    } else {
+        let scheme = if db.is_turso() { "turso" } else { "sqlite" };
+        // A file in a folder that does not exist: the folder is named, create it or fix
+        // the path.
+        connection_failure(
+            &format!("{scheme}:///nonexistent-pgqrs-dir/sub/t.db"),
+            &[
+                "folder /nonexistent-pgqrs-dir/sub does not exist",
+                "mkdir -p /nonexistent-pgqrs-dir/sub",
+                "fix the path",
+            ],
+        )
+        .await;
+        // A folder where the file should be.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        connection_failure(
+            &format!("{scheme}://{d}"),
+            &[&format!("{d} is a folder, not a database file")],
+        )
+        .await;
+    }
+}
+
 /// After `store.close()`, every operation fails with `Error::Closed`, promptly.
 pub async fn closed_store(db: &TestDb) {
     let store = db.store_with_queue("q").await;

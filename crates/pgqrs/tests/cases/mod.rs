@@ -10,4 +10,5 @@ pub mod queues;
 pub mod quickstart;
 pub mod retry;
 pub mod schema;
+pub mod wakeup;
 pub mod worker;

@@ -203,7 +203,8 @@ pub async fn policy_and_job_limits_agree(db: &TestDb) {
             .unwrap();
         assert_eq!(n, 1);
     }
-    // Attempt 2 of the job's 2 failed; the policy allows 5.
+    // Attempt 2 of the job's 2 failed; the policy allows 5. The job's own limit wins: the
+    // job is a dead letter after its second attempt, and nothing claims it a third time.
     let n = pgqrs::dequeue()
         .from("q")
         .retry(policy)
@@ -213,10 +214,16 @@ pub async fn policy_and_job_limits_agree(db: &TestDb) {
         .unwrap();
     let dead = pgqrs::admin(&store).dead_letters("q", 10).await.unwrap();
     let m = metrics(&store, "q").await;
-    assert!(
-        n == 1 || dead.iter().any(|d| d.id == id),
-        "job {id} is stranded: neither claimable (claimed {n}) nor a dead letter; metrics {m:?}"
+    assert_eq!(
+        n, 0,
+        "job {id} was claimed past its max_attempts of 2; metrics {m:?}"
     );
+    let d = dead
+        .iter()
+        .find(|d| d.id == id)
+        .unwrap_or_else(|| panic!("job {id} is not a dead letter: {dead:?}; metrics {m:?}"));
+    assert_eq!(d.attempts, 2, "{d:?}");
+    assert_eq!((m.pending(), m.dead), (0, 1), "{m:?}");
 }
 
 /// A job whose final attempt's lease expires (its consumer died) becomes a dead letter through

@@ -283,6 +283,65 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// PostgreSQL: the test's schema.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// PostgreSQL: a `count(*)` (or any bigint) query on the server, outside pgqrs.
+    #[cfg(feature = "postgres")]
+    pub async fn pg_count(&self, sql: &str) -> i64 {
+        use sqlx::{AssertSqlSafe, Connection};
+        let mut c = sqlx::PgConnection::connect(&self.raw_dsn)
+            .await
+            .expect("raw connect");
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+            .fetch_one(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("raw SQL {sql:?}: {e}"));
+        let _ = c.close().await;
+        n
+    }
+
+    /// SQLite and Turso: the database file's `PRAGMA journal_mode`, read on a connection of
+    /// its own (Turso: in this process, sharing the store's open database).
+    pub async fn journal_mode(&self) -> String {
+        const SQL: &str = "PRAGMA journal_mode";
+        match self.kind {
+            #[cfg(feature = "sqlite")]
+            Kind::Sqlite => {
+                use sqlx::Connection;
+                let mut c = sqlx::SqliteConnection::connect(&self.raw_dsn)
+                    .await
+                    .expect("raw connect");
+                let mode: String = sqlx::query_scalar(SQL)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("journal_mode");
+                let _ = c.close().await;
+                mode.to_ascii_lowercase()
+            }
+            #[cfg(feature = "turso")]
+            Kind::Turso => {
+                let path = self.raw_dsn.trim_start_matches("turso://");
+                let db = turso::Builder::new_local(path)
+                    .build()
+                    .await
+                    .expect("raw open");
+                let c = db.connect().expect("raw connect");
+                let mut rows = c.query(SQL, ()).await.expect("journal_mode");
+                let row = rows.next().await.expect("row").expect("a row");
+                match row.get_value(0).expect("value") {
+                    turso::Value::Text(t) => t.to_ascii_lowercase(),
+                    v => panic!("journal_mode: {v:?}"),
+                }
+            }
+            k => panic!("journal_mode: {k:?} has none"),
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         #[cfg(feature = "postgres")]

@@ -21,7 +21,7 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 use self::queries::{Queries, MIGRATIONS, VERSION_TABLE};
 use super::decode::{self, bad_value, Cols};
 use super::*;
-use crate::error::from_sqlx;
+use crate::error::{from_sqlx, pg_connect_error};
 
 type PgQuery = Query<'static, Postgres, PgArguments>;
 
@@ -197,6 +197,9 @@ impl PgBackend {
             reason: e.to_string(),
         })?;
         let target = format!("{}:{}", opts.get_host(), opts.get_port());
+        let user = opts.get_username().to_string();
+        // PostgreSQL's default database is the user's name.
+        let database = opts.get_database().unwrap_or(&user).to_string();
         let opts = if ssl_pointless(&cfg.driver_dsn, opts.get_host()) {
             opts.ssl_mode(PgSslMode::Disable)
         } else {
@@ -225,7 +228,7 @@ impl PgBackend {
                 })
             })
             .acquire_timeout(cfg.connect_timeout)
-            .connect_with(opts);
+            .connect_with(opts.clone());
         let pool = match tokio::time::timeout(
             cfg.connect_timeout + Duration::from_secs(1),
             pool_fut,
@@ -233,16 +236,34 @@ impl PgBackend {
         .await
         {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                return Err(Error::Connection {
-                    target,
-                    message: e.to_string(),
-                })
+            // The pool retries a failing connection until its timeout and then reports only
+            // that it timed out: one more attempt, on its own, says why (a server that does
+            // not answer within 2 s gets the timeout's message).
+            Ok(Err(sqlx::Error::PoolTimedOut)) => {
+                let why = tokio::time::timeout(
+                    cfg.connect_timeout.min(Duration::from_secs(2)),
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts),
+                )
+                .await;
+                let e = match why {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(c)) => {
+                        let _ = sqlx::Connection::close(c).await;
+                        sqlx::Error::PoolTimedOut
+                    }
+                    Err(_) => sqlx::Error::PoolTimedOut,
+                };
+                return Err(pg_connect_error(e, &target, &database, &user));
             }
+            Ok(Err(e)) => return Err(pg_connect_error(e, &target, &database, &user)),
             Err(_) => {
                 return Err(Error::Connection {
+                    message: format!(
+                        "no answer within {:?}: is the PostgreSQL server running and \
+                         reachable at {target}? (or raise connect_timeout)",
+                        cfg.connect_timeout
+                    ),
                     target,
-                    message: format!("no answer within {:?}", cfg.connect_timeout),
                 })
             }
         };

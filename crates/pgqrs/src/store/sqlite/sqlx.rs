@@ -21,7 +21,7 @@ use ::sqlx::{AssertSqlSafe, Row, Transaction};
 
 use super::{Arg, Conn, Engine, Sql, Tx};
 use crate::config::{Config, Durability};
-use crate::error::{from_sqlx, Error, Result};
+use crate::error::{file_open_message, from_sqlx, Error, Result};
 use crate::store::decode::{bad_value, Cols};
 use crate::store::Wakers;
 
@@ -145,9 +145,21 @@ impl Engine for SqlxSqlite {
                 .acquire_timeout(cfg.connect_timeout.max(cfg.busy_timeout))
                 .connect_with(opts.clone())
         };
-        let conn_err = |e: ::sqlx::Error| Error::Connection {
-            target: target.clone(),
-            message: e.to_string(),
+        let file = opts.get_filename().to_path_buf();
+        let conn_err = |e: ::sqlx::Error| {
+            let message = match e {
+                ::sqlx::Error::Database(db) if !memory => {
+                    file_open_message(&file, &format!("cannot open the file: {}", db.message()))
+                }
+                ::sqlx::Error::Io(io) if !memory => {
+                    file_open_message(&file, &format!("cannot open the file: {io}"))
+                }
+                e => e.to_string(),
+            };
+            Error::Connection {
+                target: target.clone(),
+                message,
+            }
         };
         let writer = connect(1).await.map_err(conn_err)?;
         // An in-memory database lives in its connection: share the one.
