@@ -282,3 +282,23 @@ async def test_max_attempts_per_job(store: pgqrs.Store) -> None:
     a, b = await c.dequeue(2)
     assert a.max_attempts == 2
     assert b.max_attempts >= 1
+
+
+async def test_priorities(store: pgqrs.Store) -> None:
+    """Higher priority first, then id; the priority shows on the message; out of range is a
+    typed error and writes nothing."""
+    await pgqrs.admin(store).create_queue("q")
+    plain = await pgqrs.produce_batch(store, "q", ["a", "b"])
+    high = await pgqrs.produce(store, "q", "high", priority=5)
+    low = await pgqrs.produce(store, "q", "low", priority=-5)
+    for bad in (32768, -32769, 2**40):
+        with pytest.raises(pgqrs.errors.ValidationError, match="priority"):
+            await pgqrs.produce(store, "q", "bad", priority=bad)
+    c = await store.consumer("q")
+    got = await c.dequeue(10)
+    assert [(m.id, m.priority) for m in got] == [
+        (high, 5),
+        (plain[0], 0),
+        (plain[1], 0),
+        (low, -5),
+    ]

@@ -21,6 +21,7 @@ pub struct MessageRow {
     pub visible_at_us: i64,
     pub last_error: Option<String>,
     pub lease_token: i64,
+    pub priority: i16,
 }
 
 impl MessageRow {
@@ -44,6 +45,7 @@ impl From<pgqrs::Message> for MessageRow {
             visible_at_us: us(m.visible_at),
             last_error: m.last_error,
             lease_token: m.lease_token,
+            priority: m.priority,
         }
     }
 }

@@ -179,7 +179,7 @@ impl Store {
     /// Enqueue JSON (already serialized by the Python layer) in one statement: a list of
     /// texts, one per job, or one JSON array text whose elements are the jobs. Options not
     /// given take the store's defaults.
-    #[pyo3(signature = (queue, payloads, *, delay=None, at_us=None, max_attempts=None))]
+    #[pyo3(signature = (queue, payloads, *, delay=None, at_us=None, max_attempts=None, priority=None))]
     fn enqueue<'py>(
         &self,
         py: Python<'py>,
@@ -188,6 +188,7 @@ impl Store {
         delay: Option<f64>,
         at_us: Option<i64>,
         max_attempts: Option<u32>,
+        priority: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let s = self.get()?;
         let delay = opt_secs("delay", delay)?;
@@ -210,6 +211,9 @@ impl Store {
             }
             if let Some(n) = max_attempts {
                 b = b.max_attempts(n);
+            }
+            if let Some(p) = priority {
+                b = b.priority(p);
             }
             b.execute(&s).await.map_err(to_py)
         })
@@ -292,6 +296,7 @@ impl Store {
             visible_at: from_us(job.visible_at_us)?,
             last_error: job.last_error.clone(),
             lease_token: job.lease_token,
+            priority: job.priority,
         };
         awaitable(py, async move {
             let found = pgqrs::Workflow::for_job(&s, &msg).await.map_err(to_py)?;

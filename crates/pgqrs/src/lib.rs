@@ -66,7 +66,7 @@ pub use config::{BackendKind, Config, Durability};
 pub use consume::{dequeue, Consumer, DequeueBuilder, DequeueWith};
 pub use error::{BoxError, Error, Result};
 pub use handler::{BoxFuture, Handler};
-pub use produce::{enqueue, EnqueueBuilder, MAX_DEPTH};
+pub use produce::{enqueue, EnqueueBuilder, MAX_DEPTH, MAX_PRIORITY, MIN_PRIORITY};
 pub use retry::{Backoff, RetryPolicy};
 pub use session::{idle_wait, Claimed, SessionOptions, WorkerSession, WorkerStats};
 pub use store::{connect_with, Store};

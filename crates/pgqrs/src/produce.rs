@@ -64,7 +64,13 @@ pub struct EnqueueBuilder {
     delay: Option<Duration>,
     at: Option<DateTime<Utc>>,
     max_attempts: Option<u32>,
+    priority: Option<i64>,
 }
+
+/// Lowest job priority.
+pub const MIN_PRIORITY: i64 = i16::MIN as i64;
+/// Highest job priority.
+pub const MAX_PRIORITY: i64 = i16::MAX as i64;
 
 /// Start building an enqueue.
 pub fn enqueue() -> EnqueueBuilder {
@@ -156,6 +162,13 @@ impl EnqueueBuilder {
         self
     }
 
+    /// Claims take jobs of higher priority first (then the earliest visible, then the
+    /// lowest id). Default 0; from [`MIN_PRIORITY`] (-32768) to [`MAX_PRIORITY`] (32767).
+    pub fn priority(mut self, p: i64) -> Self {
+        self.priority = Some(p);
+        self
+    }
+
     /// Insert the jobs, in one statement. Returns their ids in order. An empty builder
     /// inserts nothing and returns an empty list.
     pub async fn execute(self, store: &Store) -> Result<Vec<i64>> {
@@ -174,6 +187,16 @@ impl EnqueueBuilder {
                 format!("must be between 1 and {}, got {max_attempts}", i32::MAX),
             ));
         }
+        let priority = self.priority.unwrap_or(0);
+        let priority = i16::try_from(priority).map_err(|_| {
+            Error::validation(
+                "priority",
+                format!(
+                    "must be between {MIN_PRIORITY} and {MAX_PRIORITY} (higher runs first), \
+                     got {priority}"
+                ),
+            )
+        })?;
         if self.payloads.is_empty() {
             return Ok(Vec::new());
         }
@@ -199,6 +222,7 @@ impl EnqueueBuilder {
                 payloads: self.payloads,
                 visibility,
                 max_attempts: max_attempts as i32,
+                priority,
             })
             .await
     }

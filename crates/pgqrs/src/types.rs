@@ -29,6 +29,8 @@ pub struct Message {
     pub last_error: Option<String>,
     /// Identifies this claim; changes every time the job is claimed.
     pub lease_token: i64,
+    /// Claims take higher priorities first (default 0).
+    pub priority: i16,
 }
 
 impl Message {

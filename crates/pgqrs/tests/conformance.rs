@@ -71,6 +71,12 @@ macro_rules! conformance {
             }
             concurrency { exactly_once_workers, exactly_once_consumers }
             analyzed { drain_after_analyze_all_ready, drain_after_analyze_all_leased }
+            flow {
+                priorities_order_claims,
+                priority_out_of_range_and_batches,
+                dead_letter_keeps_priority,
+                worker_runs_higher_priority_first,
+            }
             quickstart { seed_example }
         );
     };

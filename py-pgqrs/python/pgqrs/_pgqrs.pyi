@@ -94,6 +94,8 @@ class MessageRow:
     def last_error(self) -> str | None: ...
     @property
     def lease_token(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
 
 @final
 class Claimed:
@@ -288,6 +290,7 @@ class Store:
         delay: float | None = None,
         at_us: int | None = None,
         max_attempts: int | None = None,
+        priority: int | None = None,
     ) -> Awaitable[list[int]]:
         """Enqueue JSON (already serialized) in one statement: one text per job, or one
         JSON array text whose elements are the jobs. Returns the ids in order."""

@@ -112,13 +112,15 @@ async def produce(
     *,
     at: datetime | None = None,
     max_attempts: int | None = None,
+    priority: int | None = None,
 ) -> int:
     """Enqueue one job; returns its id.
 
     ``payload`` is any JSON-serializable value. ``delay`` (seconds or timedelta) or ``at`` (an
-    aware datetime) postpones it; ``max_attempts`` overrides the store's default.
+    aware datetime) postpones it; ``max_attempts`` overrides the store's default. Claims take
+    higher ``priority`` first (default 0, from -32768 to 32767).
     """
-    ids = await _enqueue(store, queue, [_json.dumps(payload)], delay, at, max_attempts)
+    ids = await _enqueue(store, queue, [_json.dumps(payload)], delay, at, max_attempts, priority)
     return ids[0]
 
 
@@ -130,11 +132,14 @@ async def produce_batch(
     *,
     at: datetime | None = None,
     max_attempts: int | None = None,
+    priority: int | None = None,
 ) -> list[int]:
     """Enqueue many jobs in one statement; returns their ids in order. Nothing is written if
-    any payload is not serializable or too large."""
+    any payload is not serializable or too large. The options apply to every job."""
     items = payloads if isinstance(payloads, list) else list(payloads)
-    return await _enqueue(store, queue, _json.dumps_array(items), delay, at, max_attempts)
+    return await _enqueue(
+        store, queue, _json.dumps_array(items), delay, at, max_attempts, priority
+    )
 
 
 async def _enqueue(
@@ -144,6 +149,7 @@ async def _enqueue(
     delay: float | timedelta | None,
     at: datetime | None,
     max_attempts: int | None,
+    priority: int | None,
 ) -> list[int]:
     if not isinstance(store, Store):
         raise TypeError(f"expected a pgqrs.Store, got {type(store).__name__}")
@@ -155,4 +161,5 @@ async def _enqueue(
         delay=to_seconds(delay, "delay"),
         at_us=_at_us(at),
         max_attempts=max_attempts,
+        priority=priority,
     )

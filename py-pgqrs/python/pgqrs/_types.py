@@ -100,6 +100,11 @@ class Message:
         return self._row.lease_token
 
     @property
+    def priority(self) -> int:
+        """Claims take jobs of higher priority first (default 0)."""
+        return self._row.priority
+
+    @property
     def payload(self) -> Any:
         """The JSON payload, decoded (once, on first access)."""
         if self._payload is _UNSET:

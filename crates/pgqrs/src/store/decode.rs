@@ -86,7 +86,8 @@ pub(crate) fn queue_info(r: &impl Cols) -> Result<QueueInfo> {
 }
 
 /// The rows of a claim (`id, payload, attempts, max_attempts, enqueued_at, visible_at,
-/// last_error, lease_token`) as messages of `queue`, in id order.
+/// last_error, lease_token, priority`) as messages of `queue`, in the order handlers should
+/// get them: highest priority first, then by id.
 pub(crate) fn claimed<R: Cols>(rows: &[R], queue: &str) -> Result<Vec<Message>> {
     let mut msgs = rows
         .iter()
@@ -101,10 +102,13 @@ pub(crate) fn claimed<R: Cols>(rows: &[R], queue: &str) -> Result<Vec<Message>> 
                 visible_at: r.time(5)?,
                 last_error: r.opt_string(6)?,
                 lease_token: r.i64(7)?,
+                priority: r
+                    .i32(8)
+                    .and_then(|p| i16::try_from(p).map_err(|_| bad_value(8, p)))?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    msgs.sort_unstable_by_key(|m| m.id);
+    msgs.sort_unstable_by_key(|m| (std::cmp::Reverse(m.priority), m.id));
     Ok(msgs)
 }
 

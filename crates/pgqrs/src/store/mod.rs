@@ -71,6 +71,8 @@ pub(crate) struct EnqueueParams<'a> {
     pub payloads: Vec<String>,
     pub visibility: Visibility,
     pub max_attempts: i32,
+    /// Claims take higher priorities first.
+    pub priority: i16,
 }
 
 /// A workflow run's outcome ([`Backend::finish_run`]).

@@ -107,17 +107,25 @@ pub async fn schema_upgrade(db: &TestDb) {
         "the message says what to do: {e}"
     );
 
-    // Version 1 already holds queues and jobs.
+    // Version 1 already holds queues and jobs, written as version 1's pgqrs wrote them (the
+    // enqueue of this build names later columns).
     admin
         .create_queue("old")
         .await
         .expect("create_queue at version 1");
-    let ids = pgqrs::enqueue()
-        .message(&json!({"from": "v1"}))
-        .to("old")
-        .execute(&store)
-        .await
-        .expect("enqueue at version 1");
+    let (jobs, queues) = (db.table("pgqrs_jobs"), db.table("pgqrs_queues"));
+    db.exec_raw(&if db.is_postgres() {
+        format!(
+            "INSERT INTO {jobs} (queue_id, payload, max_attempts)
+             SELECT id, '{{\"from\": \"v1\"}}', 5 FROM {queues} WHERE name = 'old'"
+        )
+    } else {
+        format!(
+            "INSERT INTO {jobs} (queue_id, payload, max_attempts, enqueued_at, visible_at)
+             SELECT id, '{{\"from\": \"v1\"}}', 5, 0, 0 FROM {queues} WHERE name = 'old'"
+        )
+    })
+    .await;
 
     admin.install().await.expect("upgrade");
     let v = admin.schema_version().await.unwrap().expect("version");
@@ -138,8 +146,8 @@ pub async fn schema_upgrade(db: &TestDb) {
     let c = pgqrs::Consumer::new(&store, "old").await.unwrap();
     let msgs = c.dequeue(10, None).await.unwrap();
     assert_eq!(msgs.len(), 1);
-    assert_eq!(msgs[0].id, ids[0]);
     assert_eq!(msgs[0].payload, json!({"from": "v1"}));
+    assert_eq!(msgs[0].priority, 0, "jobs from before priorities have the default");
     c.archive(msgs[0].id).await.unwrap();
     admin
         .list_workers()

@@ -556,6 +556,7 @@ impl Backend for PgBackend {
             payloads,
             visibility,
             max_attempts,
+            priority,
         } = p;
         let (at, delay): (Option<DateTime<Utc>>, f64) = match visibility {
             Visibility::Now => (None, 0.0),
@@ -585,6 +586,7 @@ impl Backend for PgBackend {
                 .bind(&self.notifier.channel)
                 .bind(queue)
                 .bind(notify)
+                .bind(priority)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| self.err(e))?;

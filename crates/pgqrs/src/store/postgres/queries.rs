@@ -7,6 +7,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_workflows.sql")),
     (4, include_str!("migrations/0004_jobs_without_fk.sql")),
     (5, include_str!("migrations/0005_lease_tokens.sql")),
+    (6, include_str!("migrations/0006_priorities.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS {s}.pgqrs_schema_version (
@@ -77,42 +78,60 @@ queries! {
     enqueue_one = "WITH q AS (
             SELECT id FROM {s}.pgqrs_queues WHERE id = $1 FOR KEY SHARE
         ), ins AS (
-            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at)
-            SELECT q.id, $2::json, $3, COALESCE($4, now() + make_interval(secs => $5)) FROM q
+            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority)
+            SELECT q.id, $2::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9 FROM q
             RETURNING id
         )
         SELECT id, (SELECT pg_notify($6, $7) WHERE $8) FROM ins";
     enqueue_many = "WITH q AS (
             SELECT id FROM {s}.pgqrs_queues WHERE id = $1 FOR KEY SHARE
         ), ins AS (
-            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at)
-            SELECT q.id, p::json, $3, COALESCE($4, now() + make_interval(secs => $5))
+            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority)
+            SELECT q.id, p::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9
             FROM q, unnest($2::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n
             RETURNING id
         )
         SELECT id, (SELECT pg_notify($6, $7) WHERE $8) FROM ins";
 
-    claim = "WITH c AS (
-            SELECT id FROM {s}.pgqrs_jobs
-            WHERE queue_id = $1 AND visible_at <= now() AND attempts < max_attempts
-            ORDER BY visible_at, id
+    // Priorities: the claim visits the priorities present in the queue from the highest down
+    // (`p`: one index descent each, a loose index scan) and takes from each, in visible-then-id
+    // order, what it still needs (`c`). Each take is a range of the claim index that ends at
+    // the first row not visible yet, so leased and delayed jobs are never read; with one
+    // priority in use that is one descent and one range.
+    claim = "WITH RECURSIVE p(pr) AS (
+            (SELECT priority FROM {s}.pgqrs_jobs
+             WHERE queue_id = $1 AND attempts < max_attempts
+             ORDER BY priority DESC LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.priority FROM {s}.pgqrs_jobs j
+                    WHERE j.queue_id = $1 AND j.attempts < j.max_attempts AND j.priority < p.pr
+                    ORDER BY j.priority DESC LIMIT 1)
+            FROM p WHERE p.pr IS NOT NULL
+        ), c AS (
+            SELECT r.id FROM p CROSS JOIN LATERAL (
+                SELECT id FROM {s}.pgqrs_jobs
+                WHERE queue_id = $1 AND priority = p.pr AND visible_at <= now()
+                      AND attempts < max_attempts
+                ORDER BY visible_at, id
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            ) r
             LIMIT $2
-            FOR UPDATE SKIP LOCKED
         )
         UPDATE {s}.pgqrs_jobs j
         SET attempts = j.attempts + 1, lease_token = nextval('{s}.pgqrs_lease_tokens'),
             visible_at = now() + make_interval(secs => $3), leased_at = now(), worker_id = $4
         WHERE j.id = ANY (ARRAY(SELECT id FROM c))
         RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, j.visible_at,
-                  j.last_error, j.lease_token";
+                  j.last_error, j.lease_token, j.priority::int";
 
     archive = "WITH d AS (
             DELETE FROM {s}.pgqrs_jobs j
             WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
-            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.enqueued_at, j.last_error
+            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.enqueued_at, j.last_error, j.priority
         ), a AS (
-            INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, last_error)
-            SELECT id, queue_id, payload, attempts, enqueued_at, last_error FROM d
+            INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, last_error, priority)
+            SELECT id, queue_id, payload, attempts, enqueued_at, last_error, priority FROM d
         )
         SELECT id FROM d";
     delete = "DELETE FROM {s}.pgqrs_jobs j
@@ -128,11 +147,11 @@ queries! {
     bury = "WITH d AS (
             DELETE FROM {s}.pgqrs_jobs j
             WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
-            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.max_attempts, j.enqueued_at,
+            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, j.priority,
                       ($3::text[])[array_position($2::bigint[], j.lease_token)] AS err
         ), a AS (
-            INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error)
-            SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err FROM d
+            INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority)
+            SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err, priority FROM d
         )
         SELECT id FROM d";
     extend = "UPDATE {s}.pgqrs_jobs j SET visible_at = now() + make_interval(secs => $3)
@@ -149,25 +168,25 @@ queries! {
                 SELECT id FROM {s}.pgqrs_jobs
                 WHERE queue_id = $1 AND visible_at <= now() AND attempts >= max_attempts
                 FOR UPDATE SKIP LOCKED))
-            RETURNING id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error
+            RETURNING id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority
         )
-        INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error)
+        INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority)
         SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at,
-               concat_ws(E'\\n', last_error, $2::text) FROM d";
+               concat_ws(E'\\n', last_error, $2::text), priority FROM d";
     dead_letters = "SELECT d.id, d.payload, d.attempts, d.last_error, d.enqueued_at, d.failed_at
         FROM {s}.pgqrs_dead d WHERE d.queue_id = $1 ORDER BY d.id LIMIT $2";
     requeue_dead = "WITH d AS (
             DELETE FROM {s}.pgqrs_dead WHERE id = ANY($2::bigint[]) AND queue_id = $1
-            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error
+            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error, priority
         )
-        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
-        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error FROM d";
+        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
+        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority FROM d";
     requeue_all_dead = "WITH d AS (
             DELETE FROM {s}.pgqrs_dead WHERE queue_id = $1
-            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error
+            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error, priority
         )
-        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
-        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error FROM d";
+        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
+        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority FROM d";
     archived = "SELECT id, payload, attempts, enqueued_at, archived_at
         FROM {s}.pgqrs_archive WHERE queue_id = $1 ORDER BY archived_at DESC, id DESC LIMIT $2";
 

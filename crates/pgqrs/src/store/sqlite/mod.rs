@@ -12,6 +12,8 @@
 //!   takes the write lock before it reads, so it needs no `BEGIN IMMEDIATE`).
 //! * Every statement runs to its end (see [`Conn::rows`]).
 
+#[cfg(all(test, feature = "sqlite"))]
+mod plans;
 mod queries;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlx;
@@ -411,8 +413,11 @@ impl<E: Engine> Backend for SqliteBackend<E> {
         let r = async {
             let mut ids = Vec::with_capacity(p.payloads.len());
             for chunk in p.payloads.chunks(INSERT_CHUNK) {
-                let mut args = Vec::with_capacity(4 + chunk.len());
-                args.extend([queue_id, p.max_attempts.into(), now, visible_at].map(Arg::Int));
+                let mut args = Vec::with_capacity(5 + chunk.len());
+                args.extend(
+                    [queue_id, p.max_attempts.into(), now, visible_at, p.priority.into()]
+                        .map(Arg::Int),
+                );
                 args.extend(chunk.iter().map(|s| Arg::Text(s)));
                 let rows = tx.rows(enqueue(chunk.len()), &args).await;
                 for r in rows.map_err(|e| self.queue_gone(e, p.queue))? {
@@ -430,16 +435,34 @@ impl<E: Engine> Backend for SqliteBackend<E> {
         Ok(ids)
     }
 
+    /// Claims priority by priority, highest first (see `CLAIM` in `queries.rs`); the
+    /// lookups run on the writer, so they see every committed job.
     async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {
         let now = now_us();
-        let args = [
-            queue_id.into(),
-            now.into(),
-            now.saturating_add(us(p.lease)).into(),
-            (p.limit as i64).into(),
-            p.worker_id.into(),
-        ];
-        decode::claimed(&self.write(CLAIM, &args).await?, p.queue)
+        let until = now.saturating_add(us(p.lease));
+        let mut msgs: Vec<Message> = Vec::new();
+        let mut below: Option<i64> = None;
+        while msgs.len() < p.limit {
+            let rows = match below {
+                None => self.write(TOP_PRIORITY, &[queue_id.into()]).await?,
+                Some(b) => self.write(NEXT_PRIORITY, &[queue_id.into(), b.into()]).await?,
+            };
+            let Some(priority) = rows.first().map(|r| r.i64(0)).transpose()? else {
+                break;
+            };
+            let args = [
+                queue_id.into(),
+                now.into(),
+                until.into(),
+                ((p.limit - msgs.len()) as i64).into(),
+                p.worker_id.into(),
+                priority.into(),
+            ];
+            // Each take comes back in id order, all of one priority, below the ones before.
+            msgs.extend(decode::claimed(&self.write(CLAIM, &args).await?, p.queue)?);
+            below = Some(priority);
+        }
+        Ok(msgs)
     }
 
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>> {

@@ -18,6 +18,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_queues_and_jobs.sql")),
     (2, include_str!("migrations/0002_workers.sql")),
     (3, include_str!("migrations/0003_workflows.sql")),
+    (4, include_str!("migrations/0004_priorities.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgqrs_schema_version (
@@ -51,14 +52,26 @@ pub(super) const QUEUE_METRICS: &str = "SELECT
         (SELECT count(*) FROM pgqrs_dead WHERE queue_id = ?1)
     FROM pgqrs_jobs WHERE queue_id = ?1";
 
+// Priorities: a claim visits the priorities present in the queue from the highest down
+// (`TOP_PRIORITY`, then `NEXT_PRIORITY`: one index descent each) and takes from each, in
+// visible-then-id order, what it still needs (`CLAIM`, `?6` the priority). Each take is a
+// range of the claim index that ends at the first row not visible yet, so leased and delayed
+// jobs are never read. (One statement ordering all priorities at once lets SQLite's planner,
+// after an ANALYZE that saw every job leased, pick a skip-scan and sort every ready job.)
+pub(super) const TOP_PRIORITY: &str = "SELECT priority FROM pgqrs_jobs
+    WHERE queue_id = ?1 AND attempts < max_attempts ORDER BY priority DESC LIMIT 1";
+pub(super) const NEXT_PRIORITY: &str = "SELECT priority FROM pgqrs_jobs
+    WHERE queue_id = ?1 AND attempts < max_attempts AND priority < ?2
+    ORDER BY priority DESC LIMIT 1";
 pub(super) const CLAIM: &str = "UPDATE pgqrs_jobs
     SET attempts = attempts + 1, lease_token = lease_token + 1,
         visible_at = ?3, leased_at = ?2, worker_id = ?5
     WHERE id IN (SELECT id FROM pgqrs_jobs
-                 WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts < max_attempts
+                 WHERE queue_id = ?1 AND priority = ?6 AND visible_at <= ?2
+                       AND attempts < max_attempts
                  ORDER BY visible_at, id LIMIT ?4)
     RETURNING id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error,
-              lease_token";
+              lease_token, priority";
 
 /// The jobs of a lease list that are still held: `SELECT j.id FROM … WHERE …`.
 ///
@@ -76,11 +89,11 @@ pub(super) fn for_leases(template: &str, n: usize) -> Sql {
     Sql::built(template.replace("{held}", &held), n <= KEEP_PREPARED_UP_TO)
 }
 
-pub(super) const ARCHIVE: &str = "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error)
-    SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error FROM pgqrs_jobs
+pub(super) const ARCHIVE: &str = "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error, priority)
+    SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error, priority FROM pgqrs_jobs
     WHERE id IN ({held})";
-pub(super) const BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error)
-    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ? FROM pgqrs_jobs
+pub(super) const BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority)
+    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ?, priority FROM pgqrs_jobs
     WHERE id IN ({held})";
 pub(super) const DELETE: &str = "DELETE FROM pgqrs_jobs WHERE id IN ({held}) RETURNING id";
 pub(super) const EXTEND: &str =
@@ -93,17 +106,17 @@ pub(super) const RETRY: &str = "UPDATE pgqrs_jobs
     SET visible_at = ?, leased_at = NULL, worker_id = NULL, last_error = ?
     WHERE id IN ({held}) RETURNING id";
 
-/// Multi-row insert: `?1` queue, `?2` max attempts, `?3` enqueued at, `?4` visible at, then one
-/// payload per row. Kept prepared for one row only.
+/// Multi-row insert: `?1` queue, `?2` max attempts, `?3` enqueued at, `?4` visible at, `?5`
+/// priority, then one payload per row. Kept prepared for one row only.
 pub(super) fn enqueue(n: usize) -> Sql {
     let mut s = String::from(
-        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, payload) VALUES ",
+        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, priority, payload) VALUES ",
     );
     for i in 0..n {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&format!("(?1, ?2, ?3, ?4, ?{})", i + 5));
+        s.push_str(&format!("(?1, ?2, ?3, ?4, ?5, ?{})", i + 6));
     }
     s.push_str(" RETURNING id");
     Sql::built(s, n == 1)
@@ -117,9 +130,9 @@ fn placeholders(rows: usize, cols: usize) -> String {
 
 pub(super) const RESCUE_SELECT: &str = "SELECT id FROM pgqrs_jobs
     WHERE queue_id = ? AND visible_at <= ? AND attempts >= max_attempts LIMIT 1";
-pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error)
+pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority)
     SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?2,
-           CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END
+           CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END, priority
     FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
 pub(super) const RESCUE_DELETE: &str =
     "DELETE FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
@@ -127,12 +140,12 @@ pub(super) const RESCUE_DELETE: &str =
 pub(super) const DEAD_LETTERS: &str =
     "SELECT id, payload, attempts, last_error, enqueued_at, failed_at
     FROM pgqrs_dead WHERE queue_id = ? ORDER BY id LIMIT ?";
-pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
-    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error
+pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority
     FROM pgqrs_dead WHERE queue_id = ?1";
 pub(super) const DELETE_DEAD_ALL: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1";
-pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error)
-    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error
+pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority
     FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3";
 pub(super) const DELETE_DEAD_ONE: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3";
 pub(super) const ARCHIVED: &str = "SELECT id, payload, attempts, enqueued_at, archived_at

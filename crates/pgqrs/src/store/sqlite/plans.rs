@@ -1,0 +1,74 @@
+//! The claim's plans on the SQLite dialect: each of its statements reads a range of the claim
+//! index in the index's order, whatever ANALYZE recorded, in both states a queue swings
+//! between.
+//! (Turso runs the same statement; its planner is checked by the conformance suite's
+//! behaviour, not here.)
+
+use sqlx::{Connection, Row, SqliteConnection};
+
+use super::queries::{CLAIM, MIGRATIONS, NEXT_PRIORITY, TOP_PRIORITY};
+
+async fn exec(c: &mut SqliteConnection, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut *c)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+#[tokio::test]
+async fn claim_reads_the_claim_index_in_order() {
+    let mut c = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+    for (_, sql) in MIGRATIONS {
+        exec(&mut c, sql).await;
+    }
+    exec(
+        &mut c,
+        "INSERT INTO pgqrs_queues (name, created_at) VALUES ('q', 0);
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
+         INSERT INTO pgqrs_jobs (queue_id, payload, max_attempts, enqueued_at, visible_at, priority)
+         SELECT 1, '{}', 3, 0, 0, n % 3 FROM g;",
+    )
+    .await;
+    let states = [
+        ("all ready", "UPDATE pgqrs_jobs SET attempts = 0, leased_at = NULL, visible_at = 0"),
+        (
+            "all leased",
+            "UPDATE pgqrs_jobs SET attempts = 1, leased_at = 1, visible_at = 9000000000000000",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (state, sql) in states {
+        exec(&mut c, sql).await;
+        exec(&mut c, "ANALYZE").await;
+        let args: [&[Option<i64>]; 3] = [
+            &[Some(1)],
+            &[Some(1), Some(0)],
+            &[Some(1), Some(1), Some(2), Some(50), None, Some(0)],
+        ];
+        for ((name, sql), args) in [
+            ("TOP_PRIORITY", TOP_PRIORITY),
+            ("NEXT_PRIORITY", NEXT_PRIORITY),
+            ("CLAIM", CLAIM),
+        ]
+        .into_iter()
+        .zip(args)
+        {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+            for a in args {
+                q = q.bind(*a);
+            }
+            let plan: Vec<String> = q
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+            let plan = plan.join("\n");
+            if !plan.contains("pgqrs_jobs_claim") || plan.contains("TEMP B-TREE") {
+                failures.push(format!("{name} ({state}):\n{plan}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
