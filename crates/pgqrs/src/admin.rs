@@ -122,7 +122,14 @@ impl<'a> Admin<'a> {
         input: &T,
     ) -> Result<Workflow> {
         validate_workflow_name(name)?;
-        let input = to_json(input)?;
+        let input = to_json(input, "workflow input")?;
+        let max = self.store.config().max_payload_bytes;
+        if input.len() > max {
+            return Err(Error::PayloadTooLarge {
+                size: input.len(),
+                max,
+            });
+        }
         let run = self.store.backend_impl().create_run(name, input).await?;
         Ok(Workflow::from_run(self.store, &run))
     }
@@ -144,7 +151,14 @@ impl<'a> Admin<'a> {
         validate_queue_name(queue)?;
         validate_workflow_name(name)?;
         self.store.backend_impl().get_queue(queue).await?;
-        let input = to_json(input)?;
+        let input = to_json(input, "workflow input")?;
+        let max = self.store.config().max_payload_bytes;
+        if input.len() > max {
+            return Err(Error::PayloadTooLarge {
+                size: input.len(),
+                max,
+            });
+        }
         let run = self.store.backend_impl().create_run(name, input).await?;
         // A run request may be redelivered many times while another executor holds the run.
         crate::enqueue()
@@ -187,10 +201,33 @@ impl<'a> Admin<'a> {
 }
 
 fn validate_workflow_name(name: &str) -> Result<()> {
-    if name.trim().is_empty() || name.len() > 200 {
+    validate_name("workflow name", name)
+}
+
+/// Longest workflow or step name, in bytes.
+pub(crate) const MAX_NAME: usize = 200;
+
+/// A workflow or step name: free text (SQL-looking names are stored as they are), 1 to
+/// [`MAX_NAME`] bytes, not blank, without control characters (NUL cannot be stored by
+/// PostgreSQL, and a newline or tab in a name is a mistake).
+pub(crate) fn validate_name(field: &'static str, name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.len() > MAX_NAME {
         return Err(Error::validation(
-            "workflow name",
-            format!("{name:?} must be 1 to 200 characters and not blank"),
+            field,
+            format!(
+                "{} must be 1 to {MAX_NAME} bytes and not blank (got {} bytes)",
+                crate::error::preview(name),
+                name.len()
+            ),
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(Error::validation(
+            field,
+            format!(
+                "{} contains the control character {c:?}; use printable characters",
+                crate::error::preview(name)
+            ),
         ));
     }
     Ok(())

@@ -244,6 +244,19 @@ impl Error {
     }
 }
 
+/// A value quoted for an error message: in full when short, else its first characters and
+/// its length (a message never repeats a 100 MB argument).
+pub(crate) fn preview(value: &str) -> String {
+    const SHOWN: usize = 40;
+    let n = value.chars().count();
+    if n <= SHOWN {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(SHOWN).collect();
+        format!("{head:?}... ({n} characters)")
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Serialization {

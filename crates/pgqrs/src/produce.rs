@@ -11,10 +11,15 @@ use crate::store::{validate_queue_name, EnqueueParams, Store, Visibility};
 /// Deepest nesting of arrays and objects a payload may have.
 pub const MAX_DEPTH: usize = 100;
 
-/// Refuse JSON text nested deeper than [`MAX_DEPTH`] (a byte scan; strings are skipped).
-pub(crate) fn check_depth(json: &str) -> Result<()> {
+/// Refuse JSON text that could not be read back as it was written: nested deeper than
+/// [`MAX_DEPTH`], or holding an integer outside the 64-bit range (read back, it would become
+/// a rounded float). One byte scan; strings are skipped. `field` names the argument.
+pub(crate) fn check_json(json: &str, field: &'static str) -> Result<()> {
+    let bytes = json.as_bytes();
     let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
-    for b in json.bytes() {
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
         if in_str {
             match b {
                 _ if escaped => escaped = false,
@@ -22,6 +27,7 @@ pub(crate) fn check_depth(json: &str) -> Result<()> {
                 b'"' => in_str = false,
                 _ => {}
             }
+            i += 1;
             continue;
         }
         match b {
@@ -30,14 +36,48 @@ pub(crate) fn check_depth(json: &str) -> Result<()> {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Err(Error::validation(
-                        "payload",
+                        field,
                         format!("nested more than {MAX_DEPTH} levels deep; flatten it"),
                     ));
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                check_integer(&json[start..i], field)?;
+                continue;
+            }
             _ => {}
         }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// An integer token must fit in i64 or u64 (a number with a fraction or an exponent is a
+/// float, read back as one).
+fn check_integer(token: &str, field: &'static str) -> Result<()> {
+    let integral = !token.contains(['.', 'e', 'E']);
+    // 18 digits always fit; only longer ones need parsing.
+    if integral
+        && token.trim_start_matches('-').len() > 18
+        && token.parse::<i64>().is_err()
+        && token.parse::<u64>().is_err()
+    {
+        let digits = token.trim_start_matches('-').len();
+        return Err(Error::validation(
+            field,
+            format!(
+                "holds an integer of {digits} digits, outside the 64-bit range ({} to {}) that is read back exactly; send it as a string",
+                i64::MIN,
+                u64::MAX
+            ),
+        ));
     }
     Ok(())
 }
@@ -96,7 +136,7 @@ impl EnqueueBuilder {
         let json = json.into();
         let checked = serde_json::from_str::<serde::de::IgnoredAny>(&json)
             .map_err(Error::from)
-            .and_then(|_| check_depth(&json));
+            .and_then(|_| check_json(&json, "payload"));
         match checked {
             Ok(()) => self.payloads.push(json),
             Err(e) => self.error = self.error.or(Some(e)),
@@ -113,7 +153,7 @@ impl EnqueueBuilder {
                 self.payloads.reserve(items.len());
                 for item in items {
                     let text = item.get();
-                    match check_depth(text) {
+                    match check_json(text, "payload") {
                         Ok(()) => self.payloads.push(text.to_owned()),
                         Err(e) => {
                             self.error = self.error.or(Some(e));
@@ -188,8 +228,15 @@ impl EnqueueBuilder {
                     "give either .delay(..) or .at(..), not both",
                 ))
             }
-            (Some(t), None) => Visibility::At(t),
-            (None, Some(d)) if !d.is_zero() => Visibility::After(d),
+            (Some(t), None) => {
+                let ahead = (t - Utc::now()).to_std().unwrap_or_default();
+                crate::limits::validate_delay("at", ahead)?;
+                Visibility::At(t)
+            }
+            (None, Some(d)) if !d.is_zero() => {
+                crate::limits::validate_delay("delay", d)?;
+                Visibility::After(d)
+            }
             (None, _) => Visibility::Now,
         };
         store

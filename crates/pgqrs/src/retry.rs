@@ -127,7 +127,7 @@ pub(crate) fn failure(
     let attempts = attempts.max(0) as u32;
     let retry_in = policy
         .allows_retry(attempts, max_attempts.max(1) as u32)
-        .then(|| policy.delay_after(attempts));
+        .then(|| policy.delay_after(attempts).min(crate::limits::MAX_DELAY));
     Failure {
         lease,
         error,

@@ -467,7 +467,8 @@ pub(crate) fn validate_queue_name(name: &str) -> Result<()> {
         return Err(Error::validation(
             "queue name",
             format!(
-                "{name:?} must be 1 to {MAX_QUEUE_NAME} characters long (got {})",
+                "{} must be 1 to {MAX_QUEUE_NAME} characters long (got {})",
+                crate::error::preview(name),
                 name.chars().count()
             ),
         ));
@@ -478,7 +479,10 @@ pub(crate) fn validate_queue_name(name: &str) -> Result<()> {
     {
         return Err(Error::validation(
             "queue name",
-            format!("{name:?} contains {c:?}; use only letters, digits, '_' and '-'"),
+            format!(
+                "{} contains {c:?}; use only letters, digits, '_' and '-'",
+                crate::error::preview(name)
+            ),
         ));
     }
     Ok(())
