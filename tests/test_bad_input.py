@@ -954,3 +954,48 @@ async def _run_step_named(a: pgqrs.Admin, name: str) -> int:
     out = int(await wf(ctx))
     assert [r.name for r in await a.workflow_steps(ctx.id)] == [name]
     return out
+
+
+# --- Error texts: whatever a handler raises is recorded -----------------------------------------
+
+
+def test_error_texts_are_recorded(env: Env) -> None:
+    """A failure whose text holds NUL bytes, lone surrogates or 100 KB is still recorded (a
+    NUL once failed the whole write on PostgreSQL, and with it every outcome of the batch)."""
+    s, a = env.store, env.admin
+    texts = ["nul \x00 byte", "lone \ud800 surrogate", "e" * 100_000, "\x00" * 3]
+    for text in texts:
+        jid = env.run(pgqrs.produce(s, "bad", {"t": "fail"}, max_attempts=1))
+        c = env.run(s.consumer("bad"))
+        [m] = env.run(c.dequeue(1))
+        env.run(lambda m=m, text=text: c.fail(m.id, text))
+        dead = {d.id: d for d in env.run(a.dead_letters("bad", 1000))}
+        stored = dead[jid].last_error or ""
+        assert "\x00" not in stored
+        assert len(stored.encode()) <= 64 * 1024 + 100, len(stored)
+        if text == "nul \x00 byte":
+            assert stored == "nul \ufffd byte"
+        elif text.startswith("lone"):
+            assert stored.startswith("lone \ufffd") and stored.endswith(" surrogate"), stored
+        elif len(text) > 64 * 1024:
+            assert stored.endswith(f"[cut: {len(text)} bytes in all]")
+        TALLY.valid_roundtrips += 1
+
+    def boom(m: pgqrs.Message) -> None:
+        raise ValueError("handler \x00 error")
+
+    jid = env.run(pgqrs.produce(s, "bad", 1, max_attempts=1))
+    assert env.run(pgqrs.consume(s, "bad", boom)) == 1
+    dead = {d.id: d for d in env.run(a.dead_letters("bad", 1000))}
+    assert dead[jid].last_error == "ValueError: handler \ufffd error"
+
+    @workflow(name="fails-with-nul")
+    async def wf(ctx: pgqrs.WorkflowContext) -> None:
+        raise RuntimeError("workflow \x00 error")
+
+    ctx = env.run(a.create_workflow("fails-with-nul", {}))
+    with pytest.raises(RuntimeError):
+        env.run(wf(ctx))
+    run = env.run(a.workflow_run(ctx.id))
+    assert run.status == "failed" and run.error == "RuntimeError: workflow \ufffd error"
+    round_trip(env)

@@ -257,6 +257,27 @@ pub(crate) fn preview(value: &str) -> String {
     }
 }
 
+/// Longest error text kept with a failed job, step or run.
+pub(crate) const MAX_ERROR_TEXT: usize = 64 * 1024;
+
+/// An error text as stored with a failed job, step or run: a NUL (which PostgreSQL cannot
+/// store in text, and which would fail the whole write) becomes U+FFFD, and a text longer
+/// than [`MAX_ERROR_TEXT`] bytes is cut, saying so. Error texts are diagnostics: recording
+/// the failure matters more than every byte of its message.
+pub(crate) fn storable_error(text: &str) -> String {
+    let mut out = text.replace('\0', "\u{FFFD}");
+    if out.len() > MAX_ERROR_TEXT {
+        let total = out.len();
+        let mut end = MAX_ERROR_TEXT;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str(&format!("... [cut: {total} bytes in all]"));
+    }
+    out
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Serialization {

@@ -12,8 +12,8 @@ use crate::store::{validate_queue_name, EnqueueParams, Store, Visibility};
 pub const MAX_DEPTH: usize = 100;
 
 /// Refuse JSON text that could not be read back as it was written: nested deeper than
-/// [`MAX_DEPTH`], or holding an integer outside the 64-bit range (read back, it would become
-/// a rounded float). One byte scan; strings are skipped. `field` names the argument.
+/// [`MAX_DEPTH`], or holding a number outside the 64-bit ranges (see [`check_number`]). One
+/// byte scan; strings are skipped. `field` names the argument.
 pub(crate) fn check_json(json: &str, field: &'static str) -> Result<()> {
     let bytes = json.as_bytes();
     let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
@@ -22,6 +22,11 @@ pub(crate) fn check_json(json: &str, field: &'static str) -> Result<()> {
         let b = bytes[i];
         if in_str {
             match b {
+                b'u' if escaped => {
+                    escaped = false;
+                    i = check_unicode_escape(bytes, i + 1, field)?;
+                    continue;
+                }
                 _ if escaped => escaped = false,
                 b'\\' => escaped = true,
                 b'"' => in_str = false,
@@ -49,7 +54,7 @@ pub(crate) fn check_json(json: &str, field: &'static str) -> Result<()> {
                 {
                     i += 1;
                 }
-                check_integer(&json[start..i], field)?;
+                check_number(&json[start..i], field)?;
                 continue;
             }
             _ => {}
@@ -59,17 +64,59 @@ pub(crate) fn check_json(json: &str, field: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// An integer token must fit in i64 or u64 (a number with a fraction or an exponent is a
-/// float, read back as one).
-fn check_integer(token: &str, field: &'static str) -> Result<()> {
-    let integral = !token.contains(['.', 'e', 'E']);
+/// The hex value of the 4 digits of a `\\u` escape at `at`, if well formed.
+fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
+    let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// Check the `\\u` escape whose digits start at `at`: a surrogate must come as a pair (a
+/// lone one parses here but not when the job is claimed). Returns where scanning resumes.
+fn check_unicode_escape(bytes: &[u8], at: usize, field: &'static str) -> Result<usize> {
+    let lone = || {
+        Error::validation(
+            field,
+            "holds a string with a lone UTF-16 surrogate escape (\\ud800-\\udfff not in a pair), which is not valid text; remove it",
+        )
+    };
+    // Malformed escapes are the JSON parser's to report.
+    let Some(unit) = hex4(bytes, at) else {
+        return Ok(at);
+    };
+    match unit {
+        0xD800..=0xDBFF => {
+            let pair = bytes.get(at + 4..at + 6) == Some(b"\\u".as_slice())
+                && hex4(bytes, at + 6).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low));
+            if pair {
+                Ok(at + 10)
+            } else {
+                Err(lone())
+            }
+        }
+        0xDC00..=0xDFFF => Err(lone()),
+        _ => Ok(at + 4),
+    }
+}
+
+/// A number token must read back as written: an integer must fit in i64 or u64 (else it
+/// would come back as a rounded float), a float must be finite (`1e400` parses here but not
+/// when the job is claimed).
+fn check_number(token: &str, field: &'static str) -> Result<()> {
+    if token.contains(['.', 'e', 'E']) {
+        if !token.parse::<f64>().is_ok_and(f64::is_finite) {
+            return Err(Error::validation(
+                field,
+                format!(
+                    "holds the number {}, beyond the range of a 64-bit float; send it as a string",
+                    crate::error::preview(token)
+                ),
+            ));
+        }
+        return Ok(());
+    }
     // 18 digits always fit; only longer ones need parsing.
-    if integral
-        && token.trim_start_matches('-').len() > 18
-        && token.parse::<i64>().is_err()
-        && token.parse::<u64>().is_err()
-    {
-        let digits = token.trim_start_matches('-').len();
+    let digits = token.trim_start_matches('-').len();
+    if digits > 18 && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
         return Err(Error::validation(
             field,
             format!(

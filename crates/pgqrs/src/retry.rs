@@ -130,7 +130,7 @@ pub(crate) fn failure(
         .then(|| policy.delay_after(attempts).min(crate::limits::MAX_DELAY));
     Failure {
         lease,
-        error,
+        error: crate::error::storable_error(&error),
         retry_in,
     }
 }

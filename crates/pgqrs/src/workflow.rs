@@ -396,7 +396,7 @@ impl Workflow {
                 owner: &self.inner.owner,
                 status: RunStatus::Failed,
                 output: None,
-                error: Some(error.to_string()),
+                error: Some(crate::error::storable_error(error)),
             })
             .await
     }
@@ -518,7 +518,8 @@ impl Workflow {
         // A step has no limit of its own: the policy's (one attempt when it names none).
         let limit = policy.max_attempts.unwrap_or(1);
         let retry = !permanent && policy.allows_retry(attempt.max(1) as u32, limit);
-        let delay = retry.then(|| policy.delay_after(attempt.max(1) as u32));
+        let delay = retry
+            .then(|| policy.delay_after(attempt.max(1) as u32).min(crate::limits::MAX_DELAY));
         let ok = self
             .inner
             .store
@@ -535,7 +536,7 @@ impl Workflow {
                         StepStatus::Failed
                     },
                     output: None,
-                    error: Some(error.to_string()),
+                    error: Some(crate::error::storable_error(error)),
                     attempts: attempt,
                     retry_in: delay,
                 },
