@@ -3,7 +3,9 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{count, int, ints, opt_secs, policy_or, same_process, secs, text_lossy, RetrySpec};
+use crate::convert::{
+    count, int, ints, opt_secs, policy_or, same_process, secs, text_lossy, RetrySpec,
+};
 use crate::errors::to_py;
 use crate::rows::messages;
 use crate::runtime::{awaitable, native_call};

@@ -168,7 +168,10 @@ fn number_secs(field: &str, v: &Bound<'_, PyAny>) -> PyResult<Duration> {
     let s = v.extract::<f64>().map_err(|_| {
         validation(
             field,
-            format!("{field} must be seconds (int or float), got {}", type_name(v)),
+            format!(
+                "{field} must be seconds (int or float), got {}",
+                type_name(v)
+            ),
         )
     })?;
     secs(field, s)

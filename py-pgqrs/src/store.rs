@@ -96,7 +96,11 @@ impl Store {
         native_call!(self, py, |s| pgqrs::admin(&s).schema_version().await)
     }
 
-    fn create_queue<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn create_queue<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let name = text("queue name", name)?;
         native_call!(self, py, |s| pgqrs::admin(&s)
             .create_queue(&name)
@@ -117,7 +121,11 @@ impl Store {
             .await)
     }
 
-    fn purge_queue<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn purge_queue<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let name = text("queue name", name)?;
         native_call!(self, py, |s| pgqrs::admin(&s).purge_queue(&name).await)
     }
@@ -129,7 +137,11 @@ impl Store {
             .map(rows::<_, QueueRow>))
     }
 
-    fn queue_metrics<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn queue_metrics<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let name = text("queue name", name)?;
         native_call!(self, py, |s| pgqrs::admin(&s)
             .queue_metrics(&name)
@@ -230,7 +242,11 @@ impl Store {
         })
     }
 
-    fn consumer<'py>(&self, py: Python<'py>, queue: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn consumer<'py>(
+        &self,
+        py: Python<'py>,
+        queue: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let queue = text("queue name", queue)?;
         let s = self.get()?;
         let pid = self.pid;
@@ -281,7 +297,11 @@ impl Store {
         })
     }
 
-    fn get_workflow<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn get_workflow<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let id = int("run id", id)?;
         let s = self.get()?;
         let pid = self.pid;
@@ -338,7 +358,11 @@ impl Store {
         })
     }
 
-    fn workflow_run<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn workflow_run<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let id = int("run id", id)?;
         native_call!(self, py, |s| pgqrs::admin(&s)
             .workflow_run(id)
@@ -346,7 +370,11 @@ impl Store {
             .map(RunRow::from))
     }
 
-    fn workflow_steps<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn workflow_steps<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let id = int("run id", id)?;
         native_call!(self, py, |s| pgqrs::admin(&s)
             .workflow_steps(id)
@@ -379,7 +407,11 @@ impl Store {
             .map(rows::<_, RunRow>))
     }
 
-    fn cancel_workflow<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn cancel_workflow<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let id = int("run id", id)?;
         native_call!(self, py, |s| pgqrs::admin(&s).cancel_workflow(id).await)
     }

@@ -201,36 +201,7 @@ impl<'a> Admin<'a> {
 }
 
 fn validate_workflow_name(name: &str) -> Result<()> {
-    validate_name("workflow name", name)
-}
-
-/// Longest workflow or step name, in bytes.
-pub(crate) const MAX_NAME: usize = 200;
-
-/// A workflow or step name: free text (SQL-looking names are stored as they are), 1 to
-/// [`MAX_NAME`] bytes, not blank, without control characters (NUL cannot be stored by
-/// PostgreSQL, and a newline or tab in a name is a mistake).
-pub(crate) fn validate_name(field: &'static str, name: &str) -> Result<()> {
-    if name.trim().is_empty() || name.len() > MAX_NAME {
-        return Err(Error::validation(
-            field,
-            format!(
-                "{} must be 1 to {MAX_NAME} bytes and not blank (got {} bytes)",
-                crate::error::preview(name),
-                name.len()
-            ),
-        ));
-    }
-    if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(Error::validation(
-            field,
-            format!(
-                "{} contains the control character {c:?}; use printable characters",
-                crate::error::preview(name)
-            ),
-        ));
-    }
-    Ok(())
+    crate::store::validate_name("workflow name", name)
 }
 
 fn check_limit(limit: i64) -> Result<()> {

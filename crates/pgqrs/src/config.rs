@@ -241,7 +241,10 @@ impl Config {
                 match v.to_ascii_lowercase().as_str() {
                     "true" | "1" | "yes" | "on" => Ok(true),
                     "false" | "0" | "no" | "off" => Ok(false),
-                    _ => Err(bad(format!("{k} must be true or false, got {}", preview(v)))),
+                    _ => Err(bad(format!(
+                        "{k} must be true or false, got {}",
+                        preview(v)
+                    ))),
                 }
             };
             match k {
@@ -532,5 +535,93 @@ mod tests {
             Config::new("sqlite::memory:?max_attempts=0"),
             Err(Error::Validation { .. })
         ));
+    }
+
+    #[test]
+    fn unknown_params_are_refused_with_a_hint() {
+        for (dsn, hint) in [
+            (
+                "postgresql://h/db?visiblity_timeout=2",
+                "did you mean visibility_timeout?",
+            ),
+            (
+                "postgresql://h/db?poll_interval=100",
+                "did you mean poll_interval_ms?",
+            ),
+            ("sqlite:///x.db?pool-size=3", "did you mean pool_size?"),
+            ("turso:///x.db?foo=bar", "pgqrs reads pool_size"),
+        ] {
+            let e = Config::new(dsn).unwrap_err();
+            assert!(matches!(e, Error::InvalidDsn { .. }), "{dsn}: {e:?}");
+            assert!(e.to_string().contains(hint), "{dsn}: {e}");
+        }
+        // The driver's own parameters still pass through.
+        let c = Config::new("postgresql://h/db?sslmode=disable&application_name=x").unwrap();
+        assert_eq!(
+            c.driver_dsn,
+            "postgresql://h/db?sslmode=disable&application_name=x"
+        );
+        assert!(Config::new("sqlite:///x.db?mode=rwc").is_ok());
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused_not_clamped() {
+        for (param, field) in [
+            ("pool_size=0", "pool_size"),
+            ("pool_size=100000", "pool_size"),
+            ("visibility_timeout=0", "visibility_timeout"),
+            (
+                "visibility_timeout=18446744073709551615",
+                "visibility_timeout",
+            ),
+            ("max_attempts=2147483648", "max_attempts"),
+            ("poll_interval_ms=0", "poll_interval_ms"),
+            ("poll_interval_ms=18446744073709551615", "poll_interval_ms"),
+            ("max_payload_bytes=2147483648", "max_payload_bytes"),
+            // These two once panicked (an overflowing deadline; SQLite's busy timeout).
+            ("connect_timeout=18446744073709551615", "connect_timeout"),
+            ("connect_timeout=0", "connect_timeout"),
+            ("busy_timeout_ms=18446744073709551615", "busy_timeout_ms"),
+        ] {
+            for base in ["postgresql://h/db", "sqlite:///x.db", "turso:///x.db"] {
+                let dsn = format!("{base}?{param}");
+                match Config::new(&dsn) {
+                    Err(Error::Validation { field: f, message }) => {
+                        assert_eq!(f, field, "{dsn}");
+                        assert!(message.contains("must be from"), "{dsn}: {message}");
+                    }
+                    other => panic!("{dsn}: {other:?}"),
+                }
+            }
+        }
+        let bad = |v: &str| Config::new(&format!("sqlite::memory:?max_attempts={v}"));
+        assert!(matches!(
+            bad("99999999999999999999999"),
+            Err(Error::InvalidDsn { .. })
+        ));
+        // Settings made in code are checked when connecting.
+        let c = Config::new("sqlite::memory:")
+            .unwrap()
+            .poll_interval(Duration::MAX);
+        assert!(matches!(
+            c.validate(),
+            Err(Error::Validation {
+                field: "poll_interval_ms",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_scheme_is_required_and_long_dsns_are_cut_in_messages() {
+        // "sqlite" alone once opened a file named sqlite in the working directory.
+        for dsn in ["sqlite", "turso", "jobs.db"] {
+            let e = Config::new(dsn).unwrap_err();
+            assert!(e.to_string().contains("no scheme"), "{dsn}: {e}");
+        }
+        let long = format!("ftp://{}", "a".repeat(100_000));
+        let e = Config::new(&long).unwrap_err();
+        assert!(e.to_string().len() < 1000, "{}", e.to_string().len());
+        assert!(e.to_string().contains("100006 characters"), "{e}");
     }
 }

@@ -347,3 +347,25 @@ pub(crate) fn from_sqlx(e: sqlx::Error, target: &str) -> Error {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_are_storable() {
+        assert_eq!(storable_error("a\0b"), "a\u{FFFD}b");
+        let long = "é".repeat(MAX_ERROR_TEXT); // 2 bytes each
+        let cut = storable_error(&long);
+        assert!(cut.len() <= MAX_ERROR_TEXT + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!("[cut: {} bytes in all]", long.len())));
+        assert_eq!(storable_error("short"), "short");
+    }
+
+    #[test]
+    fn previews_are_short() {
+        assert_eq!(preview("q"), "\"q\"");
+        let p = preview(&"x".repeat(1_000_000));
+        assert!(p.len() < 100 && p.ends_with("(1000000 characters)"), "{p}");
+    }
+}

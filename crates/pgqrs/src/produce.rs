@@ -50,7 +50,8 @@ pub(crate) fn check_json(json: &str, field: &'static str) -> Result<()> {
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 i += 1;
-                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
                 {
                     i += 1;
                 }
@@ -295,5 +296,72 @@ impl EnqueueBuilder {
                 max_attempts: max_attempts as i32,
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(json: &str) -> bool {
+        matches!(
+            check_json(json, "payload"),
+            Err(Error::Validation {
+                field: "payload",
+                ..
+            })
+        )
+    }
+
+    #[test]
+    fn numbers_must_read_back_as_written() {
+        for ok in [
+            "9223372036854775807",
+            "-9223372036854775808",
+            "18446744073709551615",
+            "123456789012345678",
+            "1e308",
+            "-1.5e-300",
+            "5e-324",
+            r#"{"a":[1,2.5,-3]}"#,
+            r#""99999999999999999999999 in a string""#,
+        ] {
+            assert!(check_json(ok, "payload").is_ok(), "{ok}");
+        }
+        for bad in [
+            "18446744073709551616",
+            "-9223372036854775809",
+            r#"{"deep":[1000000000000000000000000000000]}"#,
+            "1e400",
+            "-1e400",
+            "[1.7976931348623157e309]",
+        ] {
+            assert!(refused(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn surrogate_escapes_must_pair() {
+        assert!(check_json(r#""\ud83d\ude00""#, "payload").is_ok());
+        assert!(
+            check_json(r#""\u00e9 \\ud800""#, "payload").is_ok(),
+            "an escaped backslash"
+        );
+        for bad in [
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud83d\u0041""#,
+            r#"{"\ud800":1}"#,
+        ] {
+            assert!(refused(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(check_json(&ok, "payload").is_ok());
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(refused(&deep));
     }
 }

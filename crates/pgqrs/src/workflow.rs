@@ -405,7 +405,7 @@ impl Workflow {
     /// run was cancelled or taken over, or if the code called a different step than the
     /// journal recorded at this position. Waits out a journaled retry delay.
     pub async fn begin_step(&self, name: &str) -> Result<StepStart> {
-        crate::admin::validate_name("step name", name)?;
+        crate::store::validate_name("step name", name)?;
         let inner = &self.inner;
         let (position, recorded) = {
             let mut st = lock(&inner.state);
@@ -518,8 +518,11 @@ impl Workflow {
         // A step has no limit of its own: the policy's (one attempt when it names none).
         let limit = policy.max_attempts.unwrap_or(1);
         let retry = !permanent && policy.allows_retry(attempt.max(1) as u32, limit);
-        let delay = retry
-            .then(|| policy.delay_after(attempt.max(1) as u32).min(crate::limits::MAX_DELAY));
+        let delay = retry.then(|| {
+            policy
+                .delay_after(attempt.max(1) as u32)
+                .min(crate::limits::MAX_DELAY)
+        });
         let ok = self
             .inner
             .store

@@ -53,7 +53,8 @@ def to_seconds(value: float | timedelta | None, what: str) -> float | None:
     try:
         return float(value)
     except OverflowError:
-        raise ValidationError(f"{what} is too large: {value.bit_length()}-bit int", field=what) from None
+        bits = value.bit_length() if isinstance(value, int) else 0
+        raise ValidationError(f"{what} is too large: a {bits}-bit int", field=what) from None
 
 
 class Message:
