@@ -14,10 +14,17 @@ VENV ?= .venv
 PYTHON ?= python3
 CARGO ?= cargo
 VENV_BIN := $(CURDIR)/$(VENV)/bin
-VENV_STAMP := $(VENV)/.pgqrs-tools
 
 # Minimum versions of the Python tooling (kept in step with pyproject.toml).
-PY_TOOLS := "maturin>=1.9.4,<2" "pytest>=8.0" "pytest-asyncio>=0.24" "ruff>=0.6" "mypy>=1.11"
+PY_TOOLS := "maturin>=1.9.4,<2" "pytest>=8.0" "pytest-asyncio>=0.24" "hypothesis>=6.100" "ruff>=0.6" "mypy>=1.11"
+# The stamp names the tool list, so that adding a tool reinstalls into an existing .venv.
+VENV_STAMP := $(VENV)/.pgqrs-tools-$(shell echo '$(PY_TOOLS)' | cksum | cut -d' ' -f1)
+
+# Bad-input property tests (tests/test_bad_input.py, crates/pgqrs/tests/bad_input.rs):
+# examples per property in `make test`; `make chaos` runs many more.
+PGQRS_BAD_INPUT_EXAMPLES ?= 8
+PROPTEST_CASES ?= 16
+export PGQRS_BAD_INPUT_EXAMPLES PROPTEST_CASES
 
 # The Python suite reads this DSN for its PostgreSQL cases; override as needed.
 PGQRS_TEST_DSN ?= postgresql://postgres@127.0.0.1:5432/test
@@ -51,7 +58,7 @@ help: ## List the targets with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) \
 		| awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-venv: $(VENV_STAMP) ## Create .venv with maturin, pytest, pytest-asyncio, ruff and mypy
+venv: $(VENV_STAMP) ## Create .venv with maturin, pytest, pytest-asyncio, hypothesis, ruff and mypy
 
 $(VENV_STAMP):
 	$(PYTHON) -m venv $(VENV)

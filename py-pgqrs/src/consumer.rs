@@ -3,7 +3,9 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{opt_secs, policy_or, same_process, secs, RetrySpec};
+use crate::convert::{
+    count, int, ints, opt_secs, policy_or, same_process, secs, text_lossy, RetrySpec,
+};
 use crate::errors::to_py;
 use crate::rows::messages;
 use crate::runtime::{awaitable, native_call};
@@ -36,9 +38,10 @@ impl Consumer {
     fn dequeue<'py>(
         &self,
         py: Python<'py>,
-        batch_size: usize,
+        batch_size: &Bound<'py, PyAny>,
         visibility_timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let batch_size = count::<usize>("batch_size", batch_size)?;
         let c = self.get()?;
         let vt = opt_secs("visibility_timeout", visibility_timeout)?;
         awaitable(py, async move {
@@ -46,28 +49,52 @@ impl Consumer {
         })
     }
 
-    fn archive<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
+    fn archive<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("id", id)?;
         native_call!(self, py, |c| c.archive(id).await)
     }
 
-    fn archive_many<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyAny>> {
+    fn archive_many<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ids = ints("ids", ids)?;
         native_call!(self, py, |c| c.archive_many(&ids).await)
     }
 
-    fn delete<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
+    fn delete<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("id", id)?;
         native_call!(self, py, |c| c.delete(id).await)
     }
 
-    fn delete_many<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyAny>> {
+    fn delete_many<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ids = ints("ids", ids)?;
         native_call!(self, py, |c| c.delete_many(&ids).await)
     }
 
-    fn extend<'py>(&self, py: Python<'py>, id: i64, seconds: f64) -> PyResult<Bound<'py, PyAny>> {
+    fn extend<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+        seconds: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("id", id)?;
         let d = secs("seconds", seconds)?;
         native_call!(self, py, |c| c.extend(id, d).await)
     }
 
-    fn release<'py>(&self, py: Python<'py>, id: i64, delay: f64) -> PyResult<Bound<'py, PyAny>> {
+    fn release<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+        delay: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("id", id)?;
         let d = secs("delay", delay)?;
         native_call!(self, py, |c| c.release(id, d).await)
     }
@@ -76,10 +103,12 @@ impl Consumer {
     fn fail<'py>(
         &self,
         py: Python<'py>,
-        id: i64,
-        error: String,
+        id: &Bound<'py, PyAny>,
+        error: &Bound<'py, PyAny>,
         retry: Option<RetrySpec<'py>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("id", id)?;
+        let error = text_lossy("error", error)?;
         let p = policy_or(retry, pgqrs::RetryPolicy::default())?;
         native_call!(self, py, |c| c.fail(id, &error, &p).await)
     }
@@ -114,8 +143,11 @@ impl Consumer {
         let outcomes = outcomes
             .iter()
             .map(|(id, error)| {
-                let error: Option<String> = error.extract()?;
-                Ok((id.extract::<i64>()?, error.map_or(Ok(()), Err)))
+                let error = match error.is_none() {
+                    true => None,
+                    false => Some(text_lossy("error", &error)?),
+                };
+                Ok((int("id", &id)?, error.map_or(Ok(()), Err)))
             })
             .collect::<PyResult<Vec<_>>>()?;
         native_call!(self, py, |c| c.settle(outcomes, &p).await)

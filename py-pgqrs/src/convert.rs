@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyInt, PyString};
 
 use crate::errors::{exc, validation};
 
@@ -31,14 +31,111 @@ pub fn raw(text: String) -> PyResult<Box<serde_json::value::RawValue>> {
         .map_err(|e| exc::SerializationError::new_err(format!("invalid JSON: {e}")))
 }
 
-/// A duration from a non-negative number of seconds.
+/// A duration from a non-negative number of seconds; `ValidationError` (naming `name`) for a
+/// negative, NaN, infinite or unrepresentable one. Upper bounds are the core's.
 pub fn secs(name: &str, s: f64) -> PyResult<Duration> {
-    if !s.is_finite() || s < 0.0 {
-        return Err(PyValueError::new_err(format!(
-            "{name} must be a non-negative number of seconds, got {s}"
-        )));
+    if s.is_nan() || s < 0.0 {
+        return Err(validation(
+            name,
+            format!("{name} must be a non-negative number of seconds, got {s}"),
+        ));
     }
-    Ok(Duration::from_secs_f64(s))
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        validation(
+            name,
+            format!("{name} must be a finite number of seconds, got {s}"),
+        )
+    })
+}
+
+/// The Python type name of `v`, for messages.
+fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A `str` argument as Rust text: `ValidationError` for another type, or for text holding a
+/// lone surrogate (which is not UTF-8).
+pub fn text(field: &str, v: &Bound<'_, PyAny>) -> PyResult<String> {
+    let s = v.cast::<PyString>().map_err(|_| {
+        validation(
+            field,
+            format!("{field} must be a str, got {}", type_name(v)),
+        )
+    })?;
+    s.to_str().map(str::to_owned).map_err(|_| {
+        validation(
+            field,
+            format!("{field} contains a lone surrogate, which is not valid UTF-8 text; remove it"),
+        )
+    })
+}
+
+/// Free text (error messages): a lone surrogate becomes U+FFFD rather than failing the call
+/// that records it.
+pub fn text_lossy(field: &str, v: &Bound<'_, PyAny>) -> PyResult<String> {
+    let s = v.cast::<PyString>().map_err(|_| {
+        validation(
+            field,
+            format!("{field} must be a str, got {}", type_name(v)),
+        )
+    })?;
+    Ok(s.to_string_lossy().into_owned())
+}
+
+/// An `int` argument that fits in 64 bits; `ValidationError` otherwise (a `bool` is refused
+/// too: `True` is not an id).
+pub fn int(field: &str, v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if !v.is_instance_of::<PyInt>() || v.is_instance_of::<PyBool>() {
+        return Err(validation(
+            field,
+            format!("{field} must be an int, got {}", type_name(v)),
+        ));
+    }
+    v.extract::<i64>().map_err(|_| {
+        let bits = v
+            .call_method0("bit_length")
+            .and_then(|b| b.extract::<u64>())
+            .unwrap_or(0);
+        validation(
+            field,
+            format!(
+                "{field} must be from {} to {}, got an int of {bits} bits",
+                i64::MIN,
+                i64::MAX
+            ),
+        )
+    })
+}
+
+/// A count (batch size, attempts): a non-negative [`int`]; the core checks its range.
+pub fn count<T: TryFrom<i64>>(field: &str, v: &Bound<'_, PyAny>) -> PyResult<T> {
+    let n = int(field, v)?;
+    T::try_from(n).map_err(|_| {
+        validation(
+            field,
+            format!("{field} must be a positive whole number, got {n}"),
+        )
+    })
+}
+
+/// A list of ids: each an [`int`].
+pub fn ints(field: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+    if v.is_instance_of::<PyString>() {
+        return Err(validation(
+            field,
+            format!("{field} must be a list of ints, got str"),
+        ));
+    }
+    let items = v.try_iter().map_err(|_| {
+        validation(
+            field,
+            format!("{field} must be a list of ints, got {}", type_name(v)),
+        )
+    })?;
+    items.map(|item| int(field, &item?)).collect()
 }
 
 /// [`secs`], `None` staying `None` ("not given": the core's default applies).
@@ -46,24 +143,50 @@ pub fn opt_secs(name: &str, s: Option<f64>) -> PyResult<Option<Duration>> {
     s.map(|s| secs(name, s)).transpose()
 }
 
-/// A retry policy as the `pgqrs.RetryPolicy` dataclass holds it (read by attribute name).
+/// A retry policy as the `pgqrs.RetryPolicy` dataclass holds it (read by attribute name;
+/// each field converted here, so a wrong type is a `ValidationError` naming it).
 #[derive(FromPyObject)]
 pub struct RetrySpec<'py> {
     #[pyo3(attribute)]
-    max_attempts: Option<u32>,
+    max_attempts: Bound<'py, PyAny>,
     #[pyo3(attribute)]
     backoff: Bound<'py, PyAny>,
     #[pyo3(attribute)]
-    base: f64,
+    base: Bound<'py, PyAny>,
     #[pyo3(attribute)]
-    max: f64,
+    max: Bound<'py, PyAny>,
+}
+
+/// Seconds from a Python number (`int` or `float`, not `bool`).
+fn number_secs(field: &str, v: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    if v.is_instance_of::<PyBool>() {
+        return Err(validation(
+            field,
+            format!("{field} must be seconds (int or float), got bool"),
+        ));
+    }
+    let s = v.extract::<f64>().map_err(|_| {
+        validation(
+            field,
+            format!(
+                "{field} must be seconds (int or float), got {}",
+                type_name(v)
+            ),
+        )
+    })?;
+    secs(field, s)
 }
 
 impl RetrySpec<'_> {
     /// The core's policy, or `ValidationError`. The one check of a retry policy's fields
     /// (`pgqrs.RetryPolicy` runs it when built).
     pub fn policy(&self) -> PyResult<pgqrs::RetryPolicy> {
-        if self.max_attempts == Some(0) {
+        let max_attempts = if self.max_attempts.is_none() {
+            None
+        } else {
+            Some(count::<u32>("max_attempts", &self.max_attempts)?)
+        };
+        if max_attempts == Some(0) {
             return Err(validation(
                 "max_attempts",
                 "max_attempts must be at least 1",
@@ -84,12 +207,9 @@ impl RetrySpec<'_> {
                 ));
             }
         };
-        if !(self.base.is_finite() && self.max.is_finite() && self.base >= 0.0 && self.max >= 0.0) {
-            return Err(validation("backoff", "backoff delays must not be negative"));
-        }
         let (base, max) = (
-            Duration::from_secs_f64(self.base),
-            Duration::from_secs_f64(self.max),
+            number_secs("base", &self.base)?,
+            number_secs("max", &self.max)?,
         );
         let backoff = match kind {
             "fixed" => pgqrs::Backoff::Fixed(base),
@@ -97,7 +217,7 @@ impl RetrySpec<'_> {
             _ => pgqrs::Backoff::ExponentialJitter { base, max },
         };
         Ok(pgqrs::RetryPolicy {
-            max_attempts: self.max_attempts,
+            max_attempts,
             backoff,
         })
     }

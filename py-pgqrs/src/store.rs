@@ -6,8 +6,8 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 
 use crate::consumer::Consumer;
-use crate::convert::{from_us, opt_secs, raw, same_process};
-use crate::errors::{exc, to_py};
+use crate::convert::{count, from_us, int, ints, opt_secs, raw, same_process, text};
+use crate::errors::{exc, to_py, validation};
 use crate::rows::{
     rows, ArchivedJobRow, DeadLetterRow, MessageRow, MetricsRow, QueueRow, RunRow, StepRow,
     WorkerRow,
@@ -41,7 +41,8 @@ impl Store {
 
 /// Open a store.
 #[pyfunction]
-pub fn connect(py: Python<'_>, dsn: String) -> PyResult<Bound<'_, PyAny>> {
+pub fn connect<'py>(py: Python<'py>, dsn: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let dsn = text("dsn", dsn)?;
     awaitable(py, async move {
         let inner = pgqrs::connect(&dsn).await.map_err(to_py)?;
         Ok(Store {
@@ -95,7 +96,12 @@ impl Store {
         native_call!(self, py, |s| pgqrs::admin(&s).schema_version().await)
     }
 
-    fn create_queue<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+    fn create_queue<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("queue name", name)?;
         native_call!(self, py, |s| pgqrs::admin(&s)
             .create_queue(&name)
             .await
@@ -106,15 +112,21 @@ impl Store {
     fn delete_queue<'py>(
         &self,
         py: Python<'py>,
-        name: String,
+        name: &Bound<'py, PyAny>,
         force: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("queue name", name)?;
         native_call!(self, py, |s| pgqrs::admin(&s)
             .delete_queue(&name, force)
             .await)
     }
 
-    fn purge_queue<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+    fn purge_queue<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("queue name", name)?;
         native_call!(self, py, |s| pgqrs::admin(&s).purge_queue(&name).await)
     }
 
@@ -125,7 +137,12 @@ impl Store {
             .map(rows::<_, QueueRow>))
     }
 
-    fn queue_metrics<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+    fn queue_metrics<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("queue name", name)?;
         native_call!(self, py, |s| pgqrs::admin(&s)
             .queue_metrics(&name)
             .await
@@ -135,9 +152,11 @@ impl Store {
     fn dead_letters<'py>(
         &self,
         py: Python<'py>,
-        queue: String,
-        limit: i64,
+        queue: &Bound<'py, PyAny>,
+        limit: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let queue = text("queue name", queue)?;
+        let limit = int("limit", limit)?;
         native_call!(self, py, |s| pgqrs::admin(&s)
             .dead_letters(&queue, limit)
             .await
@@ -148,9 +167,11 @@ impl Store {
     fn requeue_dead<'py>(
         &self,
         py: Python<'py>,
-        queue: String,
-        ids: Option<Vec<i64>>,
+        queue: &Bound<'py, PyAny>,
+        ids: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let queue = text("queue name", queue)?;
+        let ids = ids.map(|ids| ints("ids", ids)).transpose()?;
         native_call!(self, py, |s| match ids {
             Some(ids) => pgqrs::admin(&s).requeue_dead(&queue, &ids).await,
             None => pgqrs::admin(&s).requeue_all_dead(&queue).await,
@@ -160,9 +181,11 @@ impl Store {
     fn archived_jobs<'py>(
         &self,
         py: Python<'py>,
-        queue: String,
-        limit: i64,
+        queue: &Bound<'py, PyAny>,
+        limit: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let queue = text("queue name", queue)?;
+        let limit = int("limit", limit)?;
         native_call!(self, py, |s| pgqrs::admin(&s)
             .archived_jobs(&queue, limit)
             .await
@@ -183,13 +206,18 @@ impl Store {
     fn enqueue<'py>(
         &self,
         py: Python<'py>,
-        queue: String,
+        queue: &Bound<'py, PyAny>,
         payloads: Payloads,
         delay: Option<f64>,
         at_us: Option<i64>,
-        max_attempts: Option<u32>,
-        priority: Option<i64>,
+        max_attempts: Option<&Bound<'py, PyAny>>,
+        priority: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let queue = text("queue name", queue)?;
+        let max_attempts = max_attempts
+            .map(|n| count::<u32>("max_attempts", n))
+            .transpose()?;
+        let priority = priority.map(|p| int("priority", p)).transpose()?;
         let s = self.get()?;
         let delay = opt_secs("delay", delay)?;
         let at = at_us.map(from_us).transpose()?;
@@ -219,7 +247,12 @@ impl Store {
         })
     }
 
-    fn consumer<'py>(&self, py: Python<'py>, queue: String) -> PyResult<Bound<'py, PyAny>> {
+    fn consumer<'py>(
+        &self,
+        py: Python<'py>,
+        queue: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let queue = text("queue name", queue)?;
         let s = self.get()?;
         let pid = self.pid;
         awaitable(py, async move {
@@ -234,9 +267,10 @@ impl Store {
     fn worker_session<'py>(
         &self,
         py: Python<'py>,
-        queue: String,
+        queue: &Bound<'py, PyAny>,
         options: Option<PyRef<'py, WorkerOptions>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let queue = text("queue name", queue)?;
         let s = self.get()?;
         let pid = self.pid;
         let builder = match options {
@@ -252,9 +286,10 @@ impl Store {
     fn create_workflow<'py>(
         &self,
         py: Python<'py>,
-        name: String,
+        name: &Bound<'py, PyAny>,
         input_json: String,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("workflow name", name)?;
         let s = self.get()?;
         let pid = self.pid;
         awaitable(py, async move {
@@ -267,7 +302,12 @@ impl Store {
         })
     }
 
-    fn get_workflow<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
+    fn get_workflow<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("run id", id)?;
         let s = self.get()?;
         let pid = self.pid;
         awaitable(py, async move {
@@ -307,10 +347,12 @@ impl Store {
     fn enqueue_workflow<'py>(
         &self,
         py: Python<'py>,
-        queue: String,
-        name: String,
+        queue: &Bound<'py, PyAny>,
+        name: &Bound<'py, PyAny>,
         input_json: String,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let queue = text("queue name", queue)?;
+        let name = text("workflow name", name)?;
         let s = self.get()?;
         awaitable(py, async move {
             let input = raw(input_json)?;
@@ -322,14 +364,24 @@ impl Store {
         })
     }
 
-    fn workflow_run<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
+    fn workflow_run<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("run id", id)?;
         native_call!(self, py, |s| pgqrs::admin(&s)
             .workflow_run(id)
             .await
             .map(RunRow::from))
     }
 
-    fn workflow_steps<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
+    fn workflow_steps<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("run id", id)?;
         native_call!(self, py, |s| pgqrs::admin(&s)
             .workflow_steps(id)
             .await
@@ -339,14 +391,19 @@ impl Store {
     fn list_workflows<'py>(
         &self,
         py: Python<'py>,
-        status: Option<String>,
-        limit: i64,
+        status: Option<&Bound<'py, PyAny>>,
+        limit: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let status = match status {
+        let limit = int("limit", limit)?;
+        let status = match status.map(|s| text("status", s)).transpose()? {
             Some(s) => Some(pgqrs::RunStatus::parse(&s).ok_or_else(|| {
-                exc::ValidationError::new_err(format!(
-                    "unknown run status {s:?}: use pending, running, succeeded, failed or cancelled"
-                ))
+                validation(
+                    "status",
+                    format!(
+                        "unknown run status {:?}: use pending, running, succeeded, failed or cancelled",
+                        s.chars().take(40).collect::<String>()
+                    ),
+                )
             })?),
             None => None,
         };
@@ -356,7 +413,12 @@ impl Store {
             .map(rows::<_, RunRow>))
     }
 
-    fn cancel_workflow<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
+    fn cancel_workflow<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("run id", id)?;
         native_call!(self, py, |s| pgqrs::admin(&s).cancel_workflow(id).await)
     }
 }

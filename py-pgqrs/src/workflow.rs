@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
-use crate::convert::{json_text, policy_or, raw, same_process, RetrySpec};
+use crate::convert::{json_text, policy_or, raw, same_process, text, text_lossy, RetrySpec};
 use crate::errors::to_py;
 use crate::rows::{rows, RunRow, StepRow};
 use crate::runtime::{awaitable, native_call};
@@ -64,9 +64,10 @@ impl Workflow {
     fn begin_step<'py>(
         &self,
         py: Python<'py>,
-        name: String,
+        name: &Bound<'py, PyAny>,
         retry: Option<RetrySpec<'py>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("step name", name)?;
         let w = self.get()?;
         let pid = self.pid;
         let policy = policy_or(retry, pgqrs::RetryPolicy::none())?;
@@ -111,7 +112,12 @@ impl Workflow {
 
     /// Record the run's failure; False (and nothing changed) if it is no longer this
     /// executor's.
-    fn finish_err<'py>(&self, py: Python<'py>, error: String) -> PyResult<Bound<'py, PyAny>> {
+    fn finish_err<'py>(
+        &self,
+        py: Python<'py>,
+        error: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let error = text_lossy("error", error)?;
         native_call!(self, py, |w| w.finish_err(&error).await)
     }
 
@@ -187,9 +193,10 @@ impl Step {
     fn retry<'py>(
         &self,
         py: Python<'py>,
-        error: String,
+        error: &Bound<'py, PyAny>,
         permanent: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let error = text_lossy("error", error)?;
         let s = self.get()?;
         awaitable(py, async move {
             let attempt = s.attempt.load(Ordering::Relaxed);

@@ -122,7 +122,14 @@ impl<'a> Admin<'a> {
         input: &T,
     ) -> Result<Workflow> {
         validate_workflow_name(name)?;
-        let input = to_json(input)?;
+        let input = to_json(input, "workflow input")?;
+        let max = self.store.config().max_payload_bytes;
+        if input.len() > max {
+            return Err(Error::PayloadTooLarge {
+                size: input.len(),
+                max,
+            });
+        }
         let run = self.store.backend_impl().create_run(name, input).await?;
         Ok(Workflow::from_run(self.store, &run))
     }
@@ -144,7 +151,14 @@ impl<'a> Admin<'a> {
         validate_queue_name(queue)?;
         validate_workflow_name(name)?;
         self.store.backend_impl().get_queue(queue).await?;
-        let input = to_json(input)?;
+        let input = to_json(input, "workflow input")?;
+        let max = self.store.config().max_payload_bytes;
+        if input.len() > max {
+            return Err(Error::PayloadTooLarge {
+                size: input.len(),
+                max,
+            });
+        }
         let run = self.store.backend_impl().create_run(name, input).await?;
         // A run request may be redelivered many times while another executor holds the run.
         crate::enqueue()
@@ -187,13 +201,7 @@ impl<'a> Admin<'a> {
 }
 
 fn validate_workflow_name(name: &str) -> Result<()> {
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(Error::validation(
-            "workflow name",
-            format!("{name:?} must be 1 to 200 characters and not blank"),
-        ));
-    }
-    Ok(())
+    crate::store::validate_name("workflow name", name)
 }
 
 fn check_limit(limit: i64) -> Result<()> {

@@ -278,6 +278,7 @@ impl Consumer {
     /// Give the message back unhandled: claimable again after `delay` (zero: at once). The
     /// attempt it used is given back too.
     pub async fn release(&self, id: i64, delay: Duration) -> Result<()> {
+        crate::limits::validate_delay("delay", delay)?;
         let leases = self.leases_of(&[id])?;
         let r = self
             .store

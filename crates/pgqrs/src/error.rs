@@ -245,6 +245,40 @@ impl Error {
     }
 }
 
+/// A value quoted for an error message: in full when short, else its first characters and
+/// its length (a message never repeats a 100 MB argument).
+pub(crate) fn preview(value: &str) -> String {
+    const SHOWN: usize = 40;
+    let n = value.chars().count();
+    if n <= SHOWN {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(SHOWN).collect();
+        format!("{head:?}... ({n} characters)")
+    }
+}
+
+/// Longest error text kept with a failed job, step or run.
+pub(crate) const MAX_ERROR_TEXT: usize = 64 * 1024;
+
+/// An error text as stored with a failed job, step or run: a NUL (which PostgreSQL cannot
+/// store in text, and which would fail the whole write) becomes U+FFFD, and a text longer
+/// than [`MAX_ERROR_TEXT`] bytes is cut, saying so. Error texts are diagnostics: recording
+/// the failure matters more than every byte of its message.
+pub(crate) fn storable_error(text: &str) -> String {
+    let mut out = text.replace('\0', "\u{FFFD}");
+    if out.len() > MAX_ERROR_TEXT {
+        let total = out.len();
+        let mut end = MAX_ERROR_TEXT;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str(&format!("... [cut: {total} bytes in all]"));
+    }
+    out
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Serialization {
@@ -416,5 +450,27 @@ pub(crate) fn file_open_message(path: &std::path::Path, what: &str) -> String {
              and write {} and its folder",
             path.display()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_are_storable() {
+        assert_eq!(storable_error("a\0b"), "a\u{FFFD}b");
+        let long = "é".repeat(MAX_ERROR_TEXT); // 2 bytes each
+        let cut = storable_error(&long);
+        assert!(cut.len() <= MAX_ERROR_TEXT + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!("[cut: {} bytes in all]", long.len())));
+        assert_eq!(storable_error("short"), "short");
+    }
+
+    #[test]
+    fn previews_are_short() {
+        assert_eq!(preview("q"), "\"q\"");
+        let p = preview(&"x".repeat(1_000_000));
+        assert!(p.len() < 100 && p.ends_with("(1000000 characters)"), "{p}");
     }
 }

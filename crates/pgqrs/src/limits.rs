@@ -33,12 +33,37 @@ pub(crate) fn validate_concurrency(n: usize) -> Result<()> {
     Ok(())
 }
 
-/// A lease length: at least a millisecond.
+/// Longest lease: 7 days (a worker renews its leases while a job runs; a longer one only
+/// delays the recovery of a job whose worker died).
+pub(crate) const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Longest delay of a job: 100 years (365 days each).
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A lease length: from a millisecond to [`MAX_LEASE`].
 pub(crate) fn validate_lease(d: Duration) -> Result<()> {
-    if d < Duration::from_millis(1) {
+    if d < Duration::from_millis(1) || d > MAX_LEASE {
         return Err(Error::validation(
             "visibility_timeout",
-            format!("must be positive, got {d:?}"),
+            format!(
+                "must be from 1 ms to {} s ({} days), got {d:?}",
+                MAX_LEASE.as_secs(),
+                MAX_LEASE.as_secs() / 86400
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// How long a job waits before it may run: at most [`MAX_DELAY`].
+pub(crate) fn validate_delay(field: &'static str, d: Duration) -> Result<()> {
+    if d > MAX_DELAY {
+        return Err(Error::validation(
+            field,
+            format!(
+                "must be at most {} s (100 years), got {d:?}",
+                MAX_DELAY.as_secs()
+            ),
         ));
     }
     Ok(())

@@ -11,17 +11,28 @@ use crate::store::{validate_queue_name, EnqueueParams, Store, Visibility};
 /// Deepest nesting of arrays and objects a payload may have.
 pub const MAX_DEPTH: usize = 100;
 
-/// Refuse JSON text nested deeper than [`MAX_DEPTH`] (a byte scan; strings are skipped).
-pub(crate) fn check_depth(json: &str) -> Result<()> {
+/// Refuse JSON text that could not be read back as it was written: nested deeper than
+/// [`MAX_DEPTH`], or holding a number outside the 64-bit ranges (see [`check_number`]). One
+/// byte scan; strings are skipped. `field` names the argument.
+pub(crate) fn check_json(json: &str, field: &'static str) -> Result<()> {
+    let bytes = json.as_bytes();
     let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
-    for b in json.bytes() {
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
         if in_str {
             match b {
+                b'u' if escaped => {
+                    escaped = false;
+                    i = check_unicode_escape(bytes, i + 1, field)?;
+                    continue;
+                }
                 _ if escaped => escaped = false,
                 b'\\' => escaped = true,
                 b'"' => in_str = false,
                 _ => {}
             }
+            i += 1;
             continue;
         }
         match b {
@@ -30,14 +41,91 @@ pub(crate) fn check_depth(json: &str) -> Result<()> {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Err(Error::validation(
-                        "payload",
+                        field,
                         format!("nested more than {MAX_DEPTH} levels deep; flatten it"),
                     ));
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                check_number(&json[start..i], field)?;
+                continue;
+            }
             _ => {}
         }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// The hex value of the 4 digits of a `\\u` escape at `at`, if well formed.
+fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
+    let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// Check the `\\u` escape whose digits start at `at`: a surrogate must come as a pair (a
+/// lone one parses here but not when the job is claimed). Returns where scanning resumes.
+fn check_unicode_escape(bytes: &[u8], at: usize, field: &'static str) -> Result<usize> {
+    let lone = || {
+        Error::validation(
+            field,
+            "holds a string with a lone UTF-16 surrogate escape (\\ud800-\\udfff not in a pair), which is not valid text; remove it",
+        )
+    };
+    // Malformed escapes are the JSON parser's to report.
+    let Some(unit) = hex4(bytes, at) else {
+        return Ok(at);
+    };
+    match unit {
+        0xD800..=0xDBFF => {
+            let pair = bytes.get(at + 4..at + 6) == Some(b"\\u".as_slice())
+                && hex4(bytes, at + 6).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low));
+            if pair {
+                Ok(at + 10)
+            } else {
+                Err(lone())
+            }
+        }
+        0xDC00..=0xDFFF => Err(lone()),
+        _ => Ok(at + 4),
+    }
+}
+
+/// A number token must read back as written: an integer must fit in i64 or u64 (else it
+/// would come back as a rounded float), a float must be finite (`1e400` parses here but not
+/// when the job is claimed).
+fn check_number(token: &str, field: &'static str) -> Result<()> {
+    if token.contains(['.', 'e', 'E']) {
+        if !token.parse::<f64>().is_ok_and(f64::is_finite) {
+            return Err(Error::validation(
+                field,
+                format!(
+                    "holds the number {}, beyond the range of a 64-bit float; send it as a string",
+                    crate::error::preview(token)
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    // 18 digits always fit; only longer ones need parsing.
+    let digits = token.trim_start_matches('-').len();
+    if digits > 18 && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
+        return Err(Error::validation(
+            field,
+            format!(
+                "holds an integer of {digits} digits, outside the 64-bit range ({} to {}) that is read back exactly; send it as a string",
+                i64::MIN,
+                u64::MAX
+            ),
+        ));
     }
     Ok(())
 }
@@ -102,7 +190,7 @@ impl EnqueueBuilder {
         let json = json.into();
         let checked = serde_json::from_str::<serde::de::IgnoredAny>(&json)
             .map_err(Error::from)
-            .and_then(|_| check_depth(&json));
+            .and_then(|_| check_json(&json, "payload"));
         match checked {
             Ok(()) => self.payloads.push(json),
             Err(e) => self.error = self.error.or(Some(e)),
@@ -119,7 +207,7 @@ impl EnqueueBuilder {
                 self.payloads.reserve(items.len());
                 for item in items {
                     let text = item.get();
-                    match check_depth(text) {
+                    match check_json(text, "payload") {
                         Ok(()) => self.payloads.push(text.to_owned()),
                         Err(e) => {
                             self.error = self.error.or(Some(e));
@@ -211,8 +299,15 @@ impl EnqueueBuilder {
                     "give either .delay(..) or .at(..), not both",
                 ))
             }
-            (Some(t), None) => Visibility::At(t),
-            (None, Some(d)) if !d.is_zero() => Visibility::After(d),
+            (Some(t), None) => {
+                let ahead = (t - Utc::now()).to_std().unwrap_or_default();
+                crate::limits::validate_delay("at", ahead)?;
+                Visibility::At(t)
+            }
+            (None, Some(d)) if !d.is_zero() => {
+                crate::limits::validate_delay("delay", d)?;
+                Visibility::After(d)
+            }
             (None, _) => Visibility::Now,
         };
         store
@@ -225,5 +320,72 @@ impl EnqueueBuilder {
                 priority,
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(json: &str) -> bool {
+        matches!(
+            check_json(json, "payload"),
+            Err(Error::Validation {
+                field: "payload",
+                ..
+            })
+        )
+    }
+
+    #[test]
+    fn numbers_must_read_back_as_written() {
+        for ok in [
+            "9223372036854775807",
+            "-9223372036854775808",
+            "18446744073709551615",
+            "123456789012345678",
+            "1e308",
+            "-1.5e-300",
+            "5e-324",
+            r#"{"a":[1,2.5,-3]}"#,
+            r#""99999999999999999999999 in a string""#,
+        ] {
+            assert!(check_json(ok, "payload").is_ok(), "{ok}");
+        }
+        for bad in [
+            "18446744073709551616",
+            "-9223372036854775809",
+            r#"{"deep":[1000000000000000000000000000000]}"#,
+            "1e400",
+            "-1e400",
+            "[1.7976931348623157e309]",
+        ] {
+            assert!(refused(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn surrogate_escapes_must_pair() {
+        assert!(check_json(r#""\ud83d\ude00""#, "payload").is_ok());
+        assert!(
+            check_json(r#""\u00e9 \\ud800""#, "payload").is_ok(),
+            "an escaped backslash"
+        );
+        for bad in [
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud83d\u0041""#,
+            r#"{"\ud800":1}"#,
+        ] {
+            assert!(refused(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(check_json(&ok, "payload").is_ok());
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(refused(&deep));
     }
 }

@@ -127,10 +127,10 @@ pub(crate) fn failure(
     let attempts = attempts.max(0) as u32;
     let retry_in = policy
         .allows_retry(attempts, max_attempts.max(1) as u32)
-        .then(|| policy.delay_after(attempts));
+        .then(|| policy.delay_after(attempts).min(crate::limits::MAX_DELAY));
     Failure {
         lease,
-        error,
+        error: crate::error::storable_error(&error),
         retry_in,
     }
 }

@@ -360,7 +360,7 @@ impl Workflow {
     /// An output that cannot be stored as JSON fails the run with that error instead, and the
     /// error is returned.
     pub async fn finish_ok<T: Serialize + ?Sized>(&self, output: &T) -> Result<bool> {
-        let text = match to_json(output) {
+        let text = match to_json(output, "workflow output") {
             Ok(t) => t,
             Err(e) => {
                 self.finish_err(&e.to_string()).await?;
@@ -396,7 +396,7 @@ impl Workflow {
                 owner: &self.inner.owner,
                 status: RunStatus::Failed,
                 output: None,
-                error: Some(error.to_string()),
+                error: Some(crate::error::storable_error(error)),
             })
             .await
     }
@@ -405,6 +405,7 @@ impl Workflow {
     /// run was cancelled or taken over, or if the code called a different step than the
     /// journal recorded at this position. Waits out a journaled retry delay.
     pub async fn begin_step(&self, name: &str) -> Result<StepStart> {
+        crate::store::validate_name("step name", name)?;
         let inner = &self.inner;
         let (position, recorded) = {
             let mut st = lock(&inner.state);
@@ -478,7 +479,7 @@ impl Workflow {
         attempt: i32,
         output: &T,
     ) -> Result<()> {
-        let text = to_json(output)?;
+        let text = to_json(output, "step output")?;
         let ok = self
             .inner
             .store
@@ -517,7 +518,11 @@ impl Workflow {
         // A step has no limit of its own: the policy's (one attempt when it names none).
         let limit = policy.max_attempts.unwrap_or(1);
         let retry = !permanent && policy.allows_retry(attempt.max(1) as u32, limit);
-        let delay = retry.then(|| policy.delay_after(attempt.max(1) as u32));
+        let delay = retry.then(|| {
+            policy
+                .delay_after(attempt.max(1) as u32)
+                .min(crate::limits::MAX_DELAY)
+        });
         let ok = self
             .inner
             .store
@@ -534,7 +539,7 @@ impl Workflow {
                         StepStatus::Failed
                     },
                     output: None,
-                    error: Some(error.to_string()),
+                    error: Some(crate::error::storable_error(error)),
                     attempts: attempt,
                     retry_in: delay,
                 },
@@ -661,15 +666,11 @@ impl Workflow {
     }
 }
 
-/// JSON text of a value, refusing what could not be read back (nesting too deep).
-pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+/// JSON text of a value, refusing what could not be read back (nesting too deep, integers
+/// beyond 64 bits); `field` names it in the error.
+pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T, field: &'static str) -> Result<String> {
     let text = serde_json::to_string(value)?;
-    crate::produce::check_depth(&text).map_err(|_| Error::Serialization {
-        message: format!(
-            "value nested more than {} levels deep; flatten it",
-            crate::produce::MAX_DEPTH
-        ),
-    })?;
+    crate::produce::check_json(&text, field)?;
     Ok(text)
 }
 

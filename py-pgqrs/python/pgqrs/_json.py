@@ -23,7 +23,12 @@ def dumps(value: Any, what: str = "payload") -> str:
             text.encode("utf-8")
         return text
     except (TypeError, ValueError, RecursionError) as e:
-        path, type_name, reason = _find_bad(value, "$", set())
+        try:
+            path, type_name, reason = _find_bad(value, "$", set())
+        except RecursionError:
+            # Deeper than the interpreter can walk (the engine refuses far less: 100 levels).
+            path, type_name = "$", type(value).__name__
+            reason = "nested deeper than Python's recursion limit (flatten it)"
         raise SerializationError(
             f"{what} is not JSON-serializable: {reason} at {path}; "
             "convert it to dict/list/str/int/float/bool/None first",

@@ -153,8 +153,6 @@ async def _enqueue(
 ) -> list[int]:
     if not isinstance(store, Store):
         raise TypeError(f"expected a pgqrs.Store, got {type(store).__name__}")
-    if max_attempts is not None and max_attempts < 1:
-        raise ValidationError("max_attempts must be at least 1", field="max_attempts")
     return await store._native.enqueue(
         queue,
         texts,

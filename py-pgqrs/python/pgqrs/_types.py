@@ -49,9 +49,12 @@ def to_seconds(value: float | timedelta | None, what: str) -> float | None:
             f"{what} must be seconds (int or float) or a timedelta, got {type(value).__name__}",
             field=what,
         )
-    if value < 0:
-        raise ValidationError(f"{what} must not be negative, got {value}", field=what)
-    return float(value)
+    # The range (not negative, finite, at most the engine's bound) is checked by the engine.
+    try:
+        return float(value)
+    except OverflowError:
+        bits = value.bit_length() if isinstance(value, int) else 0
+        raise ValidationError(f"{what} is too large: a {bits}-bit int", field=what) from None
 
 
 class Message:

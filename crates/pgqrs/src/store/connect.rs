@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 
 /// Open a store for a configuration.
 pub async fn connect_with(config: Config) -> Result<Store> {
+    // Settings made with the setters that do not check (poll interval, timeouts).
+    config.validate()?;
     let inner: Arc<dyn Backend> = match config.kind {
         #[cfg(feature = "postgres")]
         BackendKind::Postgres => Arc::new(super::postgres::PgBackend::connect(config).await?),

@@ -469,7 +469,8 @@ pub(crate) fn validate_queue_name(name: &str) -> Result<()> {
         return Err(Error::validation(
             "queue name",
             format!(
-                "{name:?} must be 1 to {MAX_QUEUE_NAME} characters long (got {})",
+                "{} must be 1 to {MAX_QUEUE_NAME} characters long (got {})",
+                crate::error::preview(name),
                 name.chars().count()
             ),
         ));
@@ -480,7 +481,39 @@ pub(crate) fn validate_queue_name(name: &str) -> Result<()> {
     {
         return Err(Error::validation(
             "queue name",
-            format!("{name:?} contains {c:?}; use only letters, digits, '_' and '-'"),
+            format!(
+                "{} contains {c:?}; use only letters, digits, '_' and '-'",
+                crate::error::preview(name)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Longest workflow or step name, in bytes.
+pub(crate) const MAX_NAME: usize = 200;
+
+/// A workflow or step name: free text (SQL-looking names are stored as they are), 1 to
+/// [`MAX_NAME`] bytes, not blank, without control characters (NUL cannot be stored by
+/// PostgreSQL, and a newline or tab in a name is a mistake).
+pub(crate) fn validate_name(field: &'static str, name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.len() > MAX_NAME {
+        return Err(Error::validation(
+            field,
+            format!(
+                "{} must be 1 to {MAX_NAME} bytes and not blank (got {} bytes)",
+                crate::error::preview(name),
+                name.len()
+            ),
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(Error::validation(
+            field,
+            format!(
+                "{} contains the control character {c:?}; use printable characters",
+                crate::error::preview(name)
+            ),
         ));
     }
     Ok(())
@@ -495,4 +528,42 @@ pub(crate) fn hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .or_else(|| std::env::var("COMPUTERNAME").ok())
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_printable_text() {
+        for ok in [
+            "send-email",
+            "'; DROP TABLE x; --",
+            "café 中文",
+            &"w".repeat(MAX_NAME),
+        ] {
+            assert!(validate_name("workflow name", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "   ",
+            "a\0b",
+            "tab\there",
+            "new\nline",
+            &"w".repeat(MAX_NAME + 1),
+        ] {
+            assert!(
+                matches!(
+                    validate_name("step name", bad),
+                    Err(Error::Validation {
+                        field: "step name",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+        let e = validate_name("workflow name", &"w".repeat(10_000_000)).unwrap_err();
+        assert!(e.to_string().len() < 300, "{}", e.to_string().len());
+    }
 }
