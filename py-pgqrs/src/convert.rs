@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyInt, PyString};
+use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 
 use crate::errors::{exc, validation};
 
@@ -141,6 +141,23 @@ pub fn ints(field: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
 /// [`secs`], `None` staying `None` ("not given": the core's default applies).
 pub fn opt_secs(name: &str, s: Option<f64>) -> PyResult<Option<Duration>> {
     s.map(|s| secs(name, s)).transpose()
+}
+
+/// Seconds given as any Python object: an `int` or a `float` ([`secs`]); another type (a
+/// `str`, a `bool`) is a `ValidationError` naming the argument.
+pub fn opt_secs_any(name: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    let Some(v) = v else { return Ok(None) };
+    let numeric = (v.is_instance_of::<PyInt>() || v.is_instance_of::<PyFloat>())
+        && !v.is_instance_of::<PyBool>();
+    if !numeric {
+        return Err(validation(
+            name,
+            format!("{name} must be a number of seconds, got {}", type_name(v)),
+        ));
+    }
+    // An int too large for a float is too long anyway.
+    let s = v.extract::<f64>().unwrap_or(f64::INFINITY);
+    secs(name, s).map(Some)
 }
 
 /// A retry policy as the `pgqrs.RetryPolicy` dataclass holds it (read by attribute name;

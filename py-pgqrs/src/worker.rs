@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use crate::convert::{opt_secs, same_process, RetrySpec};
+use crate::convert::{count, opt_secs_any, same_process, RetrySpec};
 use crate::errors::to_py;
 use crate::rows::{messages, ClaimedOut, MessageRow, StatsRow};
 use crate::runtime::{awaitable, native_call};
@@ -73,28 +73,28 @@ impl WorkerOptions {
     #[pyo3(signature = (*, concurrency=None, batch_size=None, visibility_timeout=None, retry=None, poll_interval=None, shutdown_grace=None, heartbeat_interval=None, delete_on_success=None, flush_interval=None, claim_ahead_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
-        concurrency: Option<usize>,
-        batch_size: Option<usize>,
-        visibility_timeout: Option<f64>,
+        concurrency: Option<&Bound<'py, PyAny>>,
+        batch_size: Option<&Bound<'py, PyAny>>,
+        visibility_timeout: Option<&Bound<'py, PyAny>>,
         retry: Option<RetrySpec<'py>>,
-        poll_interval: Option<f64>,
-        shutdown_grace: Option<f64>,
-        heartbeat_interval: Option<f64>,
+        poll_interval: Option<&Bound<'py, PyAny>>,
+        shutdown_grace: Option<&Bound<'py, PyAny>>,
+        heartbeat_interval: Option<&Bound<'py, PyAny>>,
         delete_on_success: Option<bool>,
-        flush_interval: Option<f64>,
-        claim_ahead_timeout: Option<f64>,
+        flush_interval: Option<&Bound<'py, PyAny>>,
+        claim_ahead_timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Self> {
         let options = WorkerOptions {
-            concurrency,
-            batch_size,
-            visibility_timeout: opt_secs("visibility_timeout", visibility_timeout)?,
+            concurrency: concurrency.map(|n| count("concurrency", n)).transpose()?,
+            batch_size: batch_size.map(|n| count("batch_size", n)).transpose()?,
+            visibility_timeout: opt_secs_any("visibility_timeout", visibility_timeout)?,
             retry: retry.map(|r| r.policy()).transpose()?,
-            poll_interval: opt_secs("poll_interval", poll_interval)?,
-            shutdown_grace: opt_secs("shutdown_grace", shutdown_grace)?,
-            heartbeat_interval: opt_secs("heartbeat_interval", heartbeat_interval)?,
+            poll_interval: opt_secs_any("poll_interval", poll_interval)?,
+            shutdown_grace: opt_secs_any("shutdown_grace", shutdown_grace)?,
+            heartbeat_interval: opt_secs_any("heartbeat_interval", heartbeat_interval)?,
             delete_on_success,
-            flush_interval: opt_secs("flush_interval", flush_interval)?,
-            claim_ahead_timeout: opt_secs("claim_ahead_timeout", claim_ahead_timeout)?,
+            flush_interval: opt_secs_any("flush_interval", flush_interval)?,
+            claim_ahead_timeout: opt_secs_any("claim_ahead_timeout", claim_ahead_timeout)?,
         };
         options.builder(String::new()).validate().map_err(to_py)?;
         Ok(options)

@@ -55,6 +55,24 @@ pub(crate) fn validate_lease(d: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Longest interval or wait a worker setting may name (poll, heartbeat, flush, shutdown grace,
+/// claim-ahead timeout): a day.
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// A worker's interval or wait: at most [`MAX_INTERVAL`].
+pub(crate) fn validate_interval(field: &'static str, d: Duration) -> Result<()> {
+    if d > MAX_INTERVAL {
+        return Err(Error::validation(
+            field,
+            format!(
+                "must be at most {} s (a day), got {d:?}",
+                MAX_INTERVAL.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// How long a job waits before it may run: at most [`MAX_DELAY`].
 pub(crate) fn validate_delay(field: &'static str, d: Duration) -> Result<()> {
     if d > MAX_DELAY {

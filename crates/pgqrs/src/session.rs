@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::handler::Outcome;
-use crate::limits::{validate_batch, validate_lease, MAX_BATCH};
+use crate::limits::{validate_batch, validate_interval, validate_lease, MAX_BATCH};
 use crate::retry::{failure, RetryPolicy};
 use crate::store::{
     hostname, validate_queue_name, Backend, ClaimParams, Completion, Failure, NewWorker, Store,
@@ -66,6 +66,15 @@ impl SessionOptions {
         let lease = self.visibility_timeout.unwrap_or(store_lease);
         validate_lease(lease)?;
         let heartbeat = heartbeat_for(lease, self.heartbeat_interval)?;
+        for (field, d) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("flush_interval", Some(self.flush_interval)),
+            ("claim_ahead_timeout", Some(self.claim_ahead_timeout)),
+        ] {
+            if let Some(d) = d {
+                validate_interval(field, d)?;
+            }
+        }
         if self.claim_ahead_timeout.is_zero() {
             return Err(Error::validation(
                 "claim_ahead_timeout",

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{BoxError, Error, Result};
 use crate::handler::{run_batch, BatchFnHandler, FnHandler, Handler};
-use crate::limits::{validate_batch, validate_concurrency};
+use crate::limits::{validate_batch, validate_concurrency, validate_interval};
 use crate::retry::RetryPolicy;
 use crate::session::{Claimed, LoopSettings, SessionOptions, WorkerSession, WorkerStats};
 use crate::store::{validate_queue_name, Store};
@@ -118,6 +118,10 @@ impl WorkerBuilder {
     pub fn validate(&self) -> Result<()> {
         validate_batch(self.settings.batch_size)?;
         validate_concurrency(self.settings.concurrency)?;
+        if let Some(d) = self.settings.poll_interval {
+            validate_interval("poll_interval", d)?;
+        }
+        validate_interval("shutdown_grace", self.settings.shutdown_grace)?;
         self.session.validate()
     }
 
