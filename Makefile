@@ -122,7 +122,7 @@ $(PEERS_STAMP):
 # a private PostgreSQL instance the harness starts on a free port; PgBouncer comes from Debian.
 CHAOS_ARGS ?=
 
-chaos: build chaos-deps ## Chaos harness (~30 min): kill storms, restarts, pinned xmin, hostile neighbours
+chaos: build chaos-deps ## Chaos harness (~32 min): kill storms, restarts, pinned xmin, hostile neighbours
 	$(VENV_BIN)/python tests/chaos/run.py $(CHAOS_ARGS)
 
 chaos-quick: build chaos-deps ## Chaos harness, small sizes (a few minutes)
