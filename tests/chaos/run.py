@@ -49,6 +49,7 @@ from chaos.infra import (
 from chaos.scenarios import Row
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TURSO_NA = "n/a: one process per database file"
 
 # Sizes: (full, quick). The full run aims at 30 minutes on 2 cores.
 SIZES: dict[str, tuple[Any, Any]] = {
@@ -181,7 +182,7 @@ async def main(a: argparse.Namespace) -> int:
                     kills=a.kills or size["q_sqlite_kills"],
                 )
             )
-            rows.append(Row("1. kill storm, queue", "turso", notes="n/a: one process per file"))
+            rows.append(Row("1. kill storm, queue", "turso", kills=TURSO_NA, notes=TURSO_NA))
         if 2 in only:
             print("=== 2. kill storm, workflows", flush=True)
             done(
@@ -200,7 +201,7 @@ async def main(a: argparse.Namespace) -> int:
                     kills=a.kills or size["wf_sqlite_kills"],
                 )
             )
-            rows.append(Row("2. kill storm, workflows", "turso", notes="n/a: one process per file"))
+            rows.append(Row("2. kill storm, workflows", "turso", kills=TURSO_NA, notes=TURSO_NA))
         if 3 in only and pg is not None:
             print("=== 3. restarts", flush=True)
             done(
