@@ -50,7 +50,7 @@ CARGO_ENV = PYO3_BUILD_EXTENSION_MODULE=1 \
 	PYO3_ENVIRONMENT_SIGNATURE="$$($(VENV_BIN)/python -c '$(PYO3_SIGNATURE_PY)')"
 CARGO_FLAGS := --release --workspace --no-default-features --features pgqrs/full
 
-.PHONY: help venv build test test-rust test-python lint check-one-build typecheck fmt demo bench bench-quick clean distclean
+.PHONY: help venv build test test-rust test-python lint check-one-build typecheck fmt demo bench bench-quick chaos chaos-quick clean distclean
 
 help: ## List the targets with a one-line description
 	@echo "usage: make <target>   (CARGO_TARGET_DIR and PGQRS_TEST_DSN are honoured)"
@@ -123,6 +123,26 @@ $(PEERS_STAMP):
 	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(PEERS_VENV)/bin/python -m pip install --quiet $(BENCH_PEERS)
 	touch $@
+
+# --- Chaos (tests/chaos/; README, "Reliability") ----------------------------------------------
+# Never part of `make test` (tests/test_chaos.py, a short kill storm, is). Scenarios 3-5 run on
+# a private PostgreSQL instance the harness starts on a free port; PgBouncer comes from Debian.
+CHAOS_ARGS ?=
+
+chaos: build chaos-deps ## Chaos harness (~32 min): kill storms, restarts, pinned xmin, hostile neighbours
+	$(VENV_BIN)/python tests/chaos/run.py $(CHAOS_ARGS)
+
+chaos-quick: build chaos-deps ## Chaos harness, small sizes (a few minutes)
+	$(VENV_BIN)/python tests/chaos/run.py --quick $(CHAOS_ARGS)
+
+.PHONY: chaos-deps
+chaos-deps:
+	@command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || { \
+		echo "==> installing pgbouncer (Debian package)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q pgbouncer >/dev/null 2>&1 \
+		|| { $$SUDO apt-get update -q >/dev/null \
+		     && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q pgbouncer >/dev/null; }; }
 
 clean: ## Remove this workspace's own build outputs and Python caches (keeps dependencies)
 	$(CARGO) clean --release -p pgqrs -p py-pgqrs

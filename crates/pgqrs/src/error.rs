@@ -336,6 +336,13 @@ pub(crate) fn from_sqlx(e: sqlx::Error, target: &str) -> Error {
                 Some("57P01") | Some("57P02") | Some("57P03") => {
                     Error::ConnectionLost { message }
                 }
+                // Class 08, connection exceptions. PgBouncer reports every failure of its own
+                // with 08P01 ("server login has been failing, try again later", "pgbouncer
+                // cannot connect to server", "server conn crashed?"): while the server behind
+                // it restarts, a worker must wait and retry, not stop.
+                Some(c) if c.starts_with("08") => Error::ConnectionLost {
+                    message: format!("{message} (SQLSTATE {c})"),
+                },
                 _ if message.contains("no such table") => Error::SchemaNotInstalled {
                     where_: format!(" ({message})"),
                 },
