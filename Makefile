@@ -128,12 +128,21 @@ $(PEERS_STAMP):
 # Never part of `make test` (tests/test_chaos.py, a short kill storm, is). Scenarios 3-5 run on
 # a private PostgreSQL instance the harness starts on a free port; PgBouncer comes from Debian.
 CHAOS_ARGS ?=
+# Scenario 6's Rust half (proptest) runs first and leaves its case count next to this report;
+# run.py's Python half (hypothesis) writes the report itself.
+CHAOS_BAD_INPUT_REPORT := $(CURDIR)/tests/chaos/results/bad_input.json
 
 chaos: build chaos-deps ## Chaos harness (~32 min): kill storms, restarts, pinned xmin, hostile neighbours
-	$(VENV_BIN)/python tests/chaos/run.py $(CHAOS_ARGS)
+	$(CARGO_ENV) PROPTEST_CASES=256 PGQRS_BAD_INPUT_REPORT=$(CHAOS_BAD_INPUT_REPORT) \
+		$(CARGO) test $(CARGO_FLAGS) --test bad_input
+	PGQRS_CHAOS_BAD_INPUT_REPORT=$(CHAOS_BAD_INPUT_REPORT) \
+		$(VENV_BIN)/python tests/chaos/run.py $(CHAOS_ARGS)
 
 chaos-quick: build chaos-deps ## Chaos harness, small sizes (a few minutes)
-	$(VENV_BIN)/python tests/chaos/run.py --quick $(CHAOS_ARGS)
+	$(CARGO_ENV) PROPTEST_CASES=32 PGQRS_BAD_INPUT_REPORT=$(CHAOS_BAD_INPUT_REPORT) \
+		$(CARGO) test $(CARGO_FLAGS) --test bad_input
+	PGQRS_CHAOS_BAD_INPUT_REPORT=$(CHAOS_BAD_INPUT_REPORT) \
+		$(VENV_BIN)/python tests/chaos/run.py --quick $(CHAOS_ARGS)
 
 .PHONY: chaos-deps
 chaos-deps:

@@ -320,7 +320,7 @@ class WorkerPool:
         workdir: Path,
         *,
         concurrency: int = 8,
-        heartbeat: float = 0.5,
+        heartbeat: float | None = None,
         handler_ms: int = 0,
         max_seconds: float = 3600,
     ) -> None:
@@ -347,11 +347,13 @@ class WorkerPool:
         common += ["--handler-ms", str(self.handler_ms)]
         if kind == "py":
             cmd = [sys.executable, str(PY_WORKER), self.mode, *common]
-            if self.mode == "queue":  # workflow_worker() has no heartbeat setting
+            # workflow_worker() has no heartbeat setting
+            if self.mode == "queue" and self.heartbeat is not None:
                 cmd += ["--heartbeat", str(self.heartbeat)]
         else:
             cmd = [str(rust_worker_bin()), self.mode, *common]
-            cmd += ["--heartbeat-ms", str(int(self.heartbeat * 1000))]
+            if self.heartbeat is not None:
+                cmd += ["--heartbeat-ms", str(int(self.heartbeat * 1000))]
         with open(out, "wb") as fout, open(self.workdir / f"{name}.err", "wb") as ferr:
             popen = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=fout, stderr=ferr)
         w = WorkerProc(kind, self.mode, popen, out, time.time_ns())
