@@ -132,7 +132,7 @@ CHAOS_ARGS ?=
 # run.py's Python half (hypothesis) writes the report itself.
 CHAOS_BAD_INPUT_REPORT := $(CURDIR)/tests/chaos/results/bad_input.json
 
-chaos: build chaos-deps ## Chaos harness (~32 min): kill storms, restarts, pinned xmin, hostile neighbours
+chaos: build chaos-deps ## Chaos harness (~45 min): kill storms, restarts, pinned xmin, hostile neighbours
 	$(CARGO_ENV) PROPTEST_CASES=256 PGQRS_BAD_INPUT_REPORT=$(CHAOS_BAD_INPUT_REPORT) \
 		$(CARGO) test $(CARGO_FLAGS) --test bad_input
 	PGQRS_CHAOS_BAD_INPUT_REPORT=$(CHAOS_BAD_INPUT_REPORT) \

@@ -51,10 +51,11 @@ from chaos.scenarios import Row
 RESULTS = Path(__file__).resolve().parent / "results"
 TURSO_NA = "n/a: one process per database file"
 
-# Sizes: (full, quick). The full run aims at 30 minutes on 2 cores.
+# Sizes: (full, quick). The full run aims at 45 minutes on 2 cores, 18 of them for the 1,000
+# kills of the PostgreSQL queue storm (one every 0.2-2 s).
 SIZES: dict[str, tuple[Any, Any]] = {
     "q_pg_jobs": (100_000, 10_000),
-    "q_pg_kills": (300, 40),
+    "q_pg_kills": (1_000, 40),
     "q_sqlite_jobs": (30_000, 5_000),
     "q_sqlite_kills": (150, 25),
     "wf_pg_runs": (8_000, 1_000),
