@@ -63,9 +63,16 @@ impl SessionOptions {
     /// [`visibility_timeout`](Self::visibility_timeout) is not given), and return the lease,
     /// the heartbeat interval and how long a job claimed ahead may wait.
     fn resolve(&self, store_lease: Duration) -> Result<(Duration, Duration, Duration)> {
+        self.validate_intervals()?;
         let lease = self.visibility_timeout.unwrap_or(store_lease);
         validate_lease(lease)?;
         let heartbeat = heartbeat_for(lease, self.heartbeat_interval)?;
+        // A job claimed ahead is given back before its lease needs extending.
+        Ok((lease, heartbeat, self.claim_ahead_timeout.min(lease / 2)))
+    }
+
+    /// The checks that do not depend on the lease.
+    fn validate_intervals(&self) -> Result<()> {
         for (field, d) in [
             ("heartbeat_interval", self.heartbeat_interval),
             ("flush_interval", Some(self.flush_interval)),
@@ -75,23 +82,29 @@ impl SessionOptions {
                 validate_interval(field, d)?;
             }
         }
+        if self.heartbeat_interval.is_some_and(|h| h.is_zero()) {
+            return Err(Error::validation(
+                "heartbeat_interval",
+                "must be positive, got 0s; leave it unset for a third of the lease",
+            ));
+        }
         if self.claim_ahead_timeout.is_zero() {
             return Err(Error::validation(
                 "claim_ahead_timeout",
                 "must be positive, got 0s; leave it unset for the default (2 s)",
             ));
         }
-        // A job claimed ahead is given back before its lease needs extending.
-        Ok((lease, heartbeat, self.claim_ahead_timeout.min(lease / 2)))
+        Ok(())
     }
 
     /// Check what can be checked without the store: everything when
     /// [`visibility_timeout`](Self::visibility_timeout) is given, otherwise what does not
-    /// depend on the lease.
+    /// depend on the lease (the rest is checked when the session starts, against the
+    /// store's lease).
     pub(crate) fn validate(&self) -> Result<()> {
         match self.visibility_timeout {
             Some(lease) => self.resolve(lease).map(drop),
-            None => self.resolve(Duration::MAX).map(drop),
+            None => self.validate_intervals(),
         }
     }
 }
@@ -185,10 +198,6 @@ fn heartbeat_for(lease: Duration, given: Option<Duration>) -> Result<Duration> {
                  extensions, got {h:?}; leave it unset (a third of the lease) or lengthen \
                  visibility_timeout"
             ),
-        )),
-        Some(h) if h.is_zero() => Err(Error::validation(
-            "heartbeat_interval",
-            "must be positive, got 0s; leave it unset for a third of the lease",
         )),
         Some(h) => Ok(h.max(MIN_HEARTBEAT_INTERVAL)),
     }
