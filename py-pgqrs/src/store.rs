@@ -203,6 +203,7 @@ impl Store {
     /// texts, one per job, or one JSON array text whose elements are the jobs. Options not
     /// given take the store's defaults.
     #[pyo3(signature = (queue, payloads, *, delay=None, at_us=None, max_attempts=None, priority=None))]
+    #[allow(clippy::too_many_arguments)] // keyword-only options, each forwarded by name
     fn enqueue<'py>(
         &self,
         py: Python<'py>,

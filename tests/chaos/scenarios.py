@@ -3,8 +3,8 @@ PgBouncer restarts, a pinned snapshot, hostile neighbours. Each returns a `Row` 
 `run.py` runs them and prints the table.
 
 Conventions: every worker uses a short lease (`visibility_timeout=2`) and the core's default
-heartbeat (a third of the lease), so a killed worker's jobs come back within about 2 s. Times are wall-clock
-nanoseconds (`time.time_ns()` in Python, `SystemTime` in Rust: the same clock).
+heartbeat (a third of the lease), so a killed worker's jobs come back within about 2 s. Times
+are wall-clock nanoseconds (`time.time_ns()` in Python, `SystemTime` in Rust: the same clock).
 """
 
 from __future__ import annotations

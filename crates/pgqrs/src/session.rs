@@ -995,6 +995,29 @@ mod tests {
     use super::ClaimDepth;
 
     #[test]
+    fn options_without_a_lease_check_only_what_does_not_depend_on_it() {
+        use super::SessionOptions;
+        use std::time::Duration;
+        // The store's lease is not known yet: nothing lease-dependent may be refused.
+        SessionOptions::default()
+            .validate()
+            .expect("the defaults are valid");
+        let long_heartbeat = SessionOptions {
+            heartbeat_interval: Some(Duration::from_secs(60)),
+            ..SessionOptions::default()
+        };
+        long_heartbeat
+            .validate()
+            .expect("checked against the store's lease later");
+        assert!(long_heartbeat.resolve(Duration::from_secs(30)).is_err());
+        let zero = SessionOptions {
+            claim_ahead_timeout: Duration::ZERO,
+            ..SessionOptions::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
     fn idle_wait_doubles_up_to_ten_times_the_poll_interval() {
         let ms = std::time::Duration::from_millis;
         let waits: Vec<_> = (0..6).map(|r| super::idle_wait(ms(20), r)).collect();

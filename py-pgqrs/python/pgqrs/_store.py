@@ -137,9 +137,7 @@ async def produce_batch(
     """Enqueue many jobs in one statement; returns their ids in order. Nothing is written if
     any payload is not serializable or too large. The options apply to every job."""
     items = payloads if isinstance(payloads, list) else list(payloads)
-    return await _enqueue(
-        store, queue, _json.dumps_array(items), delay, at, max_attempts, priority
-    )
+    return await _enqueue(store, queue, _json.dumps_array(items), delay, at, max_attempts, priority)
 
 
 async def _enqueue(

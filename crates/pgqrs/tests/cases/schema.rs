@@ -147,7 +147,10 @@ pub async fn schema_upgrade(db: &TestDb) {
     let msgs = c.dequeue(10, None).await.unwrap();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].payload, json!({"from": "v1"}));
-    assert_eq!(msgs[0].priority, 0, "jobs from before priorities have the default");
+    assert_eq!(
+        msgs[0].priority, 0,
+        "jobs from before priorities have the default"
+    );
     c.archive(msgs[0].id).await.unwrap();
     admin
         .list_workers()

@@ -415,8 +415,14 @@ impl<E: Engine> Backend for SqliteBackend<E> {
             for chunk in p.payloads.chunks(INSERT_CHUNK) {
                 let mut args = Vec::with_capacity(5 + chunk.len());
                 args.extend(
-                    [queue_id, p.max_attempts.into(), now, visible_at, p.priority.into()]
-                        .map(Arg::Int),
+                    [
+                        queue_id,
+                        p.max_attempts.into(),
+                        now,
+                        visible_at,
+                        p.priority.into(),
+                    ]
+                    .map(Arg::Int),
                 );
                 args.extend(chunk.iter().map(|s| Arg::Text(s)));
                 let rows = tx.rows(enqueue(chunk.len()), &args).await;
@@ -445,7 +451,10 @@ impl<E: Engine> Backend for SqliteBackend<E> {
         while msgs.len() < p.limit {
             let rows = match below {
                 None => self.write(TOP_PRIORITY, &[queue_id.into()]).await?,
-                Some(b) => self.write(NEXT_PRIORITY, &[queue_id.into(), b.into()]).await?,
+                Some(b) => {
+                    self.write(NEXT_PRIORITY, &[queue_id.into(), b.into()])
+                        .await?
+                }
             };
             let Some(priority) = rows.first().map(|r| r.i64(0)).transpose()? else {
                 break;

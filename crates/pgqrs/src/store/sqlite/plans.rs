@@ -30,7 +30,10 @@ async fn claim_reads_the_claim_index_in_order() {
     )
     .await;
     let states = [
-        ("all ready", "UPDATE pgqrs_jobs SET attempts = 0, leased_at = NULL, visible_at = 0"),
+        (
+            "all ready",
+            "UPDATE pgqrs_jobs SET attempts = 0, leased_at = NULL, visible_at = 0",
+        ),
         (
             "all leased",
             "UPDATE pgqrs_jobs SET attempts = 1, leased_at = 1, visible_at = 9000000000000000",
