@@ -70,8 +70,8 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "pin_window": (10.0, 5.0),
     "hostile_phase": (60.0, 10.0),
     "hostile_capacity_jobs": (100_000, 20_000),
-    # Examples per bad-input test (hypothesis; the proptest half runs 256 cases per property): 200
-    # takes about 10 minutes on 2 cores and gives thousands of distinct inputs.
+    # Examples per bad-input test (hypothesis; the proptest half runs 256 cases per property):
+    # 200 take about 3 minutes on 2 cores and give tens of thousands of distinct inputs.
     "bad_input_examples": (200, 50),
 }
 
