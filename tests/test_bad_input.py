@@ -435,6 +435,7 @@ def queue_entry_points(env: Env) -> dict[str, Callable[[Any], Awaitable[Any]]]:
         "dead_letters": lambda q: a.dead_letters(q),
         "requeue_dead": lambda q: a.requeue_dead(q),
         "archived_jobs": lambda q: a.archived_jobs(q),
+        "set_queue_retention": lambda q: a.set_queue_retention(q, archive_retention=60),
         "produce": lambda q: pgqrs.produce(s, q, {"x": 1}),
         "produce_batch": lambda q: pgqrs.produce_batch(s, q, [1, 2]),
         "consumer": lambda q: s.consumer(q),

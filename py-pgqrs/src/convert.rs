@@ -160,6 +160,30 @@ pub fn opt_secs_any(name: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option
     secs(name, s).map(Some)
 }
 
+/// A retention: the text `"forever"`, or a number of seconds ([`opt_secs_any`]); `None`
+/// stays `None` ("not given"). Its range is the core's to check.
+pub fn opt_retention(
+    name: &str,
+    v: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<pgqrs::Retention>> {
+    let Some(v) = v else { return Ok(None) };
+    if let Ok(s) = v.cast::<PyString>() {
+        return match s.to_str() {
+            Ok("forever") => Ok(Some(pgqrs::Retention::Forever)),
+            _ => Err(validation(
+                name,
+                format!(
+                    "{name} must be a number of seconds or \"forever\", got the str {}",
+                    s.repr()
+                        .map(|r| r.to_string().chars().take(42).collect::<String>())
+                        .unwrap_or_default()
+                ),
+            )),
+        };
+    }
+    Ok(opt_secs_any(name, Some(v))?.map(pgqrs::Retention::For))
+}
+
 /// A retry policy as the `pgqrs.RetryPolicy` dataclass holds it (read by attribute name;
 /// each field converted here, so a wrong type is a `ValidationError` naming it).
 #[derive(FromPyObject)]

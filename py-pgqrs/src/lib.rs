@@ -66,6 +66,7 @@ fn _pgqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<rows::MessageRow>()?;
     m.add_class::<rows::Claimed>()?;
     m.add_class::<rows::QueueRow>()?;
+    m.add_class::<rows::PrunedRow>()?;
     m.add_class::<rows::MetricsRow>()?;
     m.add_class::<rows::DeadLetterRow>()?;
     m.add_class::<rows::ArchivedJobRow>()?;

@@ -90,6 +90,15 @@ pub struct QueueRow {
     pub id: i64,
     pub name: String,
     pub created_at_us: i64,
+    /// Seconds; `None`: kept forever.
+    pub archive_retention: Option<f64>,
+    /// Seconds; `None`: kept forever.
+    pub dead_retention: Option<f64>,
+}
+
+/// A retention as Python sees it: seconds, `None` for forever.
+pub fn retention_secs(r: pgqrs::Retention) -> Option<f64> {
+    r.duration().map(|d| d.as_secs_f64())
 }
 
 impl From<pgqrs::QueueInfo> for QueueRow {
@@ -98,6 +107,26 @@ impl From<pgqrs::QueueInfo> for QueueRow {
             id: q.id,
             name: q.name,
             created_at_us: us(q.created_at),
+            archive_retention: retention_secs(q.archive_retention),
+            dead_retention: retention_secs(q.dead_retention),
+        }
+    }
+}
+
+/// What a prune deleted, per table.
+#[pyclass(module = "pgqrs._pgqrs", frozen, get_all)]
+pub struct PrunedRow {
+    pub archived: u64,
+    pub dead: u64,
+    pub workflow_runs: u64,
+}
+
+impl From<pgqrs::Pruned> for PrunedRow {
+    fn from(p: pgqrs::Pruned) -> Self {
+        PrunedRow {
+            archived: p.archived,
+            dead: p.dead,
+            workflow_runs: p.workflow_runs,
         }
     }
 }

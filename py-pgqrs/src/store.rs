@@ -6,11 +6,13 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 
 use crate::consumer::Consumer;
-use crate::convert::{count, from_us, int, ints, opt_secs, raw, same_process, text};
+use crate::convert::{
+    count, from_us, int, ints, opt_retention, opt_secs, opt_secs_any, raw, same_process, text,
+};
 use crate::errors::{exc, to_py, validation};
 use crate::rows::{
-    rows, ArchivedJobRow, DeadLetterRow, MessageRow, MetricsRow, QueueRow, RunRow, StepRow,
-    WorkerRow,
+    retention_secs, rows, ArchivedJobRow, DeadLetterRow, MessageRow, MetricsRow, PrunedRow,
+    QueueRow, RunRow, StepRow, WorkerRow,
 };
 use crate::runtime::{awaitable, native_call};
 use crate::worker::{WorkerOptions, WorkerSession};
@@ -96,16 +98,80 @@ impl Store {
         native_call!(self, py, |s| pgqrs::admin(&s).schema_version().await)
     }
 
+    /// Retentions: seconds or `"forever"`; not given, the core's defaults.
+    #[pyo3(signature = (name, *, archive_retention=None, dead_retention=None))]
     fn create_queue<'py>(
         &self,
         py: Python<'py>,
         name: &Bound<'py, PyAny>,
+        archive_retention: Option<&Bound<'py, PyAny>>,
+        dead_retention: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = text("queue name", name)?;
+        let mut options = pgqrs::QueueOptions::new();
+        if let Some(r) = opt_retention("archive_retention", archive_retention)? {
+            options = options.archive_retention(r);
+        }
+        if let Some(r) = opt_retention("dead_retention", dead_retention)? {
+            options = options.dead_retention(r);
+        }
         native_call!(self, py, |s| pgqrs::admin(&s)
-            .create_queue(&name)
+            .create_queue_with(&name, options)
             .await
             .map(QueueRow::from))
+    }
+
+    /// Retentions not given stay as they are.
+    #[pyo3(signature = (name, *, archive_retention=None, dead_retention=None))]
+    fn set_queue_retention<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+        archive_retention: Option<&Bound<'py, PyAny>>,
+        dead_retention: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("queue name", name)?;
+        let archive = opt_retention("archive_retention", archive_retention)?;
+        let dead = opt_retention("dead_retention", dead_retention)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .set_queue_retention(&name, archive, dead)
+            .await
+            .map(QueueRow::from))
+    }
+
+    /// Seconds; `None`: kept forever.
+    fn workflow_retention<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .workflow_retention()
+            .await
+            .map(retention_secs))
+    }
+
+    fn set_workflow_retention<'py>(
+        &self,
+        py: Python<'py>,
+        retention: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let retention = opt_retention("workflow_retention", Some(retention))?
+            .unwrap_or(pgqrs::Retention::Forever);
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .set_workflow_retention(retention)
+            .await)
+    }
+
+    #[pyo3(signature = (queue=None, older_than=None))]
+    fn prune<'py>(
+        &self,
+        py: Python<'py>,
+        queue: Option<&Bound<'py, PyAny>>,
+        older_than: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let queue = queue.map(|q| text("queue name", q)).transpose()?;
+        let older_than = opt_secs_any("older_than", older_than)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .prune(queue.as_deref(), older_than)
+            .await
+            .map(PrunedRow::from))
     }
 
     #[pyo3(signature = (name, *, force=false))]

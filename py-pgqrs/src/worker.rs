@@ -26,6 +26,7 @@ pub struct WorkerOptions {
     delete_on_success: Option<bool>,
     flush_interval: Option<Duration>,
     claim_ahead_timeout: Option<Duration>,
+    prune_interval: Option<Duration>,
 }
 
 impl WorkerOptions {
@@ -62,6 +63,9 @@ impl WorkerOptions {
         if let Some(d) = self.claim_ahead_timeout {
             b = b.claim_ahead_timeout(d);
         }
+        if let Some(d) = self.prune_interval {
+            b = b.prune_interval(d);
+        }
         b
     }
 }
@@ -70,7 +74,7 @@ impl WorkerOptions {
 impl WorkerOptions {
     /// Checks what it can without a database (concurrency, batch size, durations).
     #[new]
-    #[pyo3(signature = (*, concurrency=None, batch_size=None, visibility_timeout=None, retry=None, poll_interval=None, shutdown_grace=None, heartbeat_interval=None, delete_on_success=None, flush_interval=None, claim_ahead_timeout=None))]
+    #[pyo3(signature = (*, concurrency=None, batch_size=None, visibility_timeout=None, retry=None, poll_interval=None, shutdown_grace=None, heartbeat_interval=None, delete_on_success=None, flush_interval=None, claim_ahead_timeout=None, prune_interval=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         concurrency: Option<&Bound<'py, PyAny>>,
@@ -83,6 +87,7 @@ impl WorkerOptions {
         delete_on_success: Option<bool>,
         flush_interval: Option<&Bound<'py, PyAny>>,
         claim_ahead_timeout: Option<&Bound<'py, PyAny>>,
+        prune_interval: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Self> {
         let options = WorkerOptions {
             concurrency: concurrency.map(|n| count("concurrency", n)).transpose()?,
@@ -95,6 +100,7 @@ impl WorkerOptions {
             delete_on_success,
             flush_interval: opt_secs_any("flush_interval", flush_interval)?,
             claim_ahead_timeout: opt_secs_any("claim_ahead_timeout", claim_ahead_timeout)?,
+            prune_interval: opt_secs_any("prune_interval", prune_interval)?,
         };
         options.builder(String::new()).validate().map_err(to_py)?;
         Ok(options)

@@ -3,7 +3,12 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::store::{validate_queue_name, Store};
+use crate::retention::{
+    prune_table, validate_older_than, validate_retention, workflow_retention, Prunable, Pruned,
+    QueueOptions, Retention, DEFAULT_ARCHIVE_RETENTION, DEFAULT_DEAD_RETENTION,
+    WORKFLOW_RETENTION_SETTING,
+};
+use crate::store::{validate_queue_name, NewQueue, Store};
 use crate::types::*;
 use crate::workflow::{run_job_payload, to_json, Workflow, RUN_JOB_ATTEMPTS};
 
@@ -42,10 +47,130 @@ impl<'a> Admin<'a> {
         self.store.backend_impl().schema_version().await
     }
 
-    /// Create a queue. Names: letters, digits, `_` and `-`, 1 to 48 characters.
+    /// Create a queue. Names: letters, digits, `_` and `-`, 1 to 48 characters. Its archive
+    /// is kept [7 days](crate::DEFAULT_ARCHIVE_RETENTION) and its dead letters
+    /// [30 days](crate::DEFAULT_DEAD_RETENTION); see [`create_queue_with`](Self::create_queue_with).
     pub async fn create_queue(self, name: &str) -> Result<QueueInfo> {
+        self.create_queue_with(name, QueueOptions::default()).await
+    }
+
+    /// Create a queue with its settings; those not given take their defaults.
+    ///
+    /// ```no_run
+    /// # async fn run(store: &pgqrs::Store) -> pgqrs::Result<()> {
+    /// use pgqrs::{QueueOptions, Retention};
+    /// pgqrs::admin(store)
+    ///     .create_queue_with(
+    ///         "emails",
+    ///         QueueOptions::new()
+    ///             .archive_retention(Retention::days(1))
+    ///             .dead_retention(Retention::Forever),
+    ///     )
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_queue_with(self, name: &str, options: QueueOptions) -> Result<QueueInfo> {
         validate_queue_name(name)?;
-        self.store.backend_impl().create_queue(name).await
+        options.validate()?;
+        self.store
+            .backend_impl()
+            .create_queue(NewQueue {
+                name,
+                archive_retention: options
+                    .archive_retention
+                    .unwrap_or(DEFAULT_ARCHIVE_RETENTION),
+                dead_retention: options.dead_retention.unwrap_or(DEFAULT_DEAD_RETENTION),
+            })
+            .await
+    }
+
+    /// Change how long a queue keeps its archive and dead letters (those not given stay as
+    /// they are); running workers apply it at their next prune. Returns the queue.
+    pub async fn set_queue_retention(
+        self,
+        name: &str,
+        archive_retention: Option<Retention>,
+        dead_retention: Option<Retention>,
+    ) -> Result<QueueInfo> {
+        validate_queue_name(name)?;
+        QueueOptions {
+            archive_retention,
+            dead_retention,
+        }
+        .validate()?;
+        self.store
+            .backend_impl()
+            .set_queue_retention(name, archive_retention, dead_retention)
+            .await
+    }
+
+    /// How long finished workflow runs (succeeded, failed or cancelled) are kept, for the
+    /// whole store ([`DEFAULT_WORKFLOW_RETENTION`](crate::DEFAULT_WORKFLOW_RETENTION) until
+    /// set).
+    pub async fn workflow_retention(self) -> Result<Retention> {
+        workflow_retention(self.store.backend_impl()).await
+    }
+
+    /// Set how long finished workflow runs are kept (counted from when they finished), with
+    /// their steps; running workers of every queue apply it at their next prune.
+    pub async fn set_workflow_retention(self, retention: Retention) -> Result<()> {
+        validate_retention("workflow_retention", retention)?;
+        self.store
+            .backend_impl()
+            .set_setting(WORKFLOW_RETENTION_SETTING, retention.stored())
+            .await
+    }
+
+    /// Delete now what is past its retention: the archive and dead letters of `queue` (every
+    /// queue when `None`), and, when `queue` is `None`, finished workflow runs. `older_than`
+    /// replaces the retentions: everything finished more than that long ago goes, whatever
+    /// the settings (`Duration::ZERO`: everything finished until now). Deletes in statements
+    /// of 1,000 rows, oldest first, until nothing is left; returns how many rows went from
+    /// each table.
+    pub async fn prune(
+        self,
+        queue: Option<&str>,
+        older_than: Option<std::time::Duration>,
+    ) -> Result<Pruned> {
+        if let Some(q) = queue {
+            validate_queue_name(q)?;
+        }
+        if let Some(d) = older_than {
+            validate_older_than(d)?;
+        }
+        let backend = self.store.backend_impl();
+        let queues = match queue {
+            Some(q) => vec![backend.get_queue(q).await?],
+            None => backend.list_queues().await?,
+        };
+        let mut pruned = Pruned::default();
+        for q in queues {
+            for (what, retention) in [
+                (Prunable::Archive, q.archive_retention),
+                (Prunable::Dead, q.dead_retention),
+            ] {
+                let Some(age) = older_than.or(retention.duration()) else {
+                    continue;
+                };
+                let (n, _) = prune_table(backend, what, q.id, age, None, None).await?;
+                match what {
+                    Prunable::Archive => pruned.archived += n,
+                    _ => pruned.dead += n,
+                }
+            }
+        }
+        if queue.is_none() {
+            let age = match older_than {
+                Some(d) => Some(d),
+                None => workflow_retention(backend).await?.duration(),
+            };
+            if let Some(age) = age {
+                let (n, _) =
+                    prune_table(backend, Prunable::WorkflowRuns, 0, age, None, None).await?;
+                pruned.workflow_runs = n;
+            }
+        }
+        Ok(pruned)
     }
 
     /// Delete a queue with its jobs, archive and dead letters. Refused with

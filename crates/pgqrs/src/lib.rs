@@ -54,6 +54,7 @@ mod error;
 mod handler;
 mod limits;
 mod produce;
+mod retention;
 mod retry;
 mod session;
 mod store;
@@ -67,6 +68,10 @@ pub use consume::{dequeue, Consumer, DequeueBuilder, DequeueWith};
 pub use error::{BoxError, Error, Result};
 pub use handler::{BoxFuture, Handler};
 pub use produce::{enqueue, EnqueueBuilder, MAX_DEPTH, MAX_PRIORITY, MIN_PRIORITY};
+pub use retention::{
+    Pruned, QueueOptions, Retention, DEFAULT_ARCHIVE_RETENTION, DEFAULT_DEAD_RETENTION,
+    DEFAULT_PRUNE_INTERVAL, DEFAULT_WORKFLOW_RETENTION, MAX_RETENTION, MIN_RETENTION,
+};
 pub use retry::{Backoff, RetryPolicy};
 pub use session::{idle_wait, Claimed, SessionOptions, WorkerSession, WorkerStats};
 pub use store::{connect_with, Store};

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::error::{Error, Result};
 use crate::handler::Outcome;
 use crate::limits::{validate_batch, validate_interval, validate_lease, MAX_BATCH};
+use crate::retention::{validate_prune_interval, Pruner, DEFAULT_PRUNE_INTERVAL};
 use crate::retry::{failure, RetryPolicy};
 use crate::store::{
     hostname, validate_queue_name, Backend, ClaimParams, Completion, Failure, NewWorker, Store,
@@ -56,6 +57,11 @@ pub struct SessionOptions {
     /// Jobs to keep claimed ahead of the handlers at first: one round of work
     /// (concurrency × batch size). [`WorkerSession::claim_ahead`] adapts it from there.
     pub claim_ahead: usize,
+    /// How often the worker deletes what is past its retention: its queue's archive and dead
+    /// letters, and finished workflow runs (default
+    /// [`DEFAULT_PRUNE_INTERVAL`](crate::DEFAULT_PRUNE_INTERVAL), a minute; from 10 ms to a
+    /// day). See [`Retention`](crate::Retention).
+    pub prune_interval: Duration,
 }
 
 impl SessionOptions {
@@ -94,7 +100,7 @@ impl SessionOptions {
                 "must be positive, got 0s; leave it unset for the default (2 s)",
             ));
         }
-        Ok(())
+        validate_prune_interval(self.prune_interval)
     }
 
     /// Check what can be checked without the store: everything when
@@ -112,7 +118,8 @@ impl SessionOptions {
 impl Default for SessionOptions {
     /// The defaults of every worker: the store's lease, [`RetryPolicy::default`], archive on
     /// success, completions flushed every 2 ms or 500 jobs, a heartbeat every third of the
-    /// lease (at most every 5 s), jobs claimed ahead given back after waiting 2 s.
+    /// lease (at most every 5 s), jobs claimed ahead given back after waiting 2 s, a prune
+    /// every minute.
     fn default() -> Self {
         SessionOptions {
             visibility_timeout: None,
@@ -123,6 +130,7 @@ impl Default for SessionOptions {
             heartbeat_interval: None,
             claim_ahead_timeout: DEFAULT_CLAIM_AHEAD_TIMEOUT,
             claim_ahead: 2,
+            prune_interval: DEFAULT_PRUNE_INTERVAL,
         }
     }
 }
@@ -349,6 +357,7 @@ pub struct WorkerSession {
     completer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     hb_stop: watch::Sender<bool>,
     heartbeat: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pruner: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     claiming_stopped: watch::Sender<bool>,
 }
 
@@ -425,6 +434,14 @@ impl WorkerSession {
                 depth: depth.clone(),
                 counters: counters.clone(),
             }
+            .run(hb_stop_rx.clone()),
+        );
+        let pruner = tokio::spawn(
+            Pruner {
+                backend: backend.clone(),
+                queue: queue.to_string(),
+                interval: opts.prune_interval,
+            }
             .run(hb_stop_rx),
         );
         Ok(WorkerSession {
@@ -441,6 +458,7 @@ impl WorkerSession {
             completer: tokio::sync::Mutex::new(Some(completer)),
             hb_stop,
             heartbeat: tokio::sync::Mutex::new(Some(heartbeat)),
+            pruner: tokio::sync::Mutex::new(Some(pruner)),
             claiming_stopped: watch::channel(false).0,
         })
     }
@@ -714,6 +732,9 @@ impl WorkerSession {
         self.release(&rest).await;
         let _ = self.hb_stop.send(true);
         if let Some(h) = self.heartbeat.lock().await.take() {
+            let _ = h.await;
+        }
+        if let Some(h) = self.pruner.lock().await.take() {
             let _ = h.await;
         }
         let _ = self

@@ -61,6 +61,10 @@ pub struct QueueInfo {
     pub name: String,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// How long completed jobs stay in the archive.
+    pub archive_retention: crate::Retention,
+    /// How long dead letters are kept.
+    pub dead_retention: crate::Retention,
 }
 
 /// Counts for one queue at one moment.

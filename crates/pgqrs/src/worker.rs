@@ -98,6 +98,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// How often the worker deletes what is past its retention (its queue's archive and dead
+    /// letters, finished workflow runs), in batches of 1,000 rows (default a minute, from
+    /// 10 ms to a day). See [`Retention`](crate::Retention).
+    pub fn prune_interval(mut self, d: Duration) -> Self {
+        self.session.prune_interval = d;
+        self
+    }
+
     /// Delete jobs on success instead of archiving them.
     pub fn delete_on_success(mut self, yes: bool) -> Self {
         self.session.delete_on_success = yes;

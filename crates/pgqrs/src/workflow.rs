@@ -774,7 +774,7 @@ pub fn run_job_retry() -> RetryPolicy {
 impl Workflow {
     /// The run a job made by [`Admin::enqueue_workflow`](crate::Admin::enqueue_workflow)
     /// asks for, ready to execute; `None` when that run has already finished (the job is
-    /// done). Fails with [`Error::Validation`] if the job is not a run request.
+    /// done), or finished and was deleted by [retention](crate::Retention). Fails with [`Error::Validation`] if the job is not a run request.
     pub async fn for_job(store: &Store, msg: &crate::Message) -> Result<Option<Workflow>> {
         let run_id = msg
             .payload
@@ -789,7 +789,12 @@ impl Workflow {
                     ),
                 )
             })?;
-        let run = store.backend_impl().get_run(run_id).await?;
+        let run = match store.backend_impl().get_run(run_id).await {
+            Ok(run) => run,
+            // Runs are only deleted once finished, by retention: the request is done.
+            Err(Error::WorkflowNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         if run.status.is_finished() {
             return Ok(None);
         }

@@ -77,6 +77,14 @@ macro_rules! conformance {
                 dead_letter_keeps_priority,
                 worker_runs_higher_priority_first,
             }
+            retention {
+                retention_settings,
+                prune_on_demand,
+                prune_in_batches,
+                prune_finished_runs,
+                worker_prunes_in_background,
+                concurrent_prunes,
+            }
             quickstart { seed_example }
         );
     };

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from pgqrs import _json
@@ -10,14 +11,19 @@ from pgqrs._store import Store
 from pgqrs._types import (
     ArchivedJob,
     DeadLetter,
+    Pruned,
     QueueInfo,
     QueueMetrics,
     RunStatus,
     StepRecord,
     WorkerInfo,
     WorkflowRun,
+    to_retention,
+    to_seconds,
 )
+from pgqrs._types import Retention as _Retention
 from pgqrs._workflows import WorkflowContext, workflow_name
+from pgqrs.errors import ValidationError
 
 
 class Admin:
@@ -43,9 +49,70 @@ class Admin:
         """The installed schema version, or None before :meth:`install`."""
         return await self._native.schema_version()
 
-    async def create_queue(self, name: str) -> QueueInfo:
-        """Create a queue (letters, digits, ``_`` and ``-``; at most 48 characters)."""
-        return QueueInfo._from(await self._native.create_queue(name))
+    async def create_queue(
+        self,
+        name: str,
+        *,
+        archive_retention: _Retention | None = None,
+        dead_retention: _Retention | None = None,
+    ) -> QueueInfo:
+        """Create a queue (letters, digits, ``_`` and ``-``; at most 48 characters).
+
+        ``archive_retention`` and ``dead_retention`` say how long completed jobs and dead
+        letters are kept: seconds, a timedelta, or ``"forever"`` (by default 7 and 30 days).
+        Running workers delete what is older in the background; see :meth:`prune`.
+        """
+        row = await self._native.create_queue(
+            name,
+            archive_retention=to_retention(archive_retention, "archive_retention"),
+            dead_retention=to_retention(dead_retention, "dead_retention"),
+        )
+        return QueueInfo._from(row)
+
+    async def set_queue_retention(
+        self,
+        name: str,
+        *,
+        archive_retention: _Retention | None = None,
+        dead_retention: _Retention | None = None,
+    ) -> QueueInfo:
+        """Change how long a queue keeps its archive and dead letters (seconds, a timedelta
+        or ``"forever"``; those not given stay as they are). Returns the queue."""
+        row = await self._native.set_queue_retention(
+            name,
+            archive_retention=to_retention(archive_retention, "archive_retention"),
+            dead_retention=to_retention(dead_retention, "dead_retention"),
+        )
+        return QueueInfo._from(row)
+
+    async def workflow_retention(self) -> float | None:
+        """Seconds finished workflow runs are kept, for the whole store; None: forever (the
+        default)."""
+        return await self._native.workflow_retention()
+
+    async def set_workflow_retention(self, retention: _Retention) -> None:
+        """Set how long finished workflow runs (succeeded, failed, cancelled) are kept, with
+        their steps, counted from when they finished: seconds, a timedelta or ``"forever"``."""
+        value = to_retention(retention, "workflow_retention")
+        if value is None:
+            raise ValidationError(
+                'workflow_retention must be seconds, a timedelta or "forever", got None',
+                field="workflow_retention",
+            )
+        await self._native.set_workflow_retention(value)
+
+    async def prune(
+        self, queue: str | None = None, older_than: float | timedelta | None = None
+    ) -> Pruned:
+        """Delete now what is past its retention: the archive and dead letters of ``queue``
+        (every queue when None) and, when ``queue`` is None, finished workflow runs.
+
+        ``older_than`` (seconds or a timedelta) replaces the retentions: everything finished
+        longer ago than that goes, whatever the settings (0: everything finished until now).
+        Deletes 1,000 rows per statement until nothing is left; returns the counts.
+        """
+        row = await self._native.prune(queue, to_seconds(older_than, "older_than"))
+        return Pruned._from(row)
 
     async def delete_queue(self, name: str, force: bool = False) -> None:
         """Delete a queue with its jobs, archive and dead letters.

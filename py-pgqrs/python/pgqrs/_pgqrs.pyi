@@ -21,6 +21,7 @@ __all__ = [
     "DeadLetterRow",
     "MessageRow",
     "MetricsRow",
+    "PrunedRow",
     "QueueRow",
     "RetryRow",
     "RunRow",
@@ -115,6 +116,22 @@ class QueueRow:
     def name(self) -> str: ...
     @property
     def created_at_us(self) -> int: ...
+    @property
+    def archive_retention(self) -> float | None:
+        """Seconds; None: kept forever."""
+
+    @property
+    def dead_retention(self) -> float | None:
+        """Seconds; None: kept forever."""
+
+@final
+class PrunedRow:
+    @property
+    def archived(self) -> int: ...
+    @property
+    def dead(self) -> int: ...
+    @property
+    def workflow_runs(self) -> int: ...
 
 @final
 class MetricsRow:
@@ -273,7 +290,25 @@ class Store:
     def install_up_to(self, version: int) -> Awaitable[None]: ...
     def verify(self) -> Awaitable[None]: ...
     def schema_version(self) -> Awaitable[int | None]: ...
-    def create_queue(self, name: str) -> Awaitable[QueueRow]: ...
+    def create_queue(
+        self,
+        name: str,
+        *,
+        archive_retention: float | Literal["forever"] | None = None,
+        dead_retention: float | Literal["forever"] | None = None,
+    ) -> Awaitable[QueueRow]: ...
+    def set_queue_retention(
+        self,
+        name: str,
+        *,
+        archive_retention: float | Literal["forever"] | None = None,
+        dead_retention: float | Literal["forever"] | None = None,
+    ) -> Awaitable[QueueRow]: ...
+    def workflow_retention(self) -> Awaitable[float | None]: ...
+    def set_workflow_retention(self, retention: float | Literal["forever"]) -> Awaitable[None]: ...
+    def prune(
+        self, queue: str | None = None, older_than: float | None = None
+    ) -> Awaitable[PrunedRow]: ...
     def delete_queue(self, name: str, *, force: bool = False) -> Awaitable[None]: ...
     def purge_queue(self, name: str) -> Awaitable[int]: ...
     def list_queues(self) -> Awaitable[list[QueueRow]]: ...
@@ -355,6 +390,7 @@ class WorkerOptions:
         delete_on_success: bool | None = None,
         flush_interval: float | None = None,
         claim_ahead_timeout: float | None = None,
+        prune_interval: float | None = None,
     ) -> WorkerOptions: ...
 
 @final

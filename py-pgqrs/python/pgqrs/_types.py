@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 from pgqrs import _json, _pgqrs
 from pgqrs.errors import ValidationError
@@ -212,17 +212,64 @@ class RetryPolicy:
         return cls(max_attempts=row.max_attempts, backoff=row.backoff, base=row.base, max=row.max)
 
 
+Retention: TypeAlias = float | timedelta | Literal["forever"]
+"""How long something is kept: seconds, a timedelta, or ``"forever"``."""
+
+
+def to_retention(value: Retention | None, what: str) -> float | Literal["forever"] | None:
+    """Seconds from a retention, ``"forever"`` kept as is; None stays None."""
+    if value == "forever":
+        return "forever"
+    if isinstance(value, str):
+        raise ValidationError(
+            f'{what} must be seconds (int or float), a timedelta or "forever", got {value[:40]!r}',
+            field=what,
+        )
+    return to_seconds(value, what)
+
+
 @dataclass(frozen=True)
 class QueueInfo:
-    """A queue."""
+    """A queue, with how long it keeps its archive and its dead letters."""
 
     id: int
     name: str
     created_at: datetime
+    archive_retention: float | None
+    """Seconds completed jobs stay in the archive; None: kept forever."""
+    dead_retention: float | None
+    """Seconds dead letters are kept; None: kept forever."""
 
     @classmethod
     def _from(cls, row: _pgqrs.QueueRow) -> QueueInfo:
-        return cls(id=row.id, name=row.name, created_at=from_us(row.created_at_us))
+        return cls(
+            id=row.id,
+            name=row.name,
+            created_at=from_us(row.created_at_us),
+            archive_retention=row.archive_retention,
+            dead_retention=row.dead_retention,
+        )
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What :meth:`Admin.prune <pgqrs.Admin.prune>` deleted, per table."""
+
+    archived: int
+    """Completed jobs deleted from the archive."""
+    dead: int
+    """Dead letters deleted."""
+    workflow_runs: int
+    """Finished workflow runs deleted, with their steps."""
+
+    @property
+    def total(self) -> int:
+        """Rows deleted in all."""
+        return self.archived + self.dead + self.workflow_runs
+
+    @classmethod
+    def _from(cls, row: _pgqrs.PrunedRow) -> Pruned:
+        return cls(archived=row.archived, dead=row.dead, workflow_runs=row.workflow_runs)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class Worker:
         delete_on_success: bool | None = None,
         flush_interval: float | None = None,
         claim_ahead_timeout: float | None = None,
+        prune_interval: float | timedelta | None = None,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
@@ -69,6 +70,7 @@ class Worker:
             delete_on_success=delete_on_success,
             flush_interval=flush_interval,
             claim_ahead_timeout=claim_ahead_timeout,
+            prune_interval=to_seconds(prune_interval, "prune_interval"),
         )
         self.store = store
         self.queue = queue
@@ -226,6 +228,7 @@ def worker(
     heartbeat_interval: float | None = None,
     delete_on_success: bool | None = None,
     claim_ahead_timeout: float | None = None,
+    prune_interval: float | timedelta | None = None,
 ) -> Worker:
     """A long-running worker for ``queue``; start it with ``await w.run()``.
 
@@ -242,6 +245,9 @@ def worker(
       the worker holds; it must be at most half the lease.
     * ``claim_ahead_timeout`` (default 2 s): jobs claimed ahead of the handlers that wait
       longer for one are given back for any worker to take.
+    * ``prune_interval`` (default 60 s): how often the worker deletes what is past its
+      retention (the queue's archive and dead letters, finished workflow runs), 1,000 rows
+      per statement; see :meth:`Admin.create_queue <pgqrs.Admin.create_queue>`.
     """
     return Worker(
         store,
@@ -257,4 +263,5 @@ def worker(
         heartbeat_interval=heartbeat_interval,
         delete_on_success=delete_on_success,
         claim_ahead_timeout=claim_ahead_timeout,
+        prune_interval=prune_interval,
     )

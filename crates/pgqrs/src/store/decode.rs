@@ -76,12 +76,14 @@ pub(crate) trait Cols {
     }
 }
 
-/// `id, name, created_at`
+/// `id, name, created_at, archive_retention, dead_retention`
 pub(crate) fn queue_info(r: &impl Cols) -> Result<QueueInfo> {
     Ok(QueueInfo {
         id: r.i64(0)?,
         name: r.string(1)?,
         created_at: r.time(2)?,
+        archive_retention: crate::Retention::from_stored(r.opt_i64(3)?),
+        dead_retention: crate::Retention::from_stored(r.opt_i64(4)?),
     })
 }
 

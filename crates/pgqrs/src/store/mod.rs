@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
+use crate::retention::{Prunable, Retention};
 use crate::types::*;
 
 mod connect;
@@ -73,6 +74,14 @@ pub(crate) struct EnqueueParams<'a> {
     pub max_attempts: i32,
     /// Claims take higher priorities first.
     pub priority: i16,
+}
+
+/// A queue to create ([`Backend::create_queue`]), its settings resolved by the core.
+#[derive(Debug, Clone)]
+pub(crate) struct NewQueue<'a> {
+    pub name: &'a str,
+    pub archive_retention: Retention,
+    pub dead_retention: Retention,
 }
 
 /// A workflow run's outcome ([`Backend::finish_run`]).
@@ -148,7 +157,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn close(&self);
 
     // queues
-    async fn create_queue(&self, name: &str) -> Result<QueueInfo>;
+    async fn create_queue(&self, q: NewQueue<'_>) -> Result<QueueInfo>;
+    /// Change the retention settings given (`None`: unchanged); the queue as it is then, or
+    /// [`Error::QueueNotFound`].
+    async fn set_queue_retention(
+        &self,
+        name: &str,
+        archive: Option<Retention>,
+        dead: Option<Retention>,
+    ) -> Result<QueueInfo>;
     /// The queue, or [`Error::QueueNotFound`].
     async fn get_queue(&self, name: &str) -> Result<QueueInfo>;
     async fn delete_queue(&self, name: &str, force: bool) -> Result<()>;
@@ -189,6 +206,22 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn archived_jobs(&self, queue: &str, limit: i64) -> Result<Vec<ArchivedJob>>;
     /// Dead-letter jobs whose final attempt's lease expired (their consumer died).
     async fn rescue_expired(&self, queue: &str) -> Result<u64>;
+
+    // retention
+    /// Delete up to `limit` rows of `what` older than `older_than` (by the database's clock;
+    /// the archive and dead letters of the queue `queue_id`, which finished runs ignore), the
+    /// oldest first, through the index that orders them by age; how many. Concurrent calls
+    /// never wait for one another's rows.
+    async fn prune_batch(
+        &self,
+        what: Prunable,
+        queue_id: i64,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<u64>;
+    /// A store-wide setting: `None` when it was never set, `Some(None)` when set to NULL.
+    async fn get_setting(&self, name: &str) -> Result<Option<Option<i64>>>;
+    async fn set_setting(&self, name: &str, value: Option<i64>) -> Result<()>;
 
     // workers
     async fn register_worker(&self, w: NewWorker) -> Result<i64>;
@@ -396,6 +429,7 @@ pub(crate) const TABLES: &[&str] = &[
     "pgqrs_workers",
     "pgqrs_workflow_runs",
     "pgqrs_workflow_steps",
+    "pgqrs_settings",
 ];
 
 /// The indexes every backend's schema has.
@@ -405,6 +439,8 @@ pub(crate) const INDEXES: &[&str] = &[
     "pgqrs_archive_queue",
     "pgqrs_dead_queue",
     "pgqrs_workflow_runs_status",
+    "pgqrs_dead_failed",
+    "pgqrs_workflow_runs_finished",
 ];
 
 /// Text appended to the last error of a job whose final attempt's lease expired.

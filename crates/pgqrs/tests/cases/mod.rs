@@ -9,6 +9,7 @@ pub mod flow;
 pub mod jobs;
 pub mod queues;
 pub mod quickstart;
+pub mod retention;
 pub mod retry;
 pub mod schema;
 pub mod wakeup;

@@ -108,20 +108,18 @@ pub async fn schema_upgrade(db: &TestDb) {
     );
 
     // Version 1 already holds queues and jobs, written as version 1's pgqrs wrote them (the
-    // enqueue of this build names later columns).
-    admin
-        .create_queue("old")
-        .await
-        .expect("create_queue at version 1");
+    // queue and enqueue statements of this build name later columns).
     let (jobs, queues) = (db.table("pgqrs_jobs"), db.table("pgqrs_queues"));
     db.exec_raw(&if db.is_postgres() {
         format!(
-            "INSERT INTO {jobs} (queue_id, payload, max_attempts)
+            "INSERT INTO {queues} (name) VALUES ('old');
+             INSERT INTO {jobs} (queue_id, payload, max_attempts)
              SELECT id, '{{\"from\": \"v1\"}}', 5 FROM {queues} WHERE name = 'old'"
         )
     } else {
         format!(
-            "INSERT INTO {jobs} (queue_id, payload, max_attempts, enqueued_at, visible_at)
+            "INSERT INTO {queues} (name, created_at) VALUES ('old', 0);
+             INSERT INTO {jobs} (queue_id, payload, max_attempts, enqueued_at, visible_at)
              SELECT id, '{{\"from\": \"v1\"}}', 5, 0, 0 FROM {queues} WHERE name = 'old'"
         )
     })
@@ -156,6 +154,21 @@ pub async fn schema_upgrade(db: &TestDb) {
         .list_workers()
         .await
         .expect("workers table after upgrade");
+    // An upgrade deletes nothing: queues from before retention keep everything.
+    let old = admin.list_queues().await.unwrap().remove(0);
+    assert_eq!(
+        (old.name.as_str(), old.archive_retention, old.dead_retention),
+        ("old", pgqrs::Retention::Forever, pgqrs::Retention::Forever)
+    );
+    assert_eq!(
+        admin.prune(None, None).await.unwrap(),
+        pgqrs::Pruned::default()
+    );
+    assert_eq!(metrics(&store, "old").await.archived, 1);
+    assert_eq!(
+        admin.workflow_retention().await.unwrap(),
+        pgqrs::DEFAULT_WORKFLOW_RETENTION
+    );
 }
 
 /// A schema newer than this pgqrs is refused by `install` and `verify`.

@@ -466,14 +466,68 @@ impl Backend for PgBackend {
         self.pool.close().await
     }
 
-    async fn create_queue(&self, name: &str) -> Result<QueueInfo> {
-        let row = self.opt(self.stmt(&self.q.create_queue).bind(name)).await?;
+    async fn create_queue(&self, q: NewQueue<'_>) -> Result<QueueInfo> {
+        let row = self
+            .opt(
+                self.stmt(&self.q.create_queue)
+                    .bind(q.name)
+                    .bind(q.archive_retention.stored())
+                    .bind(q.dead_retention.stored()),
+            )
+            .await?;
         match row {
             Some(r) => decode::queue_info(&r),
             None => Err(Error::QueueAlreadyExists {
+                queue: q.name.to_string(),
+            }),
+        }
+    }
+
+    async fn set_queue_retention(
+        &self,
+        name: &str,
+        archive: Option<Retention>,
+        dead: Option<Retention>,
+    ) -> Result<QueueInfo> {
+        let q = self
+            .stmt(&self.q.set_queue_retention)
+            .bind(name)
+            .bind(archive.is_some())
+            .bind(archive.and_then(Retention::stored))
+            .bind(dead.is_some())
+            .bind(dead.and_then(Retention::stored));
+        match self.opt(q).await? {
+            Some(r) => decode::queue_info(&r),
+            None => Err(Error::QueueNotFound {
                 queue: name.to_string(),
             }),
         }
+    }
+
+    async fn prune_batch(
+        &self,
+        what: Prunable,
+        queue_id: i64,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<u64> {
+        let q = match what {
+            Prunable::Archive => self.stmt(&self.q.prune_archive).bind(queue_id),
+            Prunable::Dead => self.stmt(&self.q.prune_dead).bind(queue_id),
+            Prunable::WorkflowRuns => self.stmt(&self.q.prune_runs),
+        };
+        self.exec(q.bind(secs(older_than)).bind(limit)).await
+    }
+
+    async fn get_setting(&self, name: &str) -> Result<Option<Option<i64>>> {
+        let r = self.opt(self.stmt(&self.q.get_setting).bind(name)).await?;
+        r.map(|r| r.opt_i64(0)).transpose()
+    }
+
+    async fn set_setting(&self, name: &str, value: Option<i64>) -> Result<()> {
+        self.exec(self.stmt(&self.q.set_setting).bind(name).bind(value))
+            .await?;
+        Ok(())
     }
 
     async fn get_queue(&self, name: &str) -> Result<QueueInfo> {

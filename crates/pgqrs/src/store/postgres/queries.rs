@@ -8,6 +8,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_jobs_without_fk.sql")),
     (5, include_str!("migrations/0005_lease_tokens.sql")),
     (6, include_str!("migrations/0006_priorities.sql")),
+    (8, include_str!("migrations/0008_retention.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS {s}.pgqrs_schema_version (
@@ -47,10 +48,20 @@ queries! {
     schema_version = "SELECT max(version) FROM {s}.pgqrs_schema_version";
     version_table_exists = "SELECT to_regclass(format('%s.pgqrs_schema_version', $1::text)) IS NOT NULL";
 
-    create_queue = "INSERT INTO {s}.pgqrs_queues (name) VALUES ($1)
-        ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at";
-    get_queue = "SELECT id, name, created_at FROM {s}.pgqrs_queues WHERE name = $1";
-    list_queues = "SELECT id, name, created_at FROM {s}.pgqrs_queues ORDER BY name";
+    create_queue = "INSERT INTO {s}.pgqrs_queues (name, archive_retention, dead_retention)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (name) DO NOTHING
+        RETURNING id, name, created_at, archive_retention, dead_retention";
+    get_queue = "SELECT id, name, created_at, archive_retention, dead_retention
+        FROM {s}.pgqrs_queues WHERE name = $1";
+    list_queues = "SELECT id, name, created_at, archive_retention, dead_retention
+        FROM {s}.pgqrs_queues ORDER BY name";
+    // $2/$4: whether to set the archive/dead retention to $3/$5 (NULL: forever).
+    set_queue_retention = "UPDATE {s}.pgqrs_queues
+        SET archive_retention = CASE WHEN $2 THEN $3::bigint ELSE archive_retention END,
+            dead_retention = CASE WHEN $4 THEN $5::bigint ELSE dead_retention END
+        WHERE name = $1
+        RETURNING id, name, created_at, archive_retention, dead_retention";
     lock_queue = "SELECT id FROM {s}.pgqrs_queues WHERE name = $1 FOR UPDATE";
     count_leased = "SELECT count(*) FROM {s}.pgqrs_jobs
         WHERE queue_id = $1 AND leased_at IS NOT NULL AND visible_at > now()";
@@ -189,6 +200,30 @@ queries! {
         SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority FROM d";
     archived = "SELECT id, payload, attempts, enqueued_at, archived_at
         FROM {s}.pgqrs_archive WHERE queue_id = $1 ORDER BY archived_at DESC, id DESC LIMIT $2";
+
+    // Retention: the oldest rows first, through the index that orders each table by age
+    // ($2: seconds; $3: rows per statement). `SKIP LOCKED`: workers pruning at once take
+    // different rows and never wait for one another (nor for a requeue of dead letters).
+    prune_archive = "DELETE FROM {s}.pgqrs_archive WHERE id = ANY (ARRAY(
+            SELECT id FROM {s}.pgqrs_archive
+            WHERE queue_id = $1 AND archived_at < now() - make_interval(secs => $2)
+            ORDER BY archived_at LIMIT $3
+            FOR UPDATE SKIP LOCKED))";
+    prune_dead = "DELETE FROM {s}.pgqrs_dead WHERE id = ANY (ARRAY(
+            SELECT id FROM {s}.pgqrs_dead
+            WHERE queue_id = $1 AND failed_at < now() - make_interval(secs => $2)
+            ORDER BY failed_at LIMIT $3
+            FOR UPDATE SKIP LOCKED))";
+    // Steps go with their run (ON DELETE CASCADE, through the steps' primary key).
+    prune_runs = "DELETE FROM {s}.pgqrs_workflow_runs WHERE id = ANY (ARRAY(
+            SELECT id FROM {s}.pgqrs_workflow_runs
+            WHERE finished_at < now() - make_interval(secs => $1)
+                  AND status IN ('succeeded', 'failed', 'cancelled')
+            ORDER BY finished_at LIMIT $2
+            FOR UPDATE SKIP LOCKED))";
+    get_setting = "SELECT value FROM {s}.pgqrs_settings WHERE name = $1";
+    set_setting = "INSERT INTO {s}.pgqrs_settings (name, value) VALUES ($1, $2)
+        ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = now()";
 
     register_worker = "INSERT INTO {s}.pgqrs_workers (hostname, pid, queue) VALUES ($1, $2, $3) RETURNING id";
     heartbeat = "UPDATE {s}.pgqrs_workers SET heartbeat_at = now(), status = $2 WHERE id = $1";

@@ -322,16 +322,82 @@ impl<E: Engine> Backend for SqliteBackend<E> {
         self.e.close().await
     }
 
-    async fn create_queue(&self, name: &str) -> Result<QueueInfo> {
-        match first(
-            self.write(CREATE_QUEUE, &[name.into(), now_us().into()])
-                .await?,
-        ) {
+    async fn create_queue(&self, q: NewQueue<'_>) -> Result<QueueInfo> {
+        let args = [
+            q.name.into(),
+            now_us().into(),
+            q.archive_retention.stored().into(),
+            q.dead_retention.stored().into(),
+        ];
+        match first(self.write(CREATE_QUEUE, &args).await?) {
             Some(r) => decode::queue_info(&r),
             None => Err(Error::QueueAlreadyExists {
+                queue: q.name.to_string(),
+            }),
+        }
+    }
+
+    async fn set_queue_retention(
+        &self,
+        name: &str,
+        archive: Option<Retention>,
+        dead: Option<Retention>,
+    ) -> Result<QueueInfo> {
+        let args = [
+            name.into(),
+            i64::from(archive.is_some()).into(),
+            archive.and_then(Retention::stored).into(),
+            i64::from(dead.is_some()).into(),
+            dead.and_then(Retention::stored).into(),
+        ];
+        match first(self.write(SET_QUEUE_RETENTION, &args).await?) {
+            Some(r) => decode::queue_info(&r),
+            None => Err(Error::QueueNotFound {
                 queue: name.to_string(),
             }),
         }
+    }
+
+    async fn prune_batch(
+        &self,
+        what: Prunable,
+        queue_id: i64,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<u64> {
+        let cutoff = now_us().saturating_sub(us(older_than));
+        match what {
+            Prunable::Archive | Prunable::Dead => {
+                let sql = if what == Prunable::Archive {
+                    PRUNE_ARCHIVE
+                } else {
+                    PRUNE_DEAD
+                };
+                let args = [queue_id.into(), cutoff.into(), limit.into()];
+                self.e.writer().await?.exec(sql, &args).await
+            }
+            Prunable::WorkflowRuns => {
+                let args = [cutoff.into(), limit.into()];
+                let mut tx = self.e.begin().await?;
+                let r = async {
+                    tx.exec(PRUNE_RUN_STEPS, &args).await?;
+                    tx.exec(PRUNE_RUNS, &args).await
+                }
+                .await;
+                tx.finish(r).await
+            }
+        }
+    }
+
+    async fn get_setting(&self, name: &str) -> Result<Option<Option<i64>>> {
+        let r = first(self.read(GET_SETTING, &[name.into()]).await?);
+        r.map(|r| r.opt_i64(0)).transpose()
+    }
+
+    async fn set_setting(&self, name: &str, value: Option<i64>) -> Result<()> {
+        let args = [name.into(), value.into(), now_us().into()];
+        self.e.writer().await?.exec(SET_SETTING, &args).await?;
+        Ok(())
     }
 
     async fn get_queue(&self, name: &str) -> Result<QueueInfo> {

@@ -6,7 +6,10 @@
 
 use sqlx::{Connection, Row, SqliteConnection};
 
-use super::queries::{CLAIM, MIGRATIONS, NEXT_PRIORITY, TOP_PRIORITY};
+use super::queries::{
+    CLAIM, MIGRATIONS, NEXT_PRIORITY, PRUNE_ARCHIVE, PRUNE_DEAD, PRUNE_RUNS, PRUNE_RUN_STEPS,
+    TOP_PRIORITY,
+};
 
 async fn exec(c: &mut SqliteConnection, sql: &str) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
@@ -71,6 +74,80 @@ async fn claim_reads_the_claim_index_in_order() {
             if !plan.contains("pgqrs_jobs_claim") || plan.contains("TEMP B-TREE") {
                 failures.push(format!("{name} ({state}):\n{plan}"));
             }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Pruning takes the oldest rows of each table through the index that orders it by age, in
+/// that order (no sort of the whole history), after ANALYZE of a large history; and the claim
+/// reads neither the archive nor the dead letters, so their size cannot slow it.
+#[tokio::test]
+async fn prunes_read_the_age_indexes_in_order() {
+    let mut c = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+    for (_, sql) in MIGRATIONS {
+        exec(&mut c, sql).await;
+    }
+    exec(
+        &mut c,
+        "INSERT INTO pgqrs_queues (name, created_at) VALUES ('q', 0), ('r', 0);
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
+         INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at)
+         SELECT n, 1 + n % 2, '{}', 1, n, n FROM g;
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
+         INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at)
+         SELECT n, 1 + n % 2, '{}', 3, 3, n, n FROM g;
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
+         INSERT INTO pgqrs_workflow_runs (name, input, status, created_at, updated_at, finished_at)
+         SELECT 'wf', '{}', CASE WHEN n % 2 = 0 THEN 'running' ELSE 'succeeded' END, n, n,
+                CASE WHEN n % 2 = 0 THEN NULL ELSE n END FROM g;
+         ANALYZE;",
+    )
+    .await;
+    let mut failures = Vec::new();
+    for (name, sql, index, args) in [
+        (
+            "PRUNE_ARCHIVE",
+            PRUNE_ARCHIVE,
+            "pgqrs_archive_queue",
+            &[1i64, 10_000, 1000][..],
+        ),
+        (
+            "PRUNE_DEAD",
+            PRUNE_DEAD,
+            "pgqrs_dead_failed",
+            &[1, 10_000, 1000],
+        ),
+        (
+            "PRUNE_RUN_STEPS",
+            PRUNE_RUN_STEPS,
+            "pgqrs_workflow_runs_finished",
+            &[10_000, 1000],
+        ),
+        (
+            "PRUNE_RUNS",
+            PRUNE_RUNS,
+            "pgqrs_workflow_runs_finished",
+            &[10_000, 1000],
+        ),
+        ("CLAIM", CLAIM, "pgqrs_jobs_claim", &[1, 1, 2, 50, 0, 0]),
+    ] {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+        for a in args {
+            q = q.bind(*a);
+        }
+        let plan: Vec<String> = q
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        let plan = plan.join("\n");
+        let reads_history =
+            name == "CLAIM" && (plan.contains("pgqrs_archive") || plan.contains("pgqrs_dead"));
+        if !plan.contains(index) || plan.contains("TEMP B-TREE") || reads_history {
+            failures.push(format!("{name}:\n{plan}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

@@ -19,6 +19,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_workers.sql")),
     (3, include_str!("migrations/0003_workflows.sql")),
     (4, include_str!("migrations/0004_priorities.sql")),
+    (6, include_str!("migrations/0006_retention.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgqrs_schema_version (
@@ -31,11 +32,55 @@ pub(super) const INSERT_VERSION: &str =
 pub(super) const OBJECT_EXISTS: &str =
     "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'index') AND name = ?";
 
-pub(super) const CREATE_QUEUE: &str = "INSERT INTO pgqrs_queues (name, created_at) VALUES (?, ?)
-    ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at";
+pub(super) const CREATE_QUEUE: &str = "INSERT INTO pgqrs_queues
+        (name, created_at, archive_retention, dead_retention) VALUES (?, ?, ?, ?)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING id, name, created_at, archive_retention, dead_retention";
 pub(super) const QUEUE_ID: &str = "SELECT id FROM pgqrs_queues WHERE name = ?";
-pub(super) const GET_QUEUE: &str = "SELECT id, name, created_at FROM pgqrs_queues WHERE name = ?";
-pub(super) const LIST_QUEUES: &str = "SELECT id, name, created_at FROM pgqrs_queues ORDER BY name";
+pub(super) const GET_QUEUE: &str = "SELECT id, name, created_at, archive_retention, dead_retention
+    FROM pgqrs_queues WHERE name = ?";
+pub(super) const LIST_QUEUES: &str =
+    "SELECT id, name, created_at, archive_retention, dead_retention
+    FROM pgqrs_queues ORDER BY name";
+/// `?2`/`?4`: whether to set the archive/dead retention to `?3`/`?5` (NULL: forever).
+pub(super) const SET_QUEUE_RETENTION: &str = "UPDATE pgqrs_queues
+    SET archive_retention = CASE WHEN ?2 THEN ?3 ELSE archive_retention END,
+        dead_retention = CASE WHEN ?4 THEN ?5 ELSE dead_retention END
+    WHERE name = ?1
+    RETURNING id, name, created_at, archive_retention, dead_retention";
+
+// Retention: the oldest rows first, through the index that orders each table by age (`?2`
+// the cut-off time, `?3` rows per statement). One short write each: the writer lock is held
+// for one batch at a time.
+pub(super) const PRUNE_ARCHIVE: &str = "DELETE FROM pgqrs_archive WHERE id IN (
+    SELECT id FROM pgqrs_archive WHERE queue_id = ?1 AND archived_at < ?2
+    ORDER BY archived_at LIMIT ?3)";
+pub(super) const PRUNE_DEAD: &str = "DELETE FROM pgqrs_dead WHERE id IN (
+    SELECT id FROM pgqrs_dead WHERE queue_id = ?1 AND failed_at < ?2
+    ORDER BY failed_at LIMIT ?3)";
+/// The finished runs a prune takes (`?1` the cut-off time, `?2` rows per statement): their
+/// steps go first, then the runs, in one transaction (the same rows both times).
+macro_rules! pruned_runs {
+    () => {
+        "SELECT id FROM pgqrs_workflow_runs
+        WHERE finished_at < ?1 AND status IN ('succeeded', 'failed', 'cancelled')
+        ORDER BY finished_at LIMIT ?2"
+    };
+}
+pub(super) const PRUNE_RUN_STEPS: &str = concat!(
+    "DELETE FROM pgqrs_workflow_steps WHERE run_id IN (",
+    pruned_runs!(),
+    ")"
+);
+pub(super) const PRUNE_RUNS: &str = concat!(
+    "DELETE FROM pgqrs_workflow_runs WHERE id IN (",
+    pruned_runs!(),
+    ")"
+);
+pub(super) const GET_SETTING: &str = "SELECT value FROM pgqrs_settings WHERE name = ?";
+pub(super) const SET_SETTING: &str = "INSERT INTO pgqrs_settings (name, value, updated_at)
+    VALUES (?1, ?2, ?3)
+    ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
 pub(super) const COUNT_LEASED: &str = "SELECT count(*) FROM pgqrs_jobs
     WHERE queue_id = ? AND leased_at IS NOT NULL AND visible_at > ?";
 pub(super) const DELETE_QUEUE_JOBS: &str = "DELETE FROM pgqrs_jobs WHERE queue_id = ?";
