@@ -41,6 +41,12 @@ fn check_retry_policy(policy: convert::RetrySpec<'_>) -> PyResult<()> {
     policy.policy().map(|_| ())
 }
 
+/// The error recorded with an attempt whose handler ran past its timeout of `seconds`.
+#[pyfunction]
+fn timeout_error(seconds: f64) -> PyResult<String> {
+    Ok(pgqrs::timeout_error(convert::secs("timeout", seconds)?))
+}
+
 /// Stop the runtime at interpreter exit (registered with `atexit` by the package).
 #[pyfunction]
 fn _shutdown(py: Python<'_>) {
@@ -57,6 +63,7 @@ fn _pgqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_job_retry_policy, m)?)?;
     m.add_function(wrap_pyfunction!(check_retry_policy, m)?)?;
     m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(timeout_error, m)?)?;
     m.add_class::<store::Store>()?;
     m.add_class::<consumer::Consumer>()?;
     m.add_class::<worker::WorkerOptions>()?;

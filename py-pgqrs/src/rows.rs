@@ -22,6 +22,8 @@ pub struct MessageRow {
     pub last_error: Option<String>,
     pub lease_token: i64,
     pub priority: i16,
+    /// The job's own handler timeout, in seconds.
+    pub timeout: Option<f64>,
 }
 
 impl MessageRow {
@@ -46,6 +48,7 @@ impl From<pgqrs::Message> for MessageRow {
             last_error: m.last_error,
             lease_token: m.lease_token,
             priority: m.priority,
+            timeout: m.timeout.map(|d| d.as_secs_f64()),
         }
     }
 }

@@ -268,7 +268,7 @@ impl Store {
     /// Enqueue JSON (already serialized by the Python layer) in one statement: a list of
     /// texts, one per job, or one JSON array text whose elements are the jobs. Options not
     /// given take the store's defaults.
-    #[pyo3(signature = (queue, payloads, *, delay=None, at_us=None, max_attempts=None, priority=None))]
+    #[pyo3(signature = (queue, payloads, *, delay=None, at_us=None, max_attempts=None, priority=None, timeout=None))]
     #[allow(clippy::too_many_arguments)] // keyword-only options, each forwarded by name
     fn enqueue<'py>(
         &self,
@@ -279,6 +279,7 @@ impl Store {
         at_us: Option<i64>,
         max_attempts: Option<&Bound<'py, PyAny>>,
         priority: Option<&Bound<'py, PyAny>>,
+        timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let queue = text("queue name", queue)?;
         let max_attempts = max_attempts
@@ -288,6 +289,7 @@ impl Store {
         let s = self.get()?;
         let delay = opt_secs("delay", delay)?;
         let at = at_us.map(from_us).transpose()?;
+        let timeout = opt_secs("timeout", timeout)?;
         awaitable(py, async move {
             let mut b = pgqrs::enqueue().to(queue);
             match payloads {
@@ -309,6 +311,9 @@ impl Store {
             }
             if let Some(p) = priority {
                 b = b.priority(p);
+            }
+            if let Some(t) = timeout {
+                b = b.timeout(t);
             }
             b.execute(&s).await.map_err(to_py)
         })
@@ -404,6 +409,7 @@ impl Store {
             last_error: job.last_error.clone(),
             lease_token: job.lease_token,
             priority: job.priority,
+            timeout: opt_secs("timeout", job.timeout)?,
         };
         awaitable(py, async move {
             let found = pgqrs::Workflow::for_job(&s, &msg).await.map_err(to_py)?;

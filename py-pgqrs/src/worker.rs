@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use crate::convert::{count, opt_secs_any, same_process, RetrySpec};
+use crate::convert::{count, opt_secs, opt_secs_any, same_process, RetrySpec};
 use crate::errors::to_py;
 use crate::rows::{messages, ClaimedOut, MessageRow, StatsRow};
 use crate::runtime::{awaitable, native_call};
@@ -27,6 +27,7 @@ pub struct WorkerOptions {
     flush_interval: Option<Duration>,
     claim_ahead_timeout: Option<Duration>,
     prune_interval: Option<Duration>,
+    job_timeout: Option<Duration>,
 }
 
 impl WorkerOptions {
@@ -66,6 +67,9 @@ impl WorkerOptions {
         if let Some(d) = self.prune_interval {
             b = b.prune_interval(d);
         }
+        if let Some(d) = self.job_timeout {
+            b = b.job_timeout(d);
+        }
         b
     }
 }
@@ -74,7 +78,7 @@ impl WorkerOptions {
 impl WorkerOptions {
     /// Checks what it can without a database (concurrency, batch size, durations).
     #[new]
-    #[pyo3(signature = (*, concurrency=None, batch_size=None, visibility_timeout=None, retry=None, poll_interval=None, shutdown_grace=None, heartbeat_interval=None, delete_on_success=None, flush_interval=None, claim_ahead_timeout=None, prune_interval=None))]
+    #[pyo3(signature = (*, concurrency=None, batch_size=None, visibility_timeout=None, retry=None, poll_interval=None, shutdown_grace=None, heartbeat_interval=None, delete_on_success=None, flush_interval=None, claim_ahead_timeout=None, prune_interval=None, job_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         concurrency: Option<&Bound<'py, PyAny>>,
@@ -88,6 +92,7 @@ impl WorkerOptions {
         flush_interval: Option<&Bound<'py, PyAny>>,
         claim_ahead_timeout: Option<&Bound<'py, PyAny>>,
         prune_interval: Option<&Bound<'py, PyAny>>,
+        job_timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Self> {
         let options = WorkerOptions {
             concurrency: concurrency.map(|n| count("concurrency", n)).transpose()?,
@@ -101,6 +106,7 @@ impl WorkerOptions {
             flush_interval: opt_secs_any("flush_interval", flush_interval)?,
             claim_ahead_timeout: opt_secs_any("claim_ahead_timeout", claim_ahead_timeout)?,
             prune_interval: opt_secs_any("prune_interval", prune_interval)?,
+            job_timeout: opt_secs_any("job_timeout", job_timeout)?,
         };
         options.builder(String::new()).validate().map_err(to_py)?;
         Ok(options)
@@ -199,6 +205,19 @@ impl WorkerSession {
     }
 
     /// Whether the worker still holds this claimed job.
+    /// Seconds one handler call on these jobs may run (see
+    /// `pgqrs::WorkerSession::handler_timeout`); `None`: no limit.
+    fn handler_timeout(&self, jobs: Vec<PyRef<'_, MessageRow>>) -> PyResult<Option<f64>> {
+        let timeouts = jobs
+            .iter()
+            .map(|j| opt_secs("timeout", j.timeout))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(self
+            .inner
+            .handler_timeout(timeouts)
+            .map(|d| d.as_secs_f64()))
+    }
+
     fn holds(&self, job: PyRef<'_, MessageRow>) -> bool {
         self.inner.holds(&job.lease())
     }

@@ -5,8 +5,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::deadline::run_within;
 use crate::error::{BoxError, Error, Result};
-use crate::handler::{run_handler, FnHandler, Handler};
+use crate::handler::{FnHandler, Handler};
 use crate::limits::{validate_batch, validate_lease};
 use crate::retry::{failure, RetryPolicy};
 use crate::store::{validate_queue_name, Backend, ClaimParams, Completion, Failure, Store};
@@ -112,7 +113,11 @@ impl DequeueWith {
             let h = handler.clone();
             async move {
                 let (lease, attempts, max) = (m.lease(), m.attempts, m.max_attempts);
-                (lease, attempts, max, run_handler(&*h, m).await)
+                // A job's own timeout bounds its handler here too.
+                let timeout = m.timeout;
+                let outcome = run_within(&*h, vec![m], false, timeout).await;
+                let outcome = outcome.into_iter().next().unwrap_or(Ok(()));
+                (lease, attempts, max, outcome)
             }
         }))
         .await;

@@ -90,18 +90,6 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     format!("handler panicked: {what}")
 }
 
-/// Run a handler on one message, turning a panic into an error.
-pub(crate) async fn run_handler<H: Handler + ?Sized>(h: &H, msg: Message) -> Outcome {
-    match AssertUnwindSafe(async { h.call(msg).await })
-        .catch_unwind()
-        .await
-    {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(p) => Err(panic_text(p)),
-    }
-}
-
 /// Run a handler on several messages: in one [`Handler::call_batch`] when `batch`, else one
 /// [`Handler::call`] after the other. A panic fails every message.
 pub(crate) async fn run_batch(h: &dyn Handler, msgs: Vec<Message>, batch: bool) -> Vec<Outcome> {

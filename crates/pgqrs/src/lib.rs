@@ -50,6 +50,7 @@
 mod admin;
 mod config;
 mod consume;
+mod deadline;
 mod error;
 mod handler;
 mod limits;
@@ -65,6 +66,7 @@ mod workflow;
 pub use admin::{admin, Admin};
 pub use config::{BackendKind, Config, Durability};
 pub use consume::{dequeue, Consumer, DequeueBuilder, DequeueWith};
+pub use deadline::{timeout_error, MAX_JOB_TIMEOUT, MIN_JOB_TIMEOUT};
 pub use error::{BoxError, Error, Result};
 pub use handler::{BoxFuture, Handler};
 pub use produce::{enqueue, EnqueueBuilder, MAX_DEPTH, MAX_PRIORITY, MIN_PRIORITY};

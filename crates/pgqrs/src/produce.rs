@@ -153,6 +153,7 @@ pub struct EnqueueBuilder {
     at: Option<DateTime<Utc>>,
     max_attempts: Option<u32>,
     priority: Option<i64>,
+    timeout: Option<Duration>,
 }
 
 /// Lowest job priority.
@@ -257,6 +258,15 @@ impl EnqueueBuilder {
         self
     }
 
+    /// A handler that runs longer than this on one of these jobs is cancelled and the attempt
+    /// recorded as failed ("handler exceeded its timeout of 30 s …"), then retried per the
+    /// worker's retry policy. From 1 ms to 7 days; without it, the worker's
+    /// [`job_timeout`](crate::WorkerBuilder::job_timeout) applies, if any.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
     /// Insert the jobs, in one statement. Returns their ids in order. An empty builder
     /// inserts nothing and returns an empty list.
     pub async fn execute(self, store: &Store) -> Result<Vec<i64>> {
@@ -285,6 +295,9 @@ impl EnqueueBuilder {
                 ),
             )
         })?;
+        if let Some(t) = self.timeout {
+            crate::deadline::validate_timeout("timeout", t)?;
+        }
         if self.payloads.is_empty() {
             return Ok(Vec::new());
         }
@@ -318,6 +331,7 @@ impl EnqueueBuilder {
                 visibility,
                 max_attempts: max_attempts as i32,
                 priority,
+                timeout_ms: self.timeout.map(crate::deadline::stored_ms),
             })
             .await
     }

@@ -62,6 +62,10 @@ pub struct SessionOptions {
     /// [`DEFAULT_PRUNE_INTERVAL`](crate::DEFAULT_PRUNE_INTERVAL), a minute; from 10 ms to a
     /// day). See [`Retention`](crate::Retention).
     pub prune_interval: Duration,
+    /// The handler timeout of jobs enqueued without one (`None`, the default: no limit);
+    /// from 1 ms to 7 days. A handler past its job's timeout is cancelled and the attempt
+    /// recorded as failed (see [`EnqueueBuilder::timeout`](crate::EnqueueBuilder::timeout)).
+    pub job_timeout: Option<Duration>,
 }
 
 impl SessionOptions {
@@ -100,6 +104,9 @@ impl SessionOptions {
                 "must be positive, got 0s; leave it unset for the default (2 s)",
             ));
         }
+        if let Some(t) = self.job_timeout {
+            crate::deadline::validate_timeout("job_timeout", t)?;
+        }
         validate_prune_interval(self.prune_interval)
     }
 
@@ -131,6 +138,7 @@ impl Default for SessionOptions {
             claim_ahead_timeout: DEFAULT_CLAIM_AHEAD_TIMEOUT,
             claim_ahead: 2,
             prune_interval: DEFAULT_PRUNE_INTERVAL,
+            job_timeout: None,
         }
     }
 }
@@ -351,6 +359,7 @@ pub struct WorkerSession {
     lease: Duration,
     poll: Duration,
     settings: LoopSettings,
+    job_timeout: Option<Duration>,
     held: Held,
     counters: Arc<Counters>,
     done_tx: Mutex<Option<mpsc::UnboundedSender<Done>>>,
@@ -452,6 +461,7 @@ impl WorkerSession {
             lease,
             poll,
             settings,
+            job_timeout: opts.job_timeout,
             held,
             counters,
             done_tx: Mutex::new(Some(done_tx)),
@@ -493,6 +503,18 @@ impl WorkerSession {
     /// How long shutdown waits for running handlers before releasing their jobs.
     pub fn shutdown_grace(&self) -> Duration {
         self.settings.shutdown_grace
+    }
+
+    /// How long one handler call may run on jobs with these timeouts (each job's
+    /// [`Message::timeout`], `None` when it has none): the shortest of them, the worker's
+    /// [`job_timeout`](SessionOptions::job_timeout) standing in for jobs without one; `None`
+    /// when none has a limit. Past it, cancel the call and report
+    /// [`timeout_error`](crate::timeout_error) as each job's outcome.
+    pub fn handler_timeout(
+        &self,
+        job_timeouts: impl IntoIterator<Item = Option<Duration>>,
+    ) -> Option<Duration> {
+        crate::deadline::timeout_of(job_timeouts, self.job_timeout)
     }
 
     /// Claim up to `limit` ready jobs, leased to this worker, for handlers to run now: they

@@ -31,6 +31,9 @@ pub struct Message {
     pub lease_token: i64,
     /// Claims take higher priorities first (default 0).
     pub priority: i16,
+    /// The handler timeout the job was enqueued with; `None`: the worker's
+    /// [`job_timeout`](crate::WorkerBuilder::job_timeout) applies, if any.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Message {

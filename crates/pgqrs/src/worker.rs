@@ -17,8 +17,9 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::deadline::run_within;
 use crate::error::{BoxError, Error, Result};
-use crate::handler::{run_batch, BatchFnHandler, FnHandler, Handler};
+use crate::handler::{BatchFnHandler, FnHandler, Handler};
 use crate::limits::{validate_batch, validate_concurrency, validate_interval};
 use crate::retry::RetryPolicy;
 use crate::session::{Claimed, LoopSettings, SessionOptions, WorkerSession, WorkerStats};
@@ -103,6 +104,15 @@ impl WorkerBuilder {
     /// 10 ms to a day). See [`Retention`](crate::Retention).
     pub fn prune_interval(mut self, d: Duration) -> Self {
         self.session.prune_interval = d;
+        self
+    }
+
+    /// The handler timeout of jobs enqueued without their own
+    /// ([`EnqueueBuilder::timeout`](crate::EnqueueBuilder::timeout)); default: no limit. A
+    /// handler past it is cancelled and the attempt recorded as failed, then retried per the
+    /// retry policy. From 1 ms to 7 days.
+    pub fn job_timeout(mut self, d: Duration) -> Self {
+        self.session.job_timeout = Some(d);
         self
     }
 
@@ -296,7 +306,8 @@ impl Worker {
                     .iter()
                     .map(|m| (m.lease(), m.attempts, m.max_attempts))
                     .collect();
-                let outcomes = run_batch(&*handler, msgs, batch).await;
+                let timeout = session.handler_timeout(msgs.iter().map(|m| m.timeout));
+                let outcomes = run_within(&*handler, msgs, batch, timeout).await;
                 for ((lease, attempts, max_attempts), outcome) in meta.into_iter().zip(outcomes) {
                     let _ = session.complete(lease, attempts, max_attempts, outcome);
                 }

@@ -85,6 +85,12 @@ macro_rules! conformance {
                 worker_prunes_in_background,
                 concurrent_prunes,
             }
+            deadlines {
+                job_timeout_cancels_the_handler,
+                worker_default_and_job_timeouts,
+                dequeue_enforces_the_job_timeout,
+                bad_timeouts,
+            }
             quickstart { seed_example }
         );
     };

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pgqrs import _pgqrs
-from pgqrs._handler import claim_safely, outcome
+from pgqrs._handler import claim_safely, outcome_within
 from pgqrs._types import Message, RetryPolicy, to_seconds
 from pgqrs.errors import PgqrsError
 
@@ -148,7 +148,7 @@ async def consume(
     outcomes: dict[int, str | None] = {}
 
     async def one(m: Message) -> None:
-        outcomes[m.id] = await outcome(handler, m)
+        outcomes[m.id] = await outcome_within(handler, m, m.timeout)
 
     try:
         await asyncio.gather(*(one(m) for m in msgs))

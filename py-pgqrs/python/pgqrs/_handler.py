@@ -8,6 +8,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from pgqrs import _pgqrs
+
 R = TypeVar("R")
 
 #: The error text recorded when a handler returns ``False``.
@@ -37,6 +39,21 @@ async def outcome(handler: Callable[..., Any], arg: Any) -> str | None:
     except Exception as e:
         return error_text(e)
     return RETURNED_FALSE if result is False else None
+
+
+async def outcome_within(
+    handler: Callable[..., Any], arg: Any, timeout: float | None
+) -> str | None:
+    """:func:`outcome`, cancelled after ``timeout`` seconds (None: no limit); a handler that
+    runs out of time gets the core's timeout error. A plain function running in a thread
+    cannot be stopped: its attempt is recorded as failed and the thread runs on."""
+    if timeout is None:
+        return await outcome(handler, arg)
+    try:
+        return await asyncio.wait_for(outcome(handler, arg), timeout)
+    except asyncio.TimeoutError:
+        # `outcome` turns the handler's own exceptions into text: this one is the deadline.
+        return _pgqrs.timeout_error(timeout)
 
 
 async def claim_safely(

@@ -39,6 +39,7 @@ __all__ = [
     "connect",
     "default_retry_policy",
     "run_job_retry_policy",
+    "timeout_error",
 ]
 
 __version__: str
@@ -70,6 +71,9 @@ def run_job_retry_policy() -> RetryRow:
 def check_retry_policy(policy: _RetrySpec) -> None:
     """Raise ``ValidationError`` if the policy's fields are invalid."""
 
+def timeout_error(seconds: float) -> str:
+    """The error recorded with an attempt whose handler ran past its timeout."""
+
 def _shutdown() -> None:
     """Stop the native runtime (registered with ``atexit`` by the package)."""
 
@@ -97,6 +101,9 @@ class MessageRow:
     def lease_token(self) -> int: ...
     @property
     def priority(self) -> int: ...
+    @property
+    def timeout(self) -> float | None:
+        """The job's own handler timeout in seconds; None when it has none."""
 
 @final
 class Claimed:
@@ -326,6 +333,7 @@ class Store:
         at_us: int | None = None,
         max_attempts: int | None = None,
         priority: int | None = None,
+        timeout: float | None = None,
     ) -> Awaitable[list[int]]:
         """Enqueue JSON (already serialized) in one statement: one text per job, or one
         JSON array text whose elements are the jobs. Returns the ids in order."""
@@ -391,6 +399,7 @@ class WorkerOptions:
         flush_interval: float | None = None,
         claim_ahead_timeout: float | None = None,
         prune_interval: float | None = None,
+        job_timeout: float | None = None,
     ) -> WorkerOptions: ...
 
 @final
@@ -426,6 +435,10 @@ class WorkerSession:
     def begin(self, job: MessageRow) -> bool:
         """A handler is about to run ``job``; ``False``: the worker no longer holds it (it
         waited too long and was given back) and it must not run."""
+
+    def handler_timeout(self, jobs: list[MessageRow]) -> float | None:
+        """Seconds one handler call on these jobs may run (the shortest of their timeouts,
+        the worker's ``job_timeout`` for jobs without one); None: no limit."""
 
     def holds(self, job: MessageRow) -> bool:
         """Whether the worker still holds this claimed job."""

@@ -113,14 +113,19 @@ async def produce(
     at: datetime | None = None,
     max_attempts: int | None = None,
     priority: int | None = None,
+    timeout: float | timedelta | None = None,
 ) -> int:
     """Enqueue one job; returns its id.
 
     ``payload`` is any JSON-serializable value. ``delay`` (seconds or timedelta) or ``at`` (an
     aware datetime) postpones it; ``max_attempts`` overrides the store's default. Claims take
-    higher ``priority`` first (default 0, from -32768 to 32767).
+    higher ``priority`` first (default 0, from -32768 to 32767). A handler that runs longer
+    than ``timeout`` (seconds or timedelta) on the job is cancelled and the attempt recorded as
+    failed, then retried per the worker's retry policy.
     """
-    ids = await _enqueue(store, queue, [_json.dumps(payload)], delay, at, max_attempts, priority)
+    ids = await _enqueue(
+        store, queue, [_json.dumps(payload)], delay, at, max_attempts, priority, timeout
+    )
     return ids[0]
 
 
@@ -133,11 +138,14 @@ async def produce_batch(
     at: datetime | None = None,
     max_attempts: int | None = None,
     priority: int | None = None,
+    timeout: float | timedelta | None = None,
 ) -> list[int]:
     """Enqueue many jobs in one statement; returns their ids in order. Nothing is written if
     any payload is not serializable or too large. The options apply to every job."""
     items = payloads if isinstance(payloads, list) else list(payloads)
-    return await _enqueue(store, queue, _json.dumps_array(items), delay, at, max_attempts, priority)
+    return await _enqueue(
+        store, queue, _json.dumps_array(items), delay, at, max_attempts, priority, timeout
+    )
 
 
 async def _enqueue(
@@ -148,6 +156,7 @@ async def _enqueue(
     at: datetime | None,
     max_attempts: int | None,
     priority: int | None,
+    timeout: float | timedelta | None,
 ) -> list[int]:
     if not isinstance(store, Store):
         raise TypeError(f"expected a pgqrs.Store, got {type(store).__name__}")
@@ -158,4 +167,5 @@ async def _enqueue(
         at_us=_at_us(at),
         max_attempts=max_attempts,
         priority=priority,
+        timeout=to_seconds(timeout, "timeout"),
     )

@@ -108,6 +108,12 @@ class Message:
         return self._row.priority
 
     @property
+    def timeout(self) -> float | None:
+        """The job's own handler timeout in seconds (None: the worker's ``job_timeout``
+        applies, if any)."""
+        return self._row.timeout
+
+    @property
     def payload(self) -> Any:
         """The JSON payload, decoded (once, on first access)."""
         if self._payload is _UNSET:

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pgqrs import _pgqrs
-from pgqrs._handler import outcome
+from pgqrs._handler import outcome_within
 from pgqrs._types import Message, RetryPolicy, WorkerStats, to_seconds
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class Worker:
         flush_interval: float | None = None,
         claim_ahead_timeout: float | None = None,
         prune_interval: float | timedelta | None = None,
+        job_timeout: float | timedelta | None = None,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
@@ -71,6 +72,7 @@ class Worker:
             flush_interval=flush_interval,
             claim_ahead_timeout=claim_ahead_timeout,
             prune_interval=to_seconds(prune_interval, "prune_interval"),
+            job_timeout=to_seconds(job_timeout, "job_timeout"),
         )
         self.store = store
         self.queue = queue
@@ -182,7 +184,8 @@ class Worker:
         self, session: _pgqrs.WorkerSession, msgs: list[Message], slots: asyncio.Semaphore
     ) -> None:
         try:
-            error = await outcome(self.handler, msgs if self.batch else msgs[0])
+            timeout = session.handler_timeout([m._row for m in msgs])
+            error = await outcome_within(self.handler, msgs if self.batch else msgs[0], timeout)
             if error is not None:
                 log.debug("handler failed on job(s) %s: %s", [m.id for m in msgs], error)
             for m in msgs:
@@ -229,6 +232,7 @@ def worker(
     delete_on_success: bool | None = None,
     claim_ahead_timeout: float | None = None,
     prune_interval: float | timedelta | None = None,
+    job_timeout: float | timedelta | None = None,
 ) -> Worker:
     """A long-running worker for ``queue``; start it with ``await w.run()``.
 
@@ -248,6 +252,9 @@ def worker(
     * ``prune_interval`` (default 60 s): how often the worker deletes what is past its
       retention (the queue's archive and dead letters, finished workflow runs), 1,000 rows
       per statement; see :meth:`Admin.create_queue <pgqrs.Admin.create_queue>`.
+    * ``job_timeout`` (default: no limit): the handler timeout of jobs produced without their
+      own ``timeout``; a handler past it is cancelled and the attempt recorded as failed, then
+      retried per ``retry``.
     """
     return Worker(
         store,
@@ -264,4 +271,5 @@ def worker(
         delete_on_success=delete_on_success,
         claim_ahead_timeout=claim_ahead_timeout,
         prune_interval=prune_interval,
+        job_timeout=job_timeout,
     )

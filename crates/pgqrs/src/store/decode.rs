@@ -88,7 +88,7 @@ pub(crate) fn queue_info(r: &impl Cols) -> Result<QueueInfo> {
 }
 
 /// The rows of a claim (`id, payload, attempts, max_attempts, enqueued_at, visible_at,
-/// last_error, lease_token, priority`) as messages of `queue`, in the order handlers should
+/// last_error, lease_token, priority, timeout_ms`) as messages of `queue`, in the order handlers should
 /// get them: highest priority first, then by id.
 pub(crate) fn claimed<R: Cols>(rows: &[R], queue: &str) -> Result<Vec<Message>> {
     let mut msgs = rows
@@ -107,6 +107,7 @@ pub(crate) fn claimed<R: Cols>(rows: &[R], queue: &str) -> Result<Vec<Message>> 
                 priority: r
                     .i32(8)
                     .and_then(|p| i16::try_from(p).map_err(|_| bad_value(8, p)))?,
+                timeout: crate::deadline::from_stored_ms(r.opt_i64(9)?),
             })
         })
         .collect::<Result<Vec<_>>>()?;

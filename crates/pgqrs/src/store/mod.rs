@@ -74,6 +74,8 @@ pub(crate) struct EnqueueParams<'a> {
     pub max_attempts: i32,
     /// Claims take higher priorities first.
     pub priority: i16,
+    /// The handler timeout of each job, in whole milliseconds; `None`: no timeout of its own.
+    pub timeout_ms: Option<i64>,
 }
 
 /// A queue to create ([`Backend::create_queue`]), its settings resolved by the core.

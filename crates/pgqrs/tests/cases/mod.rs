@@ -5,6 +5,7 @@ pub mod analyzed;
 pub mod concurrency;
 pub mod connect;
 pub mod consume;
+pub mod deadlines;
 pub mod flow;
 pub mod jobs;
 pub mod queues;

@@ -396,6 +396,7 @@ pub async fn prune_finished_runs(db: &TestDb) {
         last_error: None,
         lease_token: 1,
         priority: 0,
+        timeout: None,
     };
     assert!(pgqrs::Workflow::for_job(&store, &msg)
         .await

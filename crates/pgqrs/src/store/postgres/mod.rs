@@ -611,6 +611,7 @@ impl Backend for PgBackend {
             visibility,
             max_attempts,
             priority,
+            timeout_ms,
         } = p;
         let (at, delay): (Option<DateTime<Utc>>, f64) = match visibility {
             Visibility::Now => (None, 0.0),
@@ -641,6 +642,7 @@ impl Backend for PgBackend {
                 .bind(queue)
                 .bind(notify)
                 .bind(priority)
+                .bind(timeout_ms)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| self.err(e))?;

@@ -222,13 +222,13 @@ async fn plans_hold_whatever_the_statistics_say() {
         Case {
             name: "enqueue_one",
             sql: q.enqueue_one.as_str(),
-            args: format!("{qid}, '{{}}', 3, NULL, 0, 'ch', 'q', false, 0"),
+            args: format!("{qid}, '{{}}', 3, NULL, 0, 'ch', 'q', false, 0, NULL"),
             uses: &[&["pgqrs_queues_pkey"]],
         },
         Case {
             name: "enqueue_many",
             sql: q.enqueue_many.as_str(),
-            args: format!("{qid}, '{{\"{{}}\",\"{{}}\"}}', 3, NULL, 0, 'ch', 'q', false, 0"),
+            args: format!("{qid}, '{{\"{{}}\",\"{{}}\"}}', 3, NULL, 0, 'ch', 'q', false, 0, NULL"),
             uses: &[&["pgqrs_queues_pkey"]],
         },
         Case {

@@ -89,16 +89,16 @@ queries! {
     enqueue_one = "WITH q AS (
             SELECT id FROM {s}.pgqrs_queues WHERE id = $1 FOR KEY SHARE
         ), ins AS (
-            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority)
-            SELECT q.id, $2::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9 FROM q
+            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority, timeout_ms)
+            SELECT q.id, $2::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9, $10 FROM q
             RETURNING id
         )
         SELECT id, (SELECT pg_notify($6, $7) WHERE $8) FROM ins";
     enqueue_many = "WITH q AS (
             SELECT id FROM {s}.pgqrs_queues WHERE id = $1 FOR KEY SHARE
         ), ins AS (
-            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority)
-            SELECT q.id, p::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9
+            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority, timeout_ms)
+            SELECT q.id, p::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9, $10
             FROM q, unnest($2::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n
             RETURNING id
         )
@@ -134,7 +134,7 @@ queries! {
             visible_at = now() + make_interval(secs => $3), leased_at = now(), worker_id = $4
         WHERE j.id = ANY (ARRAY(SELECT id FROM c))
         RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, j.visible_at,
-                  j.last_error, j.lease_token, j.priority::int";
+                  j.last_error, j.lease_token, j.priority::int, j.timeout_ms";
 
     archive = "WITH d AS (
             DELETE FROM {s}.pgqrs_jobs j
@@ -159,10 +159,10 @@ queries! {
             DELETE FROM {s}.pgqrs_jobs j
             WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
             RETURNING j.id, j.queue_id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, j.priority,
-                      ($3::text[])[array_position($2::bigint[], j.lease_token)] AS err
+                      j.timeout_ms, ($3::text[])[array_position($2::bigint[], j.lease_token)] AS err
         ), a AS (
-            INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority)
-            SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err, priority FROM d
+            INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, timeout_ms)
+            SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err, priority, timeout_ms FROM d
         )
         SELECT id FROM d";
     extend = "UPDATE {s}.pgqrs_jobs j SET visible_at = now() + make_interval(secs => $3)
@@ -179,25 +179,25 @@ queries! {
                 SELECT id FROM {s}.pgqrs_jobs
                 WHERE queue_id = $1 AND visible_at <= now() AND attempts >= max_attempts
                 FOR UPDATE SKIP LOCKED))
-            RETURNING id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority
+            RETURNING id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, timeout_ms
         )
-        INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority)
+        INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, timeout_ms)
         SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at,
-               concat_ws(E'\\n', last_error, $2::text), priority FROM d";
+               concat_ws(E'\\n', last_error, $2::text), priority, timeout_ms FROM d";
     dead_letters = "SELECT d.id, d.payload, d.attempts, d.last_error, d.enqueued_at, d.failed_at
         FROM {s}.pgqrs_dead d WHERE d.queue_id = $1 ORDER BY d.id LIMIT $2";
     requeue_dead = "WITH d AS (
             DELETE FROM {s}.pgqrs_dead WHERE id = ANY($2::bigint[]) AND queue_id = $1
-            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error, priority
+            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, timeout_ms
         )
-        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
-        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority FROM d";
+        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, timeout_ms)
+        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, timeout_ms FROM d";
     requeue_all_dead = "WITH d AS (
             DELETE FROM {s}.pgqrs_dead WHERE queue_id = $1
-            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error, priority
+            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, timeout_ms
         )
-        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
-        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority FROM d";
+        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, timeout_ms)
+        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, timeout_ms FROM d";
     archived = "SELECT id, payload, attempts, enqueued_at, archived_at
         FROM {s}.pgqrs_archive WHERE queue_id = $1 ORDER BY archived_at DESC, id DESC LIMIT $2";
 

@@ -479,7 +479,7 @@ impl<E: Engine> Backend for SqliteBackend<E> {
         let r = async {
             let mut ids = Vec::with_capacity(p.payloads.len());
             for chunk in p.payloads.chunks(INSERT_CHUNK) {
-                let mut args = Vec::with_capacity(5 + chunk.len());
+                let mut args = Vec::with_capacity(6 + chunk.len());
                 args.extend(
                     [
                         queue_id,
@@ -490,6 +490,7 @@ impl<E: Engine> Backend for SqliteBackend<E> {
                     ]
                     .map(Arg::Int),
                 );
+                args.push(p.timeout_ms.into());
                 args.extend(chunk.iter().map(|s| Arg::Text(s)));
                 let rows = tx.rows(enqueue(chunk.len()), &args).await;
                 for r in rows.map_err(|e| self.queue_gone(e, p.queue))? {

@@ -116,7 +116,7 @@ pub(super) const CLAIM: &str = "UPDATE pgqrs_jobs
                        AND attempts < max_attempts
                  ORDER BY visible_at, id LIMIT ?4)
     RETURNING id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error,
-              lease_token, priority";
+              lease_token, priority, timeout_ms";
 
 /// The jobs of a lease list that are still held: `SELECT j.id FROM … WHERE …`.
 ///
@@ -137,8 +137,8 @@ pub(super) fn for_leases(template: &str, n: usize) -> Sql {
 pub(super) const ARCHIVE: &str = "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error, priority)
     SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error, priority FROM pgqrs_jobs
     WHERE id IN ({held})";
-pub(super) const BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority)
-    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ?, priority FROM pgqrs_jobs
+pub(super) const BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, timeout_ms)
+    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ?, priority, timeout_ms FROM pgqrs_jobs
     WHERE id IN ({held})";
 pub(super) const DELETE: &str = "DELETE FROM pgqrs_jobs WHERE id IN ({held}) RETURNING id";
 pub(super) const EXTEND: &str =
@@ -152,16 +152,16 @@ pub(super) const RETRY: &str = "UPDATE pgqrs_jobs
     WHERE id IN ({held}) RETURNING id";
 
 /// Multi-row insert: `?1` queue, `?2` max attempts, `?3` enqueued at, `?4` visible at, `?5`
-/// priority, then one payload per row. Kept prepared for one row only.
+/// priority, `?6` timeout (ms), then one payload per row. Kept prepared for one row only.
 pub(super) fn enqueue(n: usize) -> Sql {
     let mut s = String::from(
-        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, priority, payload) VALUES ",
+        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, priority, timeout_ms, payload) VALUES ",
     );
     for i in 0..n {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&format!("(?1, ?2, ?3, ?4, ?5, ?{})", i + 6));
+        s.push_str(&format!("(?1, ?2, ?3, ?4, ?5, ?6, ?{})", i + 7));
     }
     s.push_str(" RETURNING id");
     Sql::built(s, n == 1)
@@ -175,9 +175,9 @@ fn placeholders(rows: usize, cols: usize) -> String {
 
 pub(super) const RESCUE_SELECT: &str = "SELECT id FROM pgqrs_jobs
     WHERE queue_id = ? AND visible_at <= ? AND attempts >= max_attempts LIMIT 1";
-pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority)
+pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, timeout_ms)
     SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?2,
-           CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END, priority
+           CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END, priority, timeout_ms
     FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
 pub(super) const RESCUE_DELETE: &str =
     "DELETE FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
@@ -185,12 +185,12 @@ pub(super) const RESCUE_DELETE: &str =
 pub(super) const DEAD_LETTERS: &str =
     "SELECT id, payload, attempts, last_error, enqueued_at, failed_at
     FROM pgqrs_dead WHERE queue_id = ? ORDER BY id LIMIT ?";
-pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
-    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority
+pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, timeout_ms)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, timeout_ms
     FROM pgqrs_dead WHERE queue_id = ?1";
 pub(super) const DELETE_DEAD_ALL: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1";
-pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
-    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority
+pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, timeout_ms)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, timeout_ms
     FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3";
 pub(super) const DELETE_DEAD_ONE: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3";
 pub(super) const ARCHIVED: &str = "SELECT id, payload, attempts, enqueued_at, archived_at

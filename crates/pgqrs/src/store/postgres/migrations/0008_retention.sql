@@ -19,6 +19,12 @@ CREATE INDEX IF NOT EXISTS pgqrs_dead_failed ON {s}.pgqrs_dead (queue_id, failed
 CREATE INDEX IF NOT EXISTS pgqrs_workflow_runs_finished
     ON {s}.pgqrs_workflow_runs (finished_at) WHERE finished_at IS NOT NULL;
 
+-- Job deadlines: a job's own handler timeout, in whole milliseconds (NULL: none of its own;
+-- the worker's default applies, if any). Dead letters keep it for when they are requeued.
+-- A nullable column without a default rewrites nothing and costs an enqueue one null bit.
+ALTER TABLE {s}.pgqrs_jobs ADD COLUMN IF NOT EXISTS timeout_ms BIGINT;
+ALTER TABLE {s}.pgqrs_dead ADD COLUMN IF NOT EXISTS timeout_ms BIGINT;
+
 -- Settings of the whole store, by name; `value` NULL means "no limit". A setting never set
 -- has no row and takes the default of the pgqrs reading it.
 CREATE TABLE IF NOT EXISTS {s}.pgqrs_settings (

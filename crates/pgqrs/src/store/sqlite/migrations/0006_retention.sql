@@ -19,6 +19,11 @@ CREATE INDEX IF NOT EXISTS pgqrs_dead_failed ON pgqrs_dead (queue_id, failed_at)
 CREATE INDEX IF NOT EXISTS pgqrs_workflow_runs_finished
     ON pgqrs_workflow_runs (finished_at) WHERE finished_at IS NOT NULL;
 
+-- Job deadlines: a job's own handler timeout, in whole milliseconds (NULL: none of its own;
+-- the worker's default applies, if any). Dead letters keep it for when they are requeued.
+ALTER TABLE pgqrs_jobs ADD COLUMN timeout_ms INTEGER;
+ALTER TABLE pgqrs_dead ADD COLUMN timeout_ms INTEGER;
+
 -- Settings of the whole store, by name; `value` NULL means "no limit". A setting never set
 -- has no row and takes the default of the pgqrs reading it.
 CREATE TABLE IF NOT EXISTS pgqrs_settings (
