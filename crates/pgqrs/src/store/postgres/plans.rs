@@ -74,6 +74,10 @@ async fn explain(c: &mut PgConnection, case: &Case<'_>) -> String {
         .join("\n")
 }
 
+/// A page of a queue's waiting or leased jobs (`list_jobs`): ranges of the claim index and of
+/// the exhausted index, never a scan of the table.
+const PAGE_OF_JOBS: &[&[&str]] = &[&["pgqrs_jobs_claim"], &["pgqrs_jobs_exhausted"]];
+
 /// Plans that must never appear: a sequential scan of a hot table, or a nested loop that
 /// compares every row of one side with every row of the other.
 const FORBIDDEN: &[&str] = &[
@@ -221,6 +225,64 @@ async fn plans_hold_whatever_the_statistics_say() {
             args: format!("{qid}, 50"),
             // Reads the archive only (a listing for people): no hot table involved.
             uses: &[],
+        },
+        Case {
+            name: "get_job",
+            sql: q.get_job.as_str(),
+            args: "5001".into(),
+            uses: &[
+                &["pgqrs_jobs_pkey"],
+                &["pgqrs_archive_pkey"],
+                &["pgqrs_dead_pkey"],
+            ],
+        },
+        Case {
+            name: "list_ready",
+            sql: q.list_ready.as_str(),
+            args: format!("{qid}, 1, '2000-01-01', 0, 51"),
+            uses: PAGE_OF_JOBS,
+        },
+        Case {
+            name: "list_delayed",
+            sql: q.list_delayed.as_str(),
+            args: format!("{qid}, 32768, '1970-01-01', 0, 51"),
+            uses: PAGE_OF_JOBS,
+        },
+        Case {
+            name: "list_leased",
+            sql: q.list_leased.as_str(),
+            args: format!("{qid}, 2, '2000-01-01', 7, 51"),
+            uses: PAGE_OF_JOBS,
+        },
+        Case {
+            name: "list_archived",
+            sql: q.list_archived.as_str(),
+            args: format!("{qid}, '9999-12-31', 9223372036854775807, 51"),
+            uses: &[&["pgqrs_archive_queue"]],
+        },
+        Case {
+            name: "list_dead",
+            sql: q.list_dead.as_str(),
+            args: format!("{qid}, 20005000, 51"),
+            uses: &[&["pgqrs_dead_queue", "pgqrs_dead_pkey"]],
+        },
+        Case {
+            name: "cancel_job",
+            sql: q.cancel_job.as_str(),
+            args: "5001".into(),
+            uses: &[&["pgqrs_jobs_pkey"]],
+        },
+        Case {
+            name: "reschedule_job",
+            sql: q.reschedule_job.as_str(),
+            args: "5001, NULL, 60".into(),
+            uses: &[&["pgqrs_jobs_pkey"]],
+        },
+        Case {
+            name: "set_job_priority",
+            sql: q.set_job_priority.as_str(),
+            args: "5001, 3".into(),
+            uses: &[&["pgqrs_jobs_pkey"]],
         },
         Case {
             name: "get_run",
