@@ -88,6 +88,12 @@ const FORBIDDEN: &[&str] = &[
     "Join Filter",
 ];
 
+/// Statements that may read a whole queue in one scan when the statistics say so. A delayed job
+/// differs from a leased one only by `leased_at`, which no index holds: a page of delayed jobs
+/// reads past the leased jobs of the priorities it crosses, through the claim index or in one
+/// scan, whichever is cheaper (with every job leased, the scan).
+const MAY_SCAN_JOBS: &[&str] = &["list_delayed"];
+
 /// Statements whose ORDER BY their index must serve as it is: a claim reads the rows it takes
 /// in the index's order (priority, visible, id) and stops, never sorts what it found.
 const IN_INDEX_ORDER: &[&str] = &["claim"];
@@ -118,8 +124,9 @@ async fn plans_hold_whatever_the_statistics_say() {
         &format!(
             "INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, priority)
                  SELECT {qid}, '{{}}', 3, g % 3 FROM generate_series(1, {JOBS}) g;
-             INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at)
-                 SELECT g + 10000000, {qid}, '{{}}', 1, now() FROM generate_series(1, {ROWS}) g;
+             INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at)
+                 SELECT g + 10000000, {qid}, '{{}}', 1, now(), now() - (g / 100) * interval '1 ms'
+                 FROM generate_series(1, {ROWS}) g;
              INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at)
                  SELECT g + 20000000, {qid}, '{{}}', 3, 3, now() FROM generate_series(1, {ROWS}) g;
              INSERT INTO {s}.pgqrs_workflow_runs (name, input, status)
@@ -382,6 +389,9 @@ async fn plans_hold_whatever_the_statistics_say() {
                     .iter()
                     .copied()
                     .filter(|f| plan.contains(f))
+                    .filter(|f| {
+                        !(MAY_SCAN_JOBS.contains(&case.name) && *f == "Seq Scan on pgqrs_jobs")
+                    })
                     .collect();
                 if IN_INDEX_ORDER.contains(&case.name) && plan.contains("Sort") {
                     bad.push("Sort");

@@ -52,7 +52,10 @@ impl<E: Engine> JobAdmin for SqliteBackend<E> {
                 ];
                 let mut rows = r.rows(sql.same_priority, &args).await?;
                 rows.extend(r.rows(sql.lower, &args).await?);
-                rows.extend(r.rows(sql.exhausted, &args).await?);
+                if p.state != JobState::Ready {
+                    // A ready job has attempts left, so never holds a final attempt.
+                    rows.extend(r.rows(sql.exhausted, &args).await?);
+                }
                 rows
             }
             (JobState::Archived, JobKey::Archived { at, id }) => {

@@ -273,7 +273,8 @@ pub(super) struct ListPending {
     pub same_priority: &'static str,
     /// The lower priorities: a range of the claim index.
     pub lower: &'static str,
-    /// Jobs on their final attempt (the small exhausted index; not in the claim index).
+    /// Jobs on their final attempt (the small exhausted index; not in the claim index). Not
+    /// run for ready jobs, which have attempts left.
     pub exhausted: &'static str,
 }
 
@@ -311,11 +312,16 @@ macro_rules! list_pending {
     };
 }
 
+// The state's condition is a filter, never an index range (`+visible_at`): a range on it
+// would make SQLite, after an ANALYZE that saw few rows match, search every priority and sort
+// what it found, instead of reading the claim index in its order and stopping at the page's
+// end.
 pub(super) const LIST_READY: ListPending =
-    list_pending!("visible_at <= ?2 AND attempts < max_attempts");
-pub(super) const LIST_DELAYED: ListPending = list_pending!("visible_at > ?2 AND leased_at IS NULL");
+    list_pending!("+visible_at <= ?2 AND attempts < max_attempts");
+pub(super) const LIST_DELAYED: ListPending =
+    list_pending!("+visible_at > ?2 AND leased_at IS NULL");
 pub(super) const LIST_LEASED: ListPending = list_pending!(
-    "((visible_at > ?2 AND leased_at IS NOT NULL) OR (visible_at <= ?2 AND attempts >= max_attempts))"
+    "((+visible_at > ?2 AND leased_at IS NOT NULL) OR (+visible_at <= ?2 AND attempts >= max_attempts))"
 );
 
 /// Newest first after `(?2, ?3)`: a backward range of the (queue_id, archived_at) index.
