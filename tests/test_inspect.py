@@ -50,7 +50,13 @@ async def test_get_job_in_every_state(store: pgqrs.Store) -> None:
 
     j = await admin.get_job(ready)
     assert isinstance(j, pgqrs.Job)
-    assert (j.state, j.queue, j.payload, j.priority, j.attempts) == ("ready", "q", {"tag": "ready"}, -3, 0)
+    assert (j.state, j.queue, j.payload, j.priority, j.attempts) == (
+        "ready",
+        "q",
+        {"tag": "ready"},
+        -3,
+        0,
+    )
     assert j.waiting and j.visible_at is not None and j.visible_at.tzinfo is not None
     assert (j.leased_at, j.finished_at, j.last_error, j.worker_id) == (None, None, None, None)
     j = await admin.get_job(delayed)

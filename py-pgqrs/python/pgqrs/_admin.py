@@ -106,9 +106,7 @@ class Admin:
         Ready, delayed and leased jobs come in claim order (highest priority first, then
         earliest ``visible_at``, then lowest id); archived jobs newest first; dead jobs by id.
         """
-        return JobPage._from(
-            await self._native.list_jobs(queue, state, limit=limit, cursor=cursor)
-        )
+        return JobPage._from(await self._native.list_jobs(queue, state, limit=limit, cursor=cursor))
 
     async def cancel_job(self, job_id: int) -> Job:
         """Delete a waiting (ready or delayed) job; returns it as it was.
