@@ -27,8 +27,18 @@ use crate::limits::validate_list_limit;
 use crate::produce::{validate_priority, visibility, MAX_PRIORITY};
 use crate::store::{validate_queue_name, JobKey, ListJobsParams};
 
-/// Where a job stands. The same definitions as the counts of
-/// [`QueueMetrics`](crate::QueueMetrics): see the [module](self) table.
+/// Where a job stands: the same definitions as the counts of
+/// [`QueueMetrics`](crate::QueueMetrics) (`now` is the database's clock).
+///
+/// | state      | where            | condition                                                |
+/// |------------|------------------|----------------------------------------------------------|
+/// | `ready`    | the job table    | `visible_at <= now` and attempts left                    |
+/// | `delayed`  | the job table    | `visible_at > now` and not leased                        |
+/// | `leased`   | the job table    | the rest: a lease not expired yet, or a final attempt whose lease expired |
+/// | `archived` | the archive      | completed                                                |
+/// | `dead`     | the dead letters | failed on its last allowed attempt                       |
+///
+/// A *waiting* job is ready or delayed ([`is_waiting`](Self::is_waiting)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobState {
     /// Claimable now.
