@@ -43,6 +43,7 @@ exceptions!(
     QueueAlreadyExistsError,
     QueueInUseError,
     JobNotFoundError,
+    JobStateError,
     LeaseLostError,
     SchemaNotInstalledError,
     SchemaTooNewError,
@@ -114,6 +115,12 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         Error::JobNotFound { id } => {
             kw.set_item("job_id", *id)?;
             exc::JobNotFoundError::type_object(py)
+        }
+        Error::JobStateConflict { id, state, action } => {
+            kw.set_item("job_id", *id)?;
+            kw.set_item("state", state.as_str())?;
+            kw.set_item("action", *action)?;
+            exc::JobStateError::type_object(py)
         }
         Error::LeaseLost { id } => {
             kw.set_item("job_id", *id)?;

@@ -9,8 +9,8 @@ use crate::consumer::Consumer;
 use crate::convert::{count, from_us, int, ints, opt_secs, raw, same_process, text};
 use crate::errors::{exc, to_py, validation};
 use crate::rows::{
-    rows, ArchivedJobRow, DeadLetterRow, MessageRow, MetricsRow, QueueRow, RunRow, StepRow,
-    WorkerRow,
+    rows, ArchivedJobRow, DeadLetterRow, JobPageOut, JobRow, MessageRow, MetricsRow, QueueRow,
+    RunRow, StepRow, WorkerRow,
 };
 use crate::runtime::{awaitable, native_call};
 use crate::worker::{WorkerOptions, WorkerSession};
@@ -190,6 +190,90 @@ impl Store {
             .archived_jobs(&queue, limit)
             .await
             .map(rows::<_, ArchivedJobRow>))
+    }
+
+    fn get_job<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("job id", id)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .get_job(id)
+            .await
+            .map(JobRow::from))
+    }
+
+    #[pyo3(signature = (queue, state, *, limit=None, cursor=None))]
+    fn list_jobs<'py>(
+        &self,
+        py: Python<'py>,
+        queue: &Bound<'py, PyAny>,
+        state: &Bound<'py, PyAny>,
+        limit: Option<&Bound<'py, PyAny>>,
+        cursor: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let queue = text("queue name", queue)?;
+        let state: pgqrs::JobState = text("state", state)?.parse().map_err(to_py)?;
+        let limit = limit.map(|n| int("limit", n)).transpose()?;
+        let cursor = cursor.map(|c| text("cursor", c)).transpose()?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .list_jobs(&queue, state, limit, cursor.as_deref())
+            .await
+            .map(JobPageOut))
+    }
+
+    fn cancel_job<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("job id", id)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .cancel_job(id)
+            .await
+            .map(JobRow::from))
+    }
+
+    fn retry_job<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("job id", id)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .retry_job(id)
+            .await
+            .map(JobRow::from))
+    }
+
+    /// Move a waiting job's run time: exactly one of `delay` (seconds) and `at_us`.
+    #[pyo3(signature = (id, *, delay=None, at_us=None))]
+    fn reschedule_job<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+        delay: Option<f64>,
+        at_us: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("job id", id)?;
+        let delay = opt_secs("delay", delay)?;
+        let at = at_us.map(from_us).transpose()?;
+        let when = pgqrs::RunAt::from_options(delay, at).map_err(to_py)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .reschedule_job(id, when)
+            .await
+            .map(JobRow::from))
+    }
+
+    fn set_job_priority<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+        priority: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("job id", id)?;
+        let priority = int("priority", priority)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .set_job_priority(id, priority)
+            .await
+            .map(JobRow::from))
     }
 
     fn list_workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

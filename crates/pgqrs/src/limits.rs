@@ -86,3 +86,24 @@ pub(crate) fn validate_delay(field: &'static str, d: Duration) -> Result<()> {
     }
     Ok(())
 }
+
+/// Jobs in one page of `list_jobs` when the caller does not say.
+pub(crate) const DEFAULT_LIST_LIMIT: i64 = 100;
+
+/// Most jobs one page of `list_jobs` may hold.
+pub(crate) const MAX_LIST_LIMIT: i64 = 10_000;
+
+/// A page size: not given, [`DEFAULT_LIST_LIMIT`]; else 1 to [`MAX_LIST_LIMIT`].
+pub(crate) fn validate_list_limit(limit: Option<i64>) -> Result<i64> {
+    let limit = limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(Error::validation(
+            "limit",
+            format!(
+                "must be between 1 and {MAX_LIST_LIMIT} jobs per page, got {limit}; page through \
+                 more with the cursor of each page"
+            ),
+        ));
+    }
+    Ok(limit)
+}

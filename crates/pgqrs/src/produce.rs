@@ -160,6 +160,44 @@ pub const MIN_PRIORITY: i64 = i16::MIN as i64;
 /// Highest job priority.
 pub const MAX_PRIORITY: i64 = i16::MAX as i64;
 
+/// A job priority as stored: from [`MIN_PRIORITY`] to [`MAX_PRIORITY`], or a typed error
+/// naming the range. Every priority a caller gives (enqueue, `set_job_priority`) goes
+/// through here.
+pub(crate) fn validate_priority(priority: i64) -> Result<i16> {
+    i16::try_from(priority).map_err(|_| {
+        Error::validation(
+            "priority",
+            format!(
+                "must be between {MIN_PRIORITY} and {MAX_PRIORITY} (higher runs first), \
+                 got {priority}"
+            ),
+        )
+    })
+}
+
+/// When a job becomes claimable, from a delay or a time (at most one of them; neither, or a
+/// zero delay: now), each at most 100 years ahead. Enqueues and `reschedule_job` share it.
+pub(crate) fn visibility(delay: Option<Duration>, at: Option<DateTime<Utc>>) -> Result<Visibility> {
+    Ok(match (at, delay) {
+        (Some(_), Some(_)) => {
+            return Err(Error::validation(
+                "delay",
+                "give either a delay or a time (at), not both",
+            ))
+        }
+        (Some(t), None) => {
+            let ahead = (t - Utc::now()).to_std().unwrap_or_default();
+            crate::limits::validate_delay("at", ahead)?;
+            Visibility::At(t)
+        }
+        (None, Some(d)) if !d.is_zero() => {
+            crate::limits::validate_delay("delay", d)?;
+            Visibility::After(d)
+        }
+        (None, _) => Visibility::Now,
+    })
+}
+
 /// Start building an enqueue.
 pub fn enqueue() -> EnqueueBuilder {
     EnqueueBuilder::default()
@@ -275,16 +313,7 @@ impl EnqueueBuilder {
                 format!("must be between 1 and {}, got {max_attempts}", i32::MAX),
             ));
         }
-        let priority = self.priority.unwrap_or(0);
-        let priority = i16::try_from(priority).map_err(|_| {
-            Error::validation(
-                "priority",
-                format!(
-                    "must be between {MIN_PRIORITY} and {MAX_PRIORITY} (higher runs first), \
-                     got {priority}"
-                ),
-            )
-        })?;
+        let priority = validate_priority(self.priority.unwrap_or(0))?;
         if self.payloads.is_empty() {
             return Ok(Vec::new());
         }
@@ -292,24 +321,7 @@ impl EnqueueBuilder {
         if let Some(p) = self.payloads.iter().find(|p| p.len() > max) {
             return Err(Error::PayloadTooLarge { size: p.len(), max });
         }
-        let visibility = match (self.at, self.delay) {
-            (Some(_), Some(_)) => {
-                return Err(Error::validation(
-                    "delay",
-                    "give either .delay(..) or .at(..), not both",
-                ))
-            }
-            (Some(t), None) => {
-                let ahead = (t - Utc::now()).to_std().unwrap_or_default();
-                crate::limits::validate_delay("at", ahead)?;
-                Visibility::At(t)
-            }
-            (None, Some(d)) if !d.is_zero() => {
-                crate::limits::validate_delay("delay", d)?;
-                Visibility::After(d)
-            }
-            (None, _) => Visibility::Now,
-        };
+        let visibility = visibility(self.delay, self.at)?;
         store
             .backend_impl()
             .enqueue_jobs(EnqueueParams {

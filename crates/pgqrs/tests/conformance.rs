@@ -77,6 +77,16 @@ macro_rules! conformance {
                 dead_letter_keeps_priority,
                 worker_runs_higher_priority_first,
             }
+            inspect {
+                get_job_in_every_state,
+                expired_leases_keep_the_metrics_states,
+                list_jobs_pages_in_order,
+                cancel_only_waiting_jobs,
+                cancel_races_claims,
+                retry_dead_job,
+                reschedule_and_reprioritize,
+                reschedule_ends_an_expired_lease,
+            }
             quickstart { seed_example }
         );
     };

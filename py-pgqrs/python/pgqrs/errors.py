@@ -17,6 +17,7 @@ carries structured fields (``queue``, ``job_id``, ``run_id``, …) besides its m
     │   └── QueueInUseError            leased
     ├── JobError                       job_id
     │   ├── JobNotFoundError
+    │   ├── JobStateError              state, action
     │   └── LeaseLostError
     ├── SchemaError
     │   ├── SchemaNotInstalledError
@@ -54,6 +55,7 @@ __all__ = [
     "InvalidDsnError",
     "JobError",
     "JobNotFoundError",
+    "JobStateError",
     "LeaseLostError",
     "NonDeterministicError",
     "PayloadTooLargeError",
@@ -180,6 +182,19 @@ class JobError(PgqrsError):
 
 class JobNotFoundError(JobError, LookupError):
     """No such job (or not claimed by this consumer)."""
+
+
+class JobStateError(JobError):
+    """The job is not in a state the action applies to; nothing was changed.
+
+    ``state`` is where the job was found (``ready``, ``delayed``, ``leased``, ``archived`` or
+    ``dead``); ``action`` what was asked (``cancel``, ``reschedule`` and ``set_priority`` need
+    a waiting job, ready or delayed; ``retry`` a dead one).
+    """
+
+    fields = ("job_id", "state", "action")
+    state: str
+    action: str
 
 
 class LeaseLostError(JobError):

@@ -6,6 +6,7 @@ pub mod concurrency;
 pub mod connect;
 pub mod consume;
 pub mod flow;
+pub mod inspect;
 pub mod jobs;
 pub mod queues;
 pub mod quickstart;

@@ -1,5 +1,6 @@
 //! PostgreSQL backend: `FOR UPDATE SKIP LOCKED` claims, one statement per batch operation.
 
+mod inspect;
 #[cfg(test)]
 mod plans;
 mod queries;

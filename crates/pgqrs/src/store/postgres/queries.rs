@@ -30,6 +30,75 @@ macro_rules! queries {
 
 use sqlx::SqlSafeStr;
 
+// Inspecting jobs (`crate::inspect`). A job row's state is `queue_metrics`' definition to the
+// letter: ready, delayed, or else leased.
+macro_rules! job_state {
+    () => {
+        "CASE WHEN visible_at <= now() AND attempts < max_attempts THEN 'ready'
+              WHEN visible_at > now() AND leased_at IS NULL THEN 'delayed'
+              ELSE 'leased' END"
+    };
+}
+// Waiting: ready or delayed.
+macro_rules! waiting {
+    () => {
+        "((visible_at <= now() AND attempts < max_attempts)
+          OR (visible_at > now() AND leased_at IS NULL))"
+    };
+}
+// The columns of `decode::job` from a job table row; `$queue`: the queue's name, or its id.
+macro_rules! job_cols {
+    ($($queue:tt)*) => {
+        concat!(
+            "id, ",
+            $($queue)*,
+            ", payload, ",
+            job_state!(),
+            ", priority::int, attempts, max_attempts, enqueued_at, visible_at, leased_at,
+            worker_id, NULL::timestamptz, last_error"
+        )
+    };
+}
+macro_rules! queue_name {
+    () => {
+        "(SELECT q.name FROM {s}.pgqrs_queues q WHERE q.id = queue_id)"
+    };
+}
+// One page of a queue's jobs in a state (`$state`, its condition) in claim order, after the
+// key (`$2` priority, `$3` visible_at, `$4` id): the rest of the key's priority, the lower
+// priorities (both ranges of the claim index), and the jobs on their final attempt (the small
+// exhausted index; not in the claim index).
+macro_rules! list_pending {
+    ($state:expr) => {
+        concat!(
+            "SELECT ",
+            job_cols!("queue_id"),
+            " FROM (
+            (SELECT * FROM {s}.pgqrs_jobs
+             WHERE queue_id = $1 AND attempts < max_attempts AND priority = $2::int
+                   AND (visible_at, id) > ($3::timestamptz, $4::bigint) AND ",
+            $state,
+            "
+             ORDER BY visible_at, id LIMIT $5)
+            UNION ALL
+            (SELECT * FROM {s}.pgqrs_jobs
+             WHERE queue_id = $1 AND attempts < max_attempts AND priority < $2::int AND ",
+            $state,
+            "
+             ORDER BY priority DESC, visible_at, id LIMIT $5)
+            UNION ALL
+            (SELECT * FROM {s}.pgqrs_jobs
+             WHERE queue_id = $1 AND attempts >= max_attempts AND ",
+            $state,
+            "
+                   AND (priority < $2::int OR (priority = $2::int
+                        AND (visible_at, id) > ($3::timestamptz, $4::bigint))))
+        ) j
+        ORDER BY priority DESC, visible_at, id LIMIT $5"
+        )
+    };
+}
+
 // Plans that hold whatever the statistics say. A queue table swings between "all ready" and
 // "all leased" within seconds, so its statistics (autovacuum's ANALYZE) are always stale, and
 // prepared statements switch to generic plans after five runs. So:
@@ -240,4 +309,49 @@ queries! {
     list_runs_by_status = "SELECT id, name, input, status, output, error, owner, lease_until,
                   attempts, created_at, updated_at, finished_at
         FROM {s}.pgqrs_workflow_runs WHERE status = $1 ORDER BY id LIMIT $2";
+
+    // Inspecting and acting on jobs: one snapshot over the three tables, by primary key.
+    get_job = concat!(
+        "SELECT ", job_cols!(queue_name!()), " FROM {s}.pgqrs_jobs WHERE id = $1
+        UNION ALL
+        SELECT id, ", queue_name!(), ", payload, 'archived'::text, priority::int, attempts,
+               NULL::int, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
+               archived_at, last_error
+        FROM {s}.pgqrs_archive WHERE id = $1
+        UNION ALL
+        SELECT id, ", queue_name!(), ", payload, 'dead'::text, priority::int, attempts,
+               max_attempts, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
+               failed_at, last_error
+        FROM {s}.pgqrs_dead WHERE id = $1");
+    list_ready = list_pending!("visible_at <= now() AND attempts < max_attempts");
+    list_delayed = list_pending!("visible_at > now() AND leased_at IS NULL");
+    list_leased = list_pending!(
+        "((visible_at > now() AND leased_at IS NOT NULL)
+          OR (visible_at <= now() AND attempts >= max_attempts))");
+    // Newest first, after `($2, $3)`: a backward range of the (queue_id, archived_at) index.
+    list_archived = "SELECT id, queue_id, payload, 'archived'::text, priority::int, attempts,
+               NULL::int, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
+               archived_at, last_error
+        FROM {s}.pgqrs_archive
+        WHERE queue_id = $1 AND archived_at <= $2 AND (archived_at < $2 OR id < $3)
+        ORDER BY archived_at DESC, id DESC LIMIT $4";
+    // By id after `$2`: a range of the (queue_id, id) index.
+    list_dead = "SELECT id, queue_id, payload, 'dead'::text, priority::int, attempts,
+               max_attempts, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
+               failed_at, last_error
+        FROM {s}.pgqrs_dead WHERE queue_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+    // The actions: by primary key, only while the job is waiting. A claim that locked the row
+    // first makes these wait for it and then re-check the condition on the claimed row.
+    cancel_job = concat!(
+        "DELETE FROM {s}.pgqrs_jobs WHERE id = $1 AND ", waiting!(),
+        " RETURNING ", job_cols!(queue_name!()));
+    reschedule_job = concat!(
+        "UPDATE {s}.pgqrs_jobs
+        SET visible_at = COALESCE($2, now() + make_interval(secs => $3)),
+            leased_at = NULL, worker_id = NULL
+        WHERE id = $1 AND ", waiting!(),
+        " RETURNING ", job_cols!(queue_name!()));
+    set_job_priority = concat!(
+        "UPDATE {s}.pgqrs_jobs SET priority = $2 WHERE id = $1 AND ", waiting!(),
+        " RETURNING ", job_cols!(queue_name!()));
 }

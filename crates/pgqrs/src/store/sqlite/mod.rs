@@ -12,6 +12,7 @@
 //!   takes the write lock before it reads, so it needs no `BEGIN IMMEDIATE`).
 //! * Every statement runs to its end (see [`Conn::rows`]).
 
+mod inspect;
 #[cfg(all(test, feature = "sqlite"))]
 mod plans;
 mod queries;
