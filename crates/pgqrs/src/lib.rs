@@ -58,6 +58,7 @@ mod retry;
 mod session;
 mod store;
 mod types;
+mod unique;
 mod worker;
 mod workflow;
 
@@ -66,7 +67,8 @@ pub use config::{BackendKind, Config, Durability};
 pub use consume::{dequeue, Consumer, DequeueBuilder, DequeueWith};
 pub use error::{BoxError, Error, Result};
 pub use handler::{BoxFuture, Handler};
-pub use produce::{enqueue, EnqueueBuilder, MAX_DEPTH, MAX_PRIORITY, MIN_PRIORITY};
+pub use limits::MAX_KEY_BYTES;
+pub use produce::{enqueue, EnqueueBuilder, IntoKey, MAX_DEPTH, MAX_PRIORITY, MIN_PRIORITY};
 pub use retry::{Backoff, RetryPolicy};
 pub use session::{idle_wait, Claimed, SessionOptions, WorkerSession, WorkerStats};
 pub use store::{connect_with, Store};
@@ -74,6 +76,7 @@ pub use types::{
     ArchivedJob, DeadLetter, Lease, Message, QueueInfo, QueueMetrics, RunStatus, StepRecord,
     StepStatus, WorkerInfo, WorkerStatus, WorkflowRun,
 };
+pub use unique::OnDuplicate;
 pub use worker::{worker, ShutdownHandle, Worker, WorkerBuilder};
 pub use workflow::{
     run_job_retry, Permanent, RunStart, StepError, StepStart, Workflow, WorkflowRegistry,
