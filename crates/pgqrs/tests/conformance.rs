@@ -77,6 +77,15 @@ macro_rules! conformance {
                 dead_letter_keeps_priority,
                 worker_runs_higher_priority_first,
             }
+            unique {
+                unique_key_holds_while_waiting_or_running,
+                unique_keys_in_batches,
+                unique_for_covers_recently_finished,
+                requeued_dead_letter_and_its_key,
+                unique_options_validated,
+                unique_race_many_producers,
+                unique_for_race_with_completions,
+            }
             quickstart { seed_example }
         );
     };
