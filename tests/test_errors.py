@@ -42,6 +42,7 @@ SAMPLES: dict[str, Any] = {
     "recorded": "fetch",
     "called": "process",
     "error": "ValueError: boom",
+    "key": "invoice-42",
 }
 
 
