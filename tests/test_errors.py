@@ -44,6 +44,7 @@ SAMPLES: dict[str, Any] = {
     "recorded": "fetch",
     "called": "process",
     "error": "ValueError: boom",
+    "key": "invoice-42",
 }
 
 

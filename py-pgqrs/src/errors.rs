@@ -45,6 +45,7 @@ exceptions!(
     JobNotFoundError,
     JobStateError,
     LeaseLostError,
+    DuplicateJobError,
     SchemaNotInstalledError,
     SchemaTooNewError,
     SchemaInvalidError,
@@ -125,6 +126,11 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         Error::LeaseLost { id } => {
             kw.set_item("job_id", *id)?;
             exc::LeaseLostError::type_object(py)
+        }
+        Error::DuplicateJob { existing_id, key } => {
+            kw.set_item("job_id", *existing_id)?;
+            kw.set_item("key", key)?;
+            exc::DuplicateJobError::type_object(py)
         }
         Error::SchemaNotInstalled { .. } => exc::SchemaNotInstalledError::type_object(py),
         Error::SchemaTooNew { found, supported } => {

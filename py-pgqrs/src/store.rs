@@ -6,7 +6,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 
 use crate::consumer::Consumer;
-use crate::convert::{count, from_us, int, ints, opt_secs, raw, same_process, text};
+use crate::convert::{count, from_us, int, ints, opt_secs, opt_texts, raw, same_process, text};
 use crate::errors::{exc, to_py, validation};
 use crate::rows::{
     rows, ArchivedJobRow, DeadLetterRow, JobPageOut, JobRow, MessageRow, MetricsRow, QueueRow,
@@ -286,7 +286,10 @@ impl Store {
     /// Enqueue JSON (already serialized by the Python layer) in one statement: a list of
     /// texts, one per job, or one JSON array text whose elements are the jobs. Options not
     /// given take the store's defaults.
-    #[pyo3(signature = (queue, payloads, *, delay=None, at_us=None, max_attempts=None, priority=None))]
+    #[pyo3(signature = (
+        queue, payloads, *, delay=None, at_us=None, max_attempts=None, priority=None, key=None,
+        keys=None, on_duplicate=None, unique_for=None
+    ))]
     #[allow(clippy::too_many_arguments)] // keyword-only options, each forwarded by name
     fn enqueue<'py>(
         &self,
@@ -297,8 +300,22 @@ impl Store {
         at_us: Option<i64>,
         max_attempts: Option<&Bound<'py, PyAny>>,
         priority: Option<&Bound<'py, PyAny>>,
+        key: Option<&Bound<'py, PyAny>>,
+        keys: Option<&Bound<'py, PyAny>>,
+        on_duplicate: Option<&Bound<'py, PyAny>>,
+        unique_for: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let queue = text("queue name", queue)?;
+        let key = key.map(|k| text("key", k)).transpose()?;
+        let keys = keys.map(|k| opt_texts("keys", k)).transpose()?;
+        let on_duplicate = on_duplicate
+            .map(|p| {
+                text("on_duplicate", p)?
+                    .parse::<pgqrs::OnDuplicate>()
+                    .map_err(to_py)
+            })
+            .transpose()?;
+        let unique_for = opt_secs("unique_for", unique_for)?;
         let max_attempts = max_attempts
             .map(|n| count::<u32>("max_attempts", n))
             .transpose()?;
@@ -327,6 +344,18 @@ impl Store {
             }
             if let Some(p) = priority {
                 b = b.priority(p);
+            }
+            if let Some(k) = key {
+                b = b.key(k);
+            }
+            if let Some(ks) = keys {
+                b = b.keys(ks);
+            }
+            if let Some(p) = on_duplicate {
+                b = b.on_duplicate(p);
+            }
+            if let Some(w) = unique_for {
+                b = b.unique_for(w);
             }
             b.execute(&s).await.map_err(to_py)
         })

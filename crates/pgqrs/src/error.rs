@@ -133,6 +133,17 @@ pub enum Error {
         action: &'static str,
     },
 
+    /// A job with this unique key is already waiting or running in the queue (or finished
+    /// within the enqueue's `unique_for` window), and the enqueue asked for an error rather
+    /// than that job's id (`OnDuplicate::Error`). Nothing was written.
+    #[error("job {existing_id} already holds the unique key {key:?} (waiting, running, or finished within unique_for); nothing was written (use on_duplicate \"existing\" to get its id instead)")]
+    DuplicateJob {
+        /// The job holding the key.
+        existing_id: i64,
+        /// The key.
+        key: String,
+    },
+
     /// The caller's lease on the job is gone: it expired and another consumer claimed the job,
     /// or the job was completed by someone else. Nothing was changed.
     #[error("lease on job {id} was lost (it expired and the job was claimed again or completed elsewhere); nothing was changed")]

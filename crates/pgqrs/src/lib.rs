@@ -59,6 +59,7 @@ mod retry;
 mod session;
 mod store;
 mod types;
+mod unique;
 mod worker;
 mod workflow;
 
@@ -68,7 +69,8 @@ pub use consume::{dequeue, Consumer, DequeueBuilder, DequeueWith};
 pub use error::{BoxError, Error, Result};
 pub use handler::{BoxFuture, Handler};
 pub use inspect::{Job, JobPage, JobState, RunAt};
-pub use produce::{enqueue, EnqueueBuilder, MAX_DEPTH, MAX_PRIORITY, MIN_PRIORITY};
+pub use limits::MAX_KEY_BYTES;
+pub use produce::{enqueue, EnqueueBuilder, IntoKey, MAX_DEPTH, MAX_PRIORITY, MIN_PRIORITY};
 pub use retry::{Backoff, RetryPolicy};
 pub use session::{idle_wait, Claimed, SessionOptions, WorkerSession, WorkerStats};
 pub use store::{connect_with, Store};
@@ -76,6 +78,7 @@ pub use types::{
     ArchivedJob, DeadLetter, Lease, Message, QueueInfo, QueueMetrics, RunStatus, StepRecord,
     StepStatus, WorkerInfo, WorkerStatus, WorkflowRun,
 };
+pub use unique::OnDuplicate;
 pub use worker::{worker, ShutdownHandle, Worker, WorkerBuilder};
 pub use workflow::{
     run_job_retry, Permanent, RunStart, StepError, StepStart, Workflow, WorkflowRegistry,

@@ -153,6 +153,7 @@ pub struct EnqueueBuilder {
     at: Option<DateTime<Utc>>,
     max_attempts: Option<u32>,
     priority: Option<i64>,
+    unique: crate::unique::UniqueOptions,
 }
 
 /// Lowest job priority.
@@ -295,6 +296,41 @@ impl EnqueueBuilder {
         self
     }
 
+    /// The job's unique key: while a job of the queue with this key is waiting or running
+    /// (or, with [`unique_for`](Self::unique_for), finished within that window), no second
+    /// job is created, and the enqueue gets what [`on_duplicate`](Self::on_duplicate) says
+    /// (by default the existing job's id). For one job only; a batch gives each job its own
+    /// key with [`keys`](Self::keys). 1 to [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES) bytes,
+    /// no NUL.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.unique.key = Some(key.into());
+        self
+    }
+
+    /// One unique key (or none) per job of the batch, in the jobs' order (see
+    /// [`key`](Self::key)): `.keys(["a", "b"])`, or `.keys([Some("a"), None])`. Jobs of the
+    /// batch with the same key are one job (all of them get its id, or the batch fails with
+    /// [`OnDuplicate::Error`](crate::OnDuplicate::Error)).
+    pub fn keys<K: IntoKey>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
+        self.unique.keys = Some(keys.into_iter().map(IntoKey::into_key).collect());
+        self
+    }
+
+    /// What a job whose key is taken gets: the existing job's id
+    /// ([`OnDuplicate::Existing`](crate::OnDuplicate::Existing), the default) or
+    /// [`Error::DuplicateJob`] ([`OnDuplicate::Error`](crate::OnDuplicate::Error)).
+    pub fn on_duplicate(mut self, policy: crate::OnDuplicate) -> Self {
+        self.unique.on_duplicate = Some(policy);
+        self
+    }
+
+    /// A job with the key that finished (was archived) less than this long ago also holds
+    /// the key. Jobs deleted on completion, and dead letters, hold no key.
+    pub fn unique_for(mut self, window: Duration) -> Self {
+        self.unique.unique_for = Some(window);
+        self
+    }
+
     /// Insert the jobs, in one statement. Returns their ids in order. An empty builder
     /// inserts nothing and returns an empty list.
     pub async fn execute(self, store: &Store) -> Result<Vec<i64>> {
@@ -314,6 +350,7 @@ impl EnqueueBuilder {
             ));
         }
         let priority = validate_priority(self.priority.unwrap_or(0))?;
+        let unique = self.unique.check(self.payloads.len())?;
         if self.payloads.is_empty() {
             return Ok(Vec::new());
         }
@@ -322,16 +359,48 @@ impl EnqueueBuilder {
             return Err(Error::PayloadTooLarge { size: p.len(), max });
         }
         let visibility = visibility(self.delay, self.at)?;
-        store
-            .backend_impl()
-            .enqueue_jobs(EnqueueParams {
-                queue: &queue,
-                payloads: self.payloads,
-                visibility,
-                max_attempts: max_attempts as i32,
-                priority,
-            })
-            .await
+        let params = EnqueueParams {
+            queue: &queue,
+            payloads: self.payloads,
+            visibility,
+            max_attempts: max_attempts as i32,
+            priority,
+        };
+        match unique {
+            Some(u) => crate::unique::enqueue_keyed(store, params, u).await,
+            None => store.backend_impl().enqueue_jobs(params).await,
+        }
+    }
+}
+
+/// A unique key, or none, for [`EnqueueBuilder::keys`]: `&str`, `String` and their
+/// `Option`s.
+pub trait IntoKey {
+    /// The key, or `None` for a job without one.
+    fn into_key(self) -> Option<String>;
+}
+
+impl IntoKey for &str {
+    fn into_key(self) -> Option<String> {
+        Some(self.to_owned())
+    }
+}
+
+impl IntoKey for String {
+    fn into_key(self) -> Option<String> {
+        Some(self)
+    }
+}
+
+impl IntoKey for &String {
+    fn into_key(self) -> Option<String> {
+        Some(self.clone())
+    }
+}
+
+impl<K: IntoKey> IntoKey for Option<K> {
+    fn into_key(self) -> Option<String> {
+        self.and_then(IntoKey::into_key)
     }
 }
 

@@ -87,6 +87,15 @@ macro_rules! conformance {
                 reschedule_and_reprioritize,
                 reschedule_ends_an_expired_lease,
             }
+            unique {
+                unique_key_holds_while_waiting_or_running,
+                unique_keys_in_batches,
+                unique_for_covers_recently_finished,
+                requeued_dead_letter_and_its_key,
+                unique_options_validated,
+                unique_race_many_producers,
+                unique_for_race_with_completions,
+            }
             quickstart { seed_example }
         );
     };

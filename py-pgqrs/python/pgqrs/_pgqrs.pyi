@@ -346,6 +346,10 @@ class Store:
         at_us: int | None = None,
         max_attempts: int | None = None,
         priority: int | None = None,
+        key: str | None = None,
+        keys: list[str | None] | None = None,
+        on_duplicate: str | None = None,
+        unique_for: float | None = None,
     ) -> Awaitable[list[int]]:
         """Enqueue JSON (already serialized) in one statement: one text per job, or one
         JSON array text whose elements are the jobs. Returns the ids in order."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pgqrs import _json, _pgqrs
 from pgqrs._consuming import Consumer, MessageStream
@@ -93,6 +93,10 @@ async def connect(dsn: str) -> Store:
     return Store(await _pgqrs.connect(dsn))
 
 
+OnDuplicate = Literal["existing", "error"]
+"""What an enqueue gets for a job whose unique key is taken: the holder's id, or an error."""
+
+
 def _at_us(at: datetime | None) -> int | None:
     if at is None:
         return None
@@ -113,14 +117,33 @@ async def produce(
     at: datetime | None = None,
     max_attempts: int | None = None,
     priority: int | None = None,
+    key: str | None = None,
+    on_duplicate: OnDuplicate | None = None,
+    unique_for: float | timedelta | None = None,
 ) -> int:
     """Enqueue one job; returns its id.
 
     ``payload`` is any JSON-serializable value. ``delay`` (seconds or timedelta) or ``at`` (an
     aware datetime) postpones it; ``max_attempts`` overrides the store's default. Claims take
     higher ``priority`` first (default 0, from -32768 to 32767).
+
+    With a unique ``key``, no second job is created while a job of the queue with that key is
+    waiting or running (with ``unique_for``, seconds or a timedelta, also while one finished
+    within that window): ``on_duplicate="existing"`` (the default) returns that job's id,
+    ``"error"`` raises :class:`~pgqrs.errors.DuplicateJobError` carrying it.
     """
-    ids = await _enqueue(store, queue, [_json.dumps(payload)], delay, at, max_attempts, priority)
+    ids = await _enqueue(
+        store,
+        queue,
+        [_json.dumps(payload)],
+        delay,
+        at,
+        max_attempts,
+        priority,
+        key=key,
+        on_duplicate=on_duplicate,
+        unique_for=unique_for,
+    )
     return ids[0]
 
 
@@ -133,11 +156,31 @@ async def produce_batch(
     at: datetime | None = None,
     max_attempts: int | None = None,
     priority: int | None = None,
+    keys: Iterable[str | None] | None = None,
+    on_duplicate: OnDuplicate | None = None,
+    unique_for: float | timedelta | None = None,
 ) -> list[int]:
     """Enqueue many jobs in one statement; returns their ids in order. Nothing is written if
-    any payload is not serializable or too large. The options apply to every job."""
+    any payload is not serializable or too large. The options apply to every job.
+
+    ``keys`` gives each job a unique key (or ``None``), in order (see :func:`produce`): a job
+    whose key is taken gets the holder's id in its place, and jobs of the batch sharing a key
+    are one job. With ``on_duplicate="error"`` a taken key raises
+    :class:`~pgqrs.errors.DuplicateJobError` and no job of the batch is written.
+    """
     items = payloads if isinstance(payloads, list) else list(payloads)
-    return await _enqueue(store, queue, _json.dumps_array(items), delay, at, max_attempts, priority)
+    return await _enqueue(
+        store,
+        queue,
+        _json.dumps_array(items),
+        delay,
+        at,
+        max_attempts,
+        priority,
+        keys=keys if keys is None or isinstance(keys, (list, str)) else list(keys),
+        on_duplicate=on_duplicate,
+        unique_for=unique_for,
+    )
 
 
 async def _enqueue(
@@ -148,6 +191,11 @@ async def _enqueue(
     at: datetime | None,
     max_attempts: int | None,
     priority: int | None,
+    *,
+    key: str | None = None,
+    keys: Any = None,
+    on_duplicate: str | None = None,
+    unique_for: float | timedelta | None = None,
 ) -> list[int]:
     if not isinstance(store, Store):
         raise TypeError(f"expected a pgqrs.Store, got {type(store).__name__}")
@@ -158,4 +206,8 @@ async def _enqueue(
         at_us=_at_us(at),
         max_attempts=max_attempts,
         priority=priority,
+        key=key,
+        keys=keys,
+        on_duplicate=on_duplicate,
+        unique_for=to_seconds(unique_for, "unique_for"),
     )

@@ -18,7 +18,8 @@ carries structured fields (``queue``, ``job_id``, ``run_id``, …) besides its m
     ├── JobError                       job_id
     │   ├── JobNotFoundError
     │   ├── JobStateError              state, action
-    │   └── LeaseLostError
+    │   ├── LeaseLostError
+    │   └── DuplicateJobError          key (job_id: the job holding it)
     ├── SchemaError
     │   ├── SchemaNotInstalledError
     │   ├── SchemaTooNewError          found, supported
@@ -50,6 +51,7 @@ __all__ = [
     "ConnectionFailedError",
     "ConnectionLostError",
     "DatabaseError",
+    "DuplicateJobError",
     "ForkError",
     "HandlerError",
     "InvalidDsnError",
@@ -199,6 +201,20 @@ class JobStateError(JobError):
 
 class LeaseLostError(JobError):
     """The lease on the job expired and another consumer claimed it; nothing was changed."""
+
+
+class DuplicateJobError(JobError):
+    """A job with this unique ``key`` is already waiting or running in the queue (or finished
+    within ``unique_for``), and the enqueue asked for ``on_duplicate="error"``. ``job_id``
+    (also ``existing_id``) is that job's id; nothing was written."""
+
+    fields = ("job_id", "key")
+    key: str
+
+    @property
+    def existing_id(self) -> int:
+        """The id of the job holding the key (the same as ``job_id``)."""
+        return self.job_id
 
 
 class SchemaError(PgqrsError):

@@ -76,6 +76,28 @@ pub(crate) struct EnqueueParams<'a> {
     pub priority: i16,
 }
 
+/// The keys of a keyed enqueue ([`Backend::enqueue_unique`]): one key (or none) per payload
+/// of its [`EnqueueParams`], in order, no key twice (the core folds a batch's repeats).
+#[derive(Debug, Clone)]
+pub(crate) struct UniqueParams<'a> {
+    pub keys: &'a [Option<String>],
+    /// A finished (archived) job also holds its key for this long after it finished.
+    pub window: Option<Duration>,
+    /// Write nothing unless every keyed job is new (the caller will raise DuplicateJob).
+    pub only_new: bool,
+}
+
+/// Where one job of a keyed enqueue went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// A new job, with this id.
+    New(i64),
+    /// The key is held by this job (waiting, running, or archived within the window).
+    Existing(i64),
+    /// Not written: `only_new` was asked and another job's key was taken.
+    NotWritten,
+}
+
 /// A workflow run's outcome ([`Backend::finish_run`]).
 #[derive(Debug, Clone)]
 pub(crate) struct FinishRunParams<'a> {
@@ -169,6 +191,13 @@ pub(crate) trait Backend: JobAdmin + Send + Sync + 'static {
     // jobs
     /// Insert the jobs; their ids, in ascending order.
     async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>>;
+    /// Insert the jobs whose key no job of the queue holds (see [`UniqueParams`]); where
+    /// each went, in order. Race-free: concurrent enqueues of one key make one job.
+    async fn enqueue_unique(
+        &self,
+        p: EnqueueParams<'_>,
+        u: UniqueParams<'_>,
+    ) -> Result<Vec<Placed>>;
     /// Claim from the queue with this id: [`claim_jobs`](Self::claim_jobs) resolves the name.
     async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>>;
     /// Claim up to `p.limit` ready jobs of `p.queue`, in id order (see [`QueueIds::claim`]).
@@ -455,6 +484,8 @@ pub(crate) const INDEXES: &[&str] = &[
     "pgqrs_archive_queue",
     "pgqrs_dead_queue",
     "pgqrs_workflow_runs_status",
+    "pgqrs_jobs_unique",
+    "pgqrs_archive_unique",
 ];
 
 /// Text appended to the last error of a job whose final attempt's lease expired.

@@ -12,5 +12,6 @@ pub mod queues;
 pub mod quickstart;
 pub mod retry;
 pub mod schema;
+pub mod unique;
 pub mod wakeup;
 pub mod worker;

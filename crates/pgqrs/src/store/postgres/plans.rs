@@ -215,6 +215,20 @@ async fn plans_hold_whatever_the_statistics_say() {
             uses: &[&["pgqrs_queues_pkey"]],
         },
         Case {
+            name: "enqueue_unique",
+            sql: q.enqueue_unique.as_str(),
+            args: format!(
+                "{qid}, '{{\"{{}}\",\"{{}}\"}}', 3, NULL, 0, 'ch', 'q', false, 0, \
+                 '{{\"a\",NULL}}', 3600, false"
+            ),
+            // The keys through the partial indexes, which hold keyed jobs only.
+            uses: &[
+                &["pgqrs_queues_pkey"],
+                &["pgqrs_jobs_unique"],
+                &["pgqrs_archive_unique"],
+            ],
+        },
+        Case {
             name: "requeue_dead",
             sql: q.requeue_dead.as_str(),
             args: format!("{qid}, {dead_ids}"),

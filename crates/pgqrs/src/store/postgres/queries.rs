@@ -8,6 +8,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_jobs_without_fk.sql")),
     (5, include_str!("migrations/0005_lease_tokens.sql")),
     (6, include_str!("migrations/0006_priorities.sql")),
+    (7, include_str!("migrations/0007_unique_jobs.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS {s}.pgqrs_schema_version (
@@ -162,6 +163,51 @@ queries! {
         )
         SELECT id, (SELECT pg_notify($6, $7) WHERE $8) FROM ins";
 
+    // Unique jobs ($10 one key or NULL per payload, no key twice; $11 the unique_for window
+    // in seconds or NULL; $12 insert nothing if any key is held). `live` and `arch` read one
+    // snapshot, in which a job with the key is either still in the job table or already in
+    // the archive (archiving moves it in one statement), so a key held in the snapshot is
+    // never missed. A key taken by an enqueue that committed after the snapshot (or has not
+    // committed yet: the unique index makes the insert wait for it) is skipped by ON CONFLICT
+    // and comes back with no id; the caller runs the statement again for it, in a new
+    // snapshot. Ids are drawn in the payloads' order, and rows inserted in key order, so two
+    // batches sharing keys never wait for each other in a cycle. Rows: (position from 1, id
+    // or NULL, whether new).
+    enqueue_unique = "WITH q AS (
+            SELECT id FROM {s}.pgqrs_queues WHERE id = $1 FOR KEY SHARE
+        ), t AS (
+            SELECT nextval('{s}.pgqrs_jobs_id_seq') AS id, p, k, n
+            FROM unnest($2::text[], $10::text[]) WITH ORDINALITY AS t(p, k, n)
+        ), live AS (
+            SELECT unique_key AS k, id FROM {s}.pgqrs_jobs
+            WHERE queue_id = $1 AND unique_key IS NOT NULL AND unique_key = ANY($10::text[])
+        ), arch AS (
+            SELECT DISTINCT ON (unique_key) unique_key AS k, id FROM {s}.pgqrs_archive
+            WHERE $11::float8 IS NOT NULL AND queue_id = $1
+                  AND unique_key IS NOT NULL AND unique_key = ANY($10::text[])
+                  AND archived_at > now() - make_interval(secs => $11::float8)
+            ORDER BY unique_key, archived_at DESC, id DESC
+        ), held AS (
+            SELECT k, id FROM live
+            UNION ALL
+            SELECT k, id FROM arch WHERE k NOT IN (SELECT k FROM live)
+        ), ins AS (
+            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, max_attempts, visible_at, priority, unique_key)
+            SELECT t.id, q.id, t.p::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9, t.k
+            FROM q, t
+            WHERE (t.k IS NULL OR t.k NOT IN (SELECT k FROM held))
+                  AND NOT ($12 AND EXISTS (SELECT 1 FROM held))
+            ORDER BY t.k
+            ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING id
+        )
+        SELECT t.n, COALESCE(i.id, h.id), i.id IS NOT NULL,
+               (SELECT pg_notify($6, $7) WHERE $8 AND EXISTS (SELECT 1 FROM ins))
+        FROM t LEFT JOIN ins i ON i.id = t.id LEFT JOIN held h ON h.k = t.k
+        ORDER BY t.n";
+    // The queue's row, for an enqueue that placed nothing: was the queue deleted?
+    queue_exists = "SELECT count(*) FROM {s}.pgqrs_queues WHERE id = $1";
+
     // Priorities: the claim visits the priorities present in the queue from the highest down
     // (`p`: one index descent each, a loose index scan) and takes from each, in visible-then-id
     // order, what it still needs (`c`). Each take is a range of the claim index that ends at
@@ -197,10 +243,11 @@ queries! {
     archive = "WITH d AS (
             DELETE FROM {s}.pgqrs_jobs j
             WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
-            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.enqueued_at, j.last_error, j.priority
+            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.enqueued_at, j.last_error, j.priority,
+                      j.unique_key
         ), a AS (
-            INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, last_error, priority)
-            SELECT id, queue_id, payload, attempts, enqueued_at, last_error, priority FROM d
+            INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, last_error, priority, unique_key)
+            SELECT id, queue_id, payload, attempts, enqueued_at, last_error, priority, unique_key FROM d
         )
         SELECT id FROM d";
     delete = "DELETE FROM {s}.pgqrs_jobs j
@@ -217,10 +264,10 @@ queries! {
             DELETE FROM {s}.pgqrs_jobs j
             WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
             RETURNING j.id, j.queue_id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, j.priority,
-                      ($3::text[])[array_position($2::bigint[], j.lease_token)] AS err
+                      j.unique_key, ($3::text[])[array_position($2::bigint[], j.lease_token)] AS err
         ), a AS (
-            INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority)
-            SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err, priority FROM d
+            INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, unique_key)
+            SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err, priority, unique_key FROM d
         )
         SELECT id FROM d";
     extend = "UPDATE {s}.pgqrs_jobs j SET visible_at = now() + make_interval(secs => $3)
@@ -237,25 +284,41 @@ queries! {
                 SELECT id FROM {s}.pgqrs_jobs
                 WHERE queue_id = $1 AND visible_at <= now() AND attempts >= max_attempts
                 FOR UPDATE SKIP LOCKED))
-            RETURNING id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority
+            RETURNING id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority,
+                      unique_key
         )
-        INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority)
+        INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, unique_key)
         SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at,
-               concat_ws(E'\\n', last_error, $2::text), priority FROM d";
+               concat_ws(E'\\n', last_error, $2::text), priority, unique_key FROM d";
     dead_letters = "SELECT d.id, d.payload, d.attempts, d.last_error, d.enqueued_at, d.failed_at
         FROM {s}.pgqrs_dead d WHERE d.queue_id = $1 ORDER BY d.id LIMIT $2";
+    // A requeued dead letter gets its key back, unless a job of the queue holds the key now:
+    // then it stays a dead letter (not counted), to be requeued after that job is done. The
+    // dead letters are locked first, so two concurrent requeues move each one once.
     requeue_dead = "WITH d AS (
-            DELETE FROM {s}.pgqrs_dead WHERE id = ANY($2::bigint[]) AND queue_id = $1
-            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error, priority
+            SELECT id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, unique_key
+            FROM {s}.pgqrs_dead WHERE id = ANY($2::bigint[]) AND queue_id = $1
+            ORDER BY id FOR UPDATE
+        ), ins AS (
+            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key)
+            SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, unique_key
+            FROM d ORDER BY id
+            ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING id
         )
-        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
-        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority FROM d";
+        DELETE FROM {s}.pgqrs_dead WHERE id = ANY (ARRAY(SELECT id FROM ins))";
     requeue_all_dead = "WITH d AS (
-            DELETE FROM {s}.pgqrs_dead WHERE queue_id = $1
-            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error, priority
+            SELECT id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, unique_key
+            FROM {s}.pgqrs_dead WHERE queue_id = $1
+            ORDER BY id FOR UPDATE
+        ), ins AS (
+            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key)
+            SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, unique_key
+            FROM d ORDER BY id
+            ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING id
         )
-        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
-        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority FROM d";
+        DELETE FROM {s}.pgqrs_dead WHERE id = ANY (ARRAY(SELECT id FROM ins))";
     archived = "SELECT id, payload, attempts, enqueued_at, archived_at
         FROM {s}.pgqrs_archive WHERE queue_id = $1 ORDER BY archived_at DESC, id DESC LIMIT $2";
 

@@ -19,6 +19,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_workers.sql")),
     (3, include_str!("migrations/0003_workflows.sql")),
     (4, include_str!("migrations/0004_priorities.sql")),
+    (5, include_str!("migrations/0005_unique_jobs.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgqrs_schema_version (
@@ -89,11 +90,11 @@ pub(super) fn for_leases(template: &str, n: usize) -> Sql {
     Sql::built(template.replace("{held}", &held), n <= KEEP_PREPARED_UP_TO)
 }
 
-pub(super) const ARCHIVE: &str = "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error, priority)
-    SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error, priority FROM pgqrs_jobs
+pub(super) const ARCHIVE: &str = "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error, priority, unique_key)
+    SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error, priority, unique_key FROM pgqrs_jobs
     WHERE id IN ({held})";
-pub(super) const BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority)
-    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ?, priority FROM pgqrs_jobs
+pub(super) const BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, unique_key)
+    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ?, priority, unique_key FROM pgqrs_jobs
     WHERE id IN ({held})";
 pub(super) const DELETE: &str = "DELETE FROM pgqrs_jobs WHERE id IN ({held}) RETURNING id";
 pub(super) const EXTEND: &str =
@@ -122,6 +123,61 @@ pub(super) fn enqueue(n: usize) -> Sql {
     Sql::built(s, n == 1)
 }
 
+/// Unique jobs, multi-row insert: `?1` queue, `?2` max attempts, `?3` enqueued at, `?4`
+/// visible at, `?5` priority, then a payload and a key (or NULL) per row. Kept prepared for
+/// one row only.
+pub(super) fn enqueue_keyed(n: usize) -> Sql {
+    let mut s = String::from(
+        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, priority, payload, unique_key) VALUES ",
+    );
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!(
+            "(?1, ?2, ?3, ?4, ?5, ?{}, ?{})",
+            2 * i + 6,
+            2 * i + 7
+        ));
+    }
+    s.push_str(" RETURNING id");
+    Sql::built(s, n == 1)
+}
+
+/// `?first, ?first+1, …`: `n` numbered parameters.
+fn numbered(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The jobs holding keys: `?1` queue, then `n` keys. Rows: key, id.
+pub(super) fn live_keys(n: usize) -> Sql {
+    Sql::built(
+        format!(
+            "SELECT unique_key, id FROM pgqrs_jobs
+             WHERE queue_id = ?1 AND unique_key IN ({})",
+            numbered(2, n)
+        ),
+        n == 1,
+    )
+}
+
+/// The archived jobs holding keys: `?1` queue, `?2` archived after, then `n` keys. Rows:
+/// key, id; the latest first for each key.
+pub(super) fn archived_keys(n: usize) -> Sql {
+    Sql::built(
+        format!(
+            "SELECT unique_key, id FROM pgqrs_archive
+             WHERE queue_id = ?1 AND unique_key IN ({}) AND archived_at > ?2
+             ORDER BY unique_key, archived_at DESC, id DESC",
+            numbered(3, n)
+        ),
+        n == 1,
+    )
+}
+
 /// `(?, ?), (?, ?)` for `rows` rows of `cols` columns.
 fn placeholders(rows: usize, cols: usize) -> String {
     let row = format!("({})", vec!["?"; cols].join(", "));
@@ -130,9 +186,10 @@ fn placeholders(rows: usize, cols: usize) -> String {
 
 pub(super) const RESCUE_SELECT: &str = "SELECT id FROM pgqrs_jobs
     WHERE queue_id = ? AND visible_at <= ? AND attempts >= max_attempts LIMIT 1";
-pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority)
+pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, unique_key)
     SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?2,
-           CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END, priority
+           CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END, priority,
+           unique_key
     FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
 pub(super) const RESCUE_DELETE: &str =
     "DELETE FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
@@ -140,14 +197,27 @@ pub(super) const RESCUE_DELETE: &str =
 pub(super) const DEAD_LETTERS: &str =
     "SELECT id, payload, attempts, last_error, enqueued_at, failed_at
     FROM pgqrs_dead WHERE queue_id = ? ORDER BY id LIMIT ?";
-pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
-    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority
-    FROM pgqrs_dead WHERE queue_id = ?1";
-pub(super) const DELETE_DEAD_ALL: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1";
-pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority)
-    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority
-    FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3";
-pub(super) const DELETE_DEAD_ONE: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3";
+// A requeued dead letter gets its key back, unless a job of the queue holds the key now (or,
+// requeueing them all, an older dead letter with the key is requeued): then it stays a dead
+// letter, to be requeued after that job is done. The deletes remove only the dead letters
+// that are jobs again (ids are never reused).
+pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, unique_key
+    FROM pgqrs_dead d WHERE d.queue_id = ?1
+        AND (d.unique_key IS NULL OR (
+            NOT EXISTS (SELECT 1 FROM pgqrs_jobs j
+                        WHERE j.queue_id = ?1 AND j.unique_key = d.unique_key)
+            AND d.id = (SELECT min(d2.id) FROM pgqrs_dead d2
+                        WHERE d2.queue_id = ?1 AND d2.unique_key = d.unique_key)))";
+pub(super) const DELETE_DEAD_ALL: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1
+    AND EXISTS (SELECT 1 FROM pgqrs_jobs j WHERE j.id = pgqrs_dead.id)";
+pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, unique_key
+    FROM pgqrs_dead d WHERE d.queue_id = ?1 AND d.id = ?3
+        AND (d.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM pgqrs_jobs j
+                                                 WHERE j.queue_id = ?1 AND j.unique_key = d.unique_key))";
+pub(super) const DELETE_DEAD_ONE: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3
+    AND EXISTS (SELECT 1 FROM pgqrs_jobs j WHERE j.id = ?3)";
 pub(super) const ARCHIVED: &str = "SELECT id, payload, attempts, enqueued_at, archived_at
     FROM pgqrs_archive WHERE queue_id = ? ORDER BY archived_at DESC, id DESC LIMIT ?";
 
