@@ -360,11 +360,15 @@ fn race_size(db: &TestDb) -> (usize, usize, usize) {
 /// gets its id; with the error policy exactly one producer per key succeeds.
 pub async fn unique_race_many_producers(db: &TestDb) {
     let (stores, tasks, keys) = race_size(db);
-    let first = db.store_with("pool_size=8").await;
+    // One connection per producing task: 24 in all on PostgreSQL, within the test PgBouncer's
+    // pool of 40 (session pooling holds a server connection per client connection; more
+    // clients than that would wait for one instead of racing).
+    let pool = format!("pool_size={tasks}");
+    let first = db.store_with(&pool).await;
     pgqrs::admin(&first).create_queue("q").await.unwrap();
     let mut all = vec![first];
     for _ in 1..stores {
-        all.push(db.connect_with("pool_size=8").await);
+        all.push(db.connect_with(&pool).await);
     }
     let start = Arc::new(tokio::sync::Barrier::new(stores * tasks));
     let mut runs = Vec::new();
