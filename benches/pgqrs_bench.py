@@ -19,7 +19,7 @@ import pgqrs
 from pgqrs.decorators import step, workflow
 
 QUEUE = "bench"
-SCENARIOS = ["s1", "s2", "s3", "s4", "s5", "mem", "mem-worker"]
+SCENARIOS = ["s1", "s1u", "s2", "s3", "s4", "s5", "mem", "mem-worker"]
 
 
 async def setup(dsn: str) -> pgqrs.Store:
@@ -48,6 +48,17 @@ async def s1(a: Any) -> dict[str, Any]:
     start = time.perf_counter()
     for i in range(a.count):
         await pgqrs.produce(store, QUEUE, benchlib.payload(i))
+    elapsed = time.perf_counter() - start
+    await store.close()
+    return {"values": {"throughput": a.count / elapsed}}
+
+
+async def s1u(a: Any) -> dict[str, Any]:
+    """S1, each job with a key of its own (every key new: the check, then the insert)."""
+    store = await setup(a.dsn)
+    start = time.perf_counter()
+    for i in range(a.count):
+        await pgqrs.produce(store, QUEUE, benchlib.payload(i), key=f"job-{i}")
     elapsed = time.perf_counter() - start
     await store.close()
     return {"values": {"throughput": a.count / elapsed}}
@@ -244,7 +255,7 @@ async def mem_worker(a: Any) -> dict[str, Any]:
 
 def main() -> None:
     a = benchlib.parser(__doc__ or "", SCENARIOS).parse_args()
-    fn = {"s1": s1, "s2": s2, "s3": s3, "s4": s4, "s5": s5, "mem": mem}
+    fn = {"s1": s1, "s1u": s1u, "s2": s2, "s3": s3, "s4": s4, "s5": s5, "mem": mem}
     fn["mem-worker"] = mem_worker
     benchlib.run_async(lambda: fn[a.scenario](a))
 

@@ -134,6 +134,10 @@ CASES = [
          {"count": 5000}, {"count": 1000}, native=True),
     Case("S2", "S2 batch enqueue (batches of 500)", "s2", THROUGHPUT,
          {"count": 50000, "batch": 500}, {"count": 10000, "batch": 500}, native=True),
+    # Not one of the seed's scenarios (issue 13): S1 with a unique key per job, every key new,
+    # so each enqueue checks its key and inserts; against S1 of the same run.
+    Case("S1 unique", "S1 enqueue one at a time, each with a unique key", "s1u", THROUGHPUT,
+         {"count": 5000}, {"count": 1000}, systems=("pgqrs",)),
     Case("S3 c1 b1", "S3 drain: 1 consumer, batch 1", "s3", THROUGHPUT,
          {"count": 20000, "concurrency": 1, "batch": 1},
          {"count": 2000, "concurrency": 1, "batch": 1}, native=True),

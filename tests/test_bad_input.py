@@ -436,6 +436,7 @@ def queue_entry_points(env: Env) -> dict[str, Callable[[Any], Awaitable[Any]]]:
         "requeue_dead": lambda q: a.requeue_dead(q),
         "archived_jobs": lambda q: a.archived_jobs(q),
         "set_queue_retention": lambda q: a.set_queue_retention(q, archive_retention=60),
+        "list_jobs": lambda q: a.list_jobs(q, "ready"),
         "produce": lambda q: pgqrs.produce(s, q, {"x": 1}),
         "produce_batch": lambda q: pgqrs.produce_batch(s, q, [1, 2]),
         "consumer": lambda q: s.consumer(q),
@@ -681,6 +682,7 @@ def test_bad_timeouts_and_limits(env: Env) -> None:
         "consume.visibility_timeout": lambda v: pgqrs.consume(
             s, "bad", lambda m: None, visibility_timeout=v
         ),
+        "reschedule_job.delay": lambda v: a.reschedule_job(1, delay=v),
     }
     points_counts: dict[str, Callable[[Any], Awaitable[Any]]] = {
         "produce.max_attempts": lambda v: pgqrs.produce(s, "bad", 1, max_attempts=v),
@@ -689,6 +691,7 @@ def test_bad_timeouts_and_limits(env: Env) -> None:
         "dead_letters.limit": lambda v: a.dead_letters("bad", v),
         "archived_jobs.limit": lambda v: a.archived_jobs("bad", v),
         "list_workflows.limit": lambda v: a.list_workflows(limit=v),
+        "list_jobs.limit": lambda v: a.list_jobs("bad", "ready", limit=v),
     }
     # Too large only for some: a claim takes at most 10,000 jobs, a job at most 2^31-1
     # attempts; a listing's limit may be anything positive.
@@ -696,6 +699,7 @@ def test_bad_timeouts_and_limits(env: Env) -> None:
         "dequeue.batch_size": [10_001, 2**31],
         "consume.batch_size": [10_001, 2**31],
         "produce.max_attempts": [2**31, 2**32],
+        "list_jobs.limit": [10_001, 2**31],
     }
 
     def check_secs(v: Any) -> None:
@@ -706,8 +710,8 @@ def test_bad_timeouts_and_limits(env: Env) -> None:
 
     def check_counts(v: Any) -> None:
         for entry, call in points_counts.items():
-            if v is None and entry == "produce.max_attempts":
-                continue  # not given: the store's default
+            if v is None and entry in ("produce.max_attempts", "list_jobs.limit"):
+                continue  # not given: the default
             refused(env, entry, v, partial(call, v))
 
     batch(env, "seconds", BAD_SECONDS, check_secs)
@@ -729,6 +733,19 @@ def test_bad_timeouts_and_limits(env: Env) -> None:
         ("produce.delay", "100 years", lambda: pgqrs.produce(s, "bad", 1, timedelta(days=36600))),
         ("list_workflows.status", "bogus", lambda: a.list_workflows(status="bogus")),  # type: ignore[arg-type]
         ("list_workflows.status", "inj", lambda: a.list_workflows(status=INJECTION[0])),  # type: ignore[arg-type]
+        ("list_jobs.state", "bogus", lambda: a.list_jobs("bad", "bogus")),  # type: ignore[arg-type]
+        ("list_jobs.cursor", "garbage", lambda: a.list_jobs("bad", "ready", cursor="x:1")),
+        ("list_jobs.cursor", "big", lambda: a.list_jobs("bad", "dead", cursor=BIG)),
+        ("set_job_priority.priority", 2**15, lambda: a.set_job_priority(1, 2**15)),
+        ("set_job_priority.priority", "1", lambda: a.set_job_priority(1, "1")),  # type: ignore[arg-type]
+        ("reschedule_job.at", "naive", lambda: a.reschedule_job(1, at=datetime(2030, 1, 1))),
+        ("reschedule_job.at", "year 9999", lambda: a.reschedule_job(1, at=far)),
+        ("reschedule_job", "neither", lambda: a.reschedule_job(1)),
+        (
+            "reschedule_job",
+            "both",
+            lambda: a.reschedule_job(1, delay=5, at=datetime.now(timezone.utc)),
+        ),
         ("extend.seconds", -1, lambda: c.extend(1, -1)),
         ("extend.seconds", "nan", lambda: c.extend(1, math.nan)),
         ("release.delay", -5, lambda: c.release(1, -5)),
@@ -836,6 +853,11 @@ def test_ids_that_do_not_exist(env: Env) -> None:
         "extend": lambda i: c.extend(i, 5),
         "release": lambda i: c.release(i),
         "fail": lambda i: c.fail(i, "boom"),
+        "get_job": lambda i: a.get_job(i),
+        "cancel_job": lambda i: a.cancel_job(i),
+        "retry_job": lambda i: a.retry_job(i),
+        "reschedule_job": lambda i: a.reschedule_job(i, delay=0),
+        "set_job_priority": lambda i: a.set_job_priority(i, 1),
     }
     run_points: dict[str, Callable[[Any], Awaitable[Any]]] = {
         "get_workflow": lambda i: a.get_workflow(i),

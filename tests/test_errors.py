@@ -31,6 +31,8 @@ SAMPLES: dict[str, Any] = {
     "queue": "tasks",
     "leased": 3,
     "job_id": 42,
+    "state": "leased",
+    "action": "cancel",
     "found": 9,
     "supported": 3,
     "code": "40001",
@@ -42,6 +44,7 @@ SAMPLES: dict[str, Any] = {
     "recorded": "fetch",
     "called": "process",
     "error": "ValueError: boom",
+    "key": "invoice-42",
 }
 
 
@@ -71,6 +74,7 @@ def test_tree_shape() -> None:
         e.QueueAlreadyExistsError: e.QueueError,
         e.QueueInUseError: e.QueueError,
         e.JobNotFoundError: e.JobError,
+        e.JobStateError: e.JobError,
         e.LeaseLostError: e.JobError,
         e.SchemaNotInstalledError: e.SchemaError,
         e.SchemaTooNewError: e.SchemaError,

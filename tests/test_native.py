@@ -100,6 +100,11 @@ def test_native_module_exports() -> None:
             "check_retry_policy",
             "default_retry_policy",
             "run_job_retry_policy",
+            # Inspecting jobs, retention, job deadlines:
+            "JobRow",
+            "JobPageRow",
+            "PrunedRow",
+            "timeout_error",
         ]
     )
 

@@ -138,6 +138,35 @@ pub fn ints(field: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
     items.map(|item| int(field, &item?)).collect()
 }
 
+/// A list of optional texts (the keys of a batch): each a `str` ([`text`]) or `None`.
+pub fn opt_texts(field: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<Option<String>>> {
+    if v.is_instance_of::<PyString>() {
+        return Err(validation(
+            field,
+            format!("{field} must be a list of str (or None), one per job, got str"),
+        ));
+    }
+    let items = v.try_iter().map_err(|_| {
+        validation(
+            field,
+            format!(
+                "{field} must be a list of str (or None), one per job, got {}",
+                type_name(v)
+            ),
+        )
+    })?;
+    items
+        .map(|item| {
+            let item = item?;
+            if item.is_none() {
+                Ok(None)
+            } else {
+                text(field, &item).map(Some)
+            }
+        })
+        .collect()
+}
+
 /// [`secs`], `None` staying `None` ("not given": the core's default applies).
 pub fn opt_secs(name: &str, s: Option<f64>) -> PyResult<Option<Duration>> {
     s.map(|s| secs(name, s)).transpose()

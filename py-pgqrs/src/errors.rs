@@ -43,7 +43,9 @@ exceptions!(
     QueueAlreadyExistsError,
     QueueInUseError,
     JobNotFoundError,
+    JobStateError,
     LeaseLostError,
+    DuplicateJobError,
     SchemaNotInstalledError,
     SchemaTooNewError,
     SchemaInvalidError,
@@ -115,9 +117,20 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
             kw.set_item("job_id", *id)?;
             exc::JobNotFoundError::type_object(py)
         }
+        Error::JobStateConflict { id, state, action } => {
+            kw.set_item("job_id", *id)?;
+            kw.set_item("state", state.as_str())?;
+            kw.set_item("action", *action)?;
+            exc::JobStateError::type_object(py)
+        }
         Error::LeaseLost { id } => {
             kw.set_item("job_id", *id)?;
             exc::LeaseLostError::type_object(py)
+        }
+        Error::DuplicateJob { existing_id, key } => {
+            kw.set_item("job_id", *existing_id)?;
+            kw.set_item("key", key)?;
+            exc::DuplicateJobError::type_object(py)
         }
         Error::SchemaNotInstalled { .. } => exc::SchemaNotInstalledError::type_object(py),
         Error::SchemaTooNew { found, supported } => {

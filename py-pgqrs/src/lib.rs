@@ -77,6 +77,8 @@ fn _pgqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<rows::MetricsRow>()?;
     m.add_class::<rows::DeadLetterRow>()?;
     m.add_class::<rows::ArchivedJobRow>()?;
+    m.add_class::<rows::JobRow>()?;
+    m.add_class::<rows::JobPageRow>()?;
     m.add_class::<rows::WorkerRow>()?;
     m.add_class::<rows::StatsRow>()?;
     m.add_class::<rows::RunRow>()?;

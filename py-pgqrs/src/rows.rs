@@ -210,6 +210,73 @@ impl From<pgqrs::ArchivedJob> for ArchivedJobRow {
     }
 }
 
+/// A job in any state (`Admin.get_job`, `list_jobs` and the job actions).
+#[pyclass(module = "pgqrs._pgqrs", frozen, get_all)]
+pub struct JobRow {
+    pub id: i64,
+    pub queue: String,
+    pub payload_json: String,
+    pub state: &'static str,
+    pub priority: i16,
+    pub attempts: i32,
+    pub max_attempts: Option<i32>,
+    pub enqueued_at_us: i64,
+    pub visible_at_us: Option<i64>,
+    pub leased_at_us: Option<i64>,
+    pub worker_id: Option<i64>,
+    pub finished_at_us: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl From<pgqrs::Job> for JobRow {
+    fn from(j: pgqrs::Job) -> Self {
+        JobRow {
+            id: j.id,
+            payload_json: json_text(&j.payload),
+            queue: j.queue,
+            state: j.state.as_str(),
+            priority: j.priority,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            enqueued_at_us: us(j.enqueued_at),
+            visible_at_us: j.visible_at.map(us),
+            leased_at_us: j.leased_at.map(us),
+            worker_id: j.worker_id,
+            finished_at_us: j.finished_at.map(us),
+            last_error: j.last_error,
+        }
+    }
+}
+
+/// One page of `Admin.list_jobs`.
+#[pyclass(module = "pgqrs._pgqrs", frozen)]
+pub struct JobPageRow {
+    #[pyo3(get)]
+    jobs: Py<PyList>,
+    #[pyo3(get)]
+    next_cursor: Option<String>,
+}
+
+/// A [`pgqrs::JobPage`] on its way to Python (the list is built with the GIL held).
+pub struct JobPageOut(pub pgqrs::JobPage);
+
+impl<'py> IntoPyObject<'py> for JobPageOut {
+    type Target = JobPageRow;
+    type Output = Bound<'py, JobPageRow>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, JobPageRow>> {
+        let jobs = PyList::new(py, rows::<_, JobRow>(self.0.jobs))?.unbind();
+        Bound::new(
+            py,
+            JobPageRow {
+                jobs,
+                next_cursor: self.0.next_cursor,
+            },
+        )
+    }
+}
+
 /// A registered worker.
 #[pyclass(module = "pgqrs._pgqrs", frozen, get_all)]
 pub struct WorkerRow {

@@ -7,12 +7,13 @@ use pyo3::prelude::*;
 
 use crate::consumer::Consumer;
 use crate::convert::{
-    count, from_us, int, ints, opt_retention, opt_secs, opt_secs_any, raw, same_process, text,
+    count, from_us, int, ints, opt_retention, opt_secs, opt_secs_any, opt_texts, raw, same_process,
+    text,
 };
 use crate::errors::{exc, to_py, validation};
 use crate::rows::{
-    retention_secs, rows, ArchivedJobRow, DeadLetterRow, MessageRow, MetricsRow, PrunedRow,
-    QueueRow, RunRow, StepRow, WorkerRow,
+    retention_secs, rows, ArchivedJobRow, DeadLetterRow, JobPageOut, JobRow, MessageRow,
+    MetricsRow, PrunedRow, QueueRow, RunRow, StepRow, WorkerRow,
 };
 use crate::runtime::{awaitable, native_call};
 use crate::worker::{WorkerOptions, WorkerSession};
@@ -258,6 +259,90 @@ impl Store {
             .map(rows::<_, ArchivedJobRow>))
     }
 
+    fn get_job<'py>(&self, py: Python<'py>, id: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("job id", id)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .get_job(id)
+            .await
+            .map(JobRow::from))
+    }
+
+    #[pyo3(signature = (queue, state, *, limit=None, cursor=None))]
+    fn list_jobs<'py>(
+        &self,
+        py: Python<'py>,
+        queue: &Bound<'py, PyAny>,
+        state: &Bound<'py, PyAny>,
+        limit: Option<&Bound<'py, PyAny>>,
+        cursor: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let queue = text("queue name", queue)?;
+        let state: pgqrs::JobState = text("state", state)?.parse().map_err(to_py)?;
+        let limit = limit.map(|n| int("limit", n)).transpose()?;
+        let cursor = cursor.map(|c| text("cursor", c)).transpose()?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .list_jobs(&queue, state, limit, cursor.as_deref())
+            .await
+            .map(JobPageOut))
+    }
+
+    fn cancel_job<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("job id", id)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .cancel_job(id)
+            .await
+            .map(JobRow::from))
+    }
+
+    fn retry_job<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("job id", id)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .retry_job(id)
+            .await
+            .map(JobRow::from))
+    }
+
+    /// Move a waiting job's run time: exactly one of `delay` (seconds) and `at_us`.
+    #[pyo3(signature = (id, *, delay=None, at_us=None))]
+    fn reschedule_job<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+        delay: Option<f64>,
+        at_us: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("job id", id)?;
+        let delay = opt_secs("delay", delay)?;
+        let at = at_us.map(from_us).transpose()?;
+        let when = pgqrs::RunAt::from_options(delay, at).map_err(to_py)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .reschedule_job(id, when)
+            .await
+            .map(JobRow::from))
+    }
+
+    fn set_job_priority<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+        priority: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = int("job id", id)?;
+        let priority = int("priority", priority)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .set_job_priority(id, priority)
+            .await
+            .map(JobRow::from))
+    }
+
     fn list_workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         native_call!(self, py, |s| pgqrs::admin(&s)
             .list_workers()
@@ -268,7 +353,10 @@ impl Store {
     /// Enqueue JSON (already serialized by the Python layer) in one statement: a list of
     /// texts, one per job, or one JSON array text whose elements are the jobs. Options not
     /// given take the store's defaults.
-    #[pyo3(signature = (queue, payloads, *, delay=None, at_us=None, max_attempts=None, priority=None, timeout=None))]
+    #[pyo3(signature = (
+        queue, payloads, *, delay=None, at_us=None, max_attempts=None, priority=None,
+        timeout=None, key=None, keys=None, on_duplicate=None, unique_for=None
+    ))]
     #[allow(clippy::too_many_arguments)] // keyword-only options, each forwarded by name
     fn enqueue<'py>(
         &self,
@@ -280,8 +368,22 @@ impl Store {
         max_attempts: Option<&Bound<'py, PyAny>>,
         priority: Option<&Bound<'py, PyAny>>,
         timeout: Option<f64>,
+        key: Option<&Bound<'py, PyAny>>,
+        keys: Option<&Bound<'py, PyAny>>,
+        on_duplicate: Option<&Bound<'py, PyAny>>,
+        unique_for: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let queue = text("queue name", queue)?;
+        let key = key.map(|k| text("key", k)).transpose()?;
+        let keys = keys.map(|k| opt_texts("keys", k)).transpose()?;
+        let on_duplicate = on_duplicate
+            .map(|p| {
+                text("on_duplicate", p)?
+                    .parse::<pgqrs::OnDuplicate>()
+                    .map_err(to_py)
+            })
+            .transpose()?;
+        let unique_for = opt_secs("unique_for", unique_for)?;
         let max_attempts = max_attempts
             .map(|n| count::<u32>("max_attempts", n))
             .transpose()?;
@@ -314,6 +416,18 @@ impl Store {
             }
             if let Some(t) = timeout {
                 b = b.timeout(t);
+            }
+            if let Some(k) = key {
+                b = b.key(k);
+            }
+            if let Some(ks) = keys {
+                b = b.keys(ks);
+            }
+            if let Some(p) = on_duplicate {
+                b = b.on_duplicate(p);
+            }
+            if let Some(w) = unique_for {
+                b = b.unique_for(w);
             }
             b.execute(&s).await.map_err(to_py)
         })

@@ -120,6 +120,30 @@ pub enum Error {
         id: i64,
     },
 
+    /// The job is not in a state the action applies to: cancelling, rescheduling or
+    /// re-prioritizing a job that is not waiting (ready or delayed), retrying one that is
+    /// not dead. Nothing was changed.
+    #[error("job {id} is {state}: {}", conflict_hint(action, *state))]
+    JobStateConflict {
+        /// The job id.
+        id: i64,
+        /// The state the job was found in.
+        state: crate::inspect::JobState,
+        /// What was asked: `cancel`, `retry`, `reschedule` or `set_priority`.
+        action: &'static str,
+    },
+
+    /// A job with this unique key is already waiting or running in the queue (or finished
+    /// within the enqueue's `unique_for` window), and the enqueue asked for an error rather
+    /// than that job's id (`OnDuplicate::Error`). Nothing was written.
+    #[error("job {existing_id} already holds the unique key {key:?} (waiting, running, or finished within unique_for); nothing was written (use on_duplicate \"existing\" to get its id instead)")]
+    DuplicateJob {
+        /// The job holding the key.
+        existing_id: i64,
+        /// The key.
+        key: String,
+    },
+
     /// The caller's lease on the job is gone: it expired and another consumer claimed the job,
     /// or the job was completed by someone else. Nothing was changed.
     #[error("lease on job {id} was lost (it expired and the job was claimed again or completed elsewhere); nothing was changed")]
@@ -243,6 +267,32 @@ impl Error {
                 | Error::Connection { .. }
         )
     }
+}
+
+/// What [`Error::JobStateConflict`] says after the state: what the action needs, and what
+/// to do instead.
+fn conflict_hint(action: &str, state: crate::inspect::JobState) -> String {
+    use crate::inspect::JobState;
+    let what = match action {
+        "cancel" => "cancelled",
+        "reschedule" => "rescheduled",
+        "set_priority" => "given a new priority",
+        _ => "retried",
+    };
+    if action == "retry" {
+        let instead = if state.is_waiting() {
+            "; to run a waiting job now, reschedule it"
+        } else {
+            ""
+        };
+        return format!("only a dead job can be {what}, nothing was changed{instead}");
+    }
+    let why = match state {
+        JobState::Leased => "; wait for its attempt to end, or release it from its consumer",
+        JobState::Dead => "; retry it first",
+        _ => "",
+    };
+    format!("only a waiting (ready or delayed) job can be {what}, nothing was changed{why}")
 }
 
 /// A value quoted for an error message: in full when short, else its first characters and

@@ -53,6 +53,7 @@ mod consume;
 mod deadline;
 mod error;
 mod handler;
+mod inspect;
 mod limits;
 mod produce;
 mod retention;
@@ -60,6 +61,7 @@ mod retry;
 mod session;
 mod store;
 mod types;
+mod unique;
 mod worker;
 mod workflow;
 
@@ -69,7 +71,9 @@ pub use consume::{dequeue, Consumer, DequeueBuilder, DequeueWith};
 pub use deadline::{timeout_error, MAX_JOB_TIMEOUT, MIN_JOB_TIMEOUT};
 pub use error::{BoxError, Error, Result};
 pub use handler::{BoxFuture, Handler};
-pub use produce::{enqueue, EnqueueBuilder, MAX_DEPTH, MAX_PRIORITY, MIN_PRIORITY};
+pub use inspect::{Job, JobPage, JobState, RunAt};
+pub use limits::MAX_KEY_BYTES;
+pub use produce::{enqueue, EnqueueBuilder, IntoKey, MAX_DEPTH, MAX_PRIORITY, MIN_PRIORITY};
 pub use retention::{
     Pruned, QueueOptions, Retention, DEFAULT_ARCHIVE_RETENTION, DEFAULT_DEAD_RETENTION,
     DEFAULT_PRUNE_INTERVAL, DEFAULT_WORKFLOW_RETENTION, MAX_RETENTION, MIN_RETENTION,
@@ -81,6 +85,7 @@ pub use types::{
     ArchivedJob, DeadLetter, Lease, Message, QueueInfo, QueueMetrics, RunStatus, StepRecord,
     StepStatus, WorkerInfo, WorkerStatus, WorkflowRun,
 };
+pub use unique::OnDuplicate;
 pub use worker::{worker, ShutdownHandle, Worker, WorkerBuilder};
 pub use workflow::{
     run_job_retry, Permanent, RunStart, StepError, StepStart, Workflow, WorkflowRegistry,

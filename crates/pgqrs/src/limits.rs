@@ -86,3 +86,94 @@ pub(crate) fn validate_delay(field: &'static str, d: Duration) -> Result<()> {
     }
     Ok(())
 }
+
+/// Jobs in one page of `list_jobs` when the caller does not say.
+pub(crate) const DEFAULT_LIST_LIMIT: i64 = 100;
+
+/// Most jobs one page of `list_jobs` may hold.
+pub(crate) const MAX_LIST_LIMIT: i64 = 10_000;
+
+/// A page size: not given, [`DEFAULT_LIST_LIMIT`]; else 1 to [`MAX_LIST_LIMIT`].
+pub(crate) fn validate_list_limit(limit: Option<i64>) -> Result<i64> {
+    let limit = limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(Error::validation(
+            "limit",
+            format!(
+                "must be between 1 and {MAX_LIST_LIMIT} jobs per page, got {limit}; page through \
+                 more with the cursor of each page"
+            ),
+        ));
+    }
+    Ok(limit)
+}
+
+/// Longest unique key of a job, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+
+/// A job's unique key: 1 to [`MAX_KEY_BYTES`] bytes, without NUL (which PostgreSQL cannot
+/// store in text). Any other text is a key as it is (no trimming, case kept).
+pub(crate) fn validate_key(field: &'static str, key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(Error::validation(
+            field,
+            format!(
+                "{} must be 1 to {MAX_KEY_BYTES} bytes long (got {} bytes); a longer identity \
+                 can be hashed into a key",
+                crate::error::preview(key),
+                key.len()
+            ),
+        ));
+    }
+    if key.contains('\0') {
+        return Err(Error::validation(
+            field,
+            format!(
+                "{} contains the NUL character, which cannot be stored; remove it",
+                crate::error::preview(key)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Longest `unique_for` window: 100 years, like [`MAX_DELAY`].
+pub(crate) const MAX_UNIQUE_FOR: Duration = MAX_DELAY;
+
+/// A `unique_for` window: more than zero, at most [`MAX_UNIQUE_FOR`].
+pub(crate) fn validate_unique_for(d: Duration) -> Result<()> {
+    if d.is_zero() || d > MAX_UNIQUE_FOR {
+        return Err(Error::validation(
+            "unique_for",
+            format!(
+                "must be more than 0 and at most {} s (100 years), got {d:?}",
+                MAX_UNIQUE_FOR.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        for ok in ["invoice-42", " spaced ", "é中", &"k".repeat(MAX_KEY_BYTES)] {
+            assert!(validate_key("key", ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", "a\0b", &"k".repeat(MAX_KEY_BYTES + 1)] {
+            assert!(
+                matches!(
+                    validate_key("key", bad),
+                    Err(Error::Validation { field: "key", .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_unique_for(Duration::ZERO).is_err());
+        assert!(validate_unique_for(MAX_UNIQUE_FOR + Duration::from_secs(1)).is_err());
+        assert!(validate_unique_for(Duration::from_secs(3600)).is_ok());
+    }
+}

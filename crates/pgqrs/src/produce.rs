@@ -154,12 +154,51 @@ pub struct EnqueueBuilder {
     max_attempts: Option<u32>,
     priority: Option<i64>,
     timeout: Option<Duration>,
+    unique: crate::unique::UniqueOptions,
 }
 
 /// Lowest job priority.
 pub const MIN_PRIORITY: i64 = i16::MIN as i64;
 /// Highest job priority.
 pub const MAX_PRIORITY: i64 = i16::MAX as i64;
+
+/// A job priority as stored: from [`MIN_PRIORITY`] to [`MAX_PRIORITY`], or a typed error
+/// naming the range. Every priority a caller gives (enqueue, `set_job_priority`) goes
+/// through here.
+pub(crate) fn validate_priority(priority: i64) -> Result<i16> {
+    i16::try_from(priority).map_err(|_| {
+        Error::validation(
+            "priority",
+            format!(
+                "must be between {MIN_PRIORITY} and {MAX_PRIORITY} (higher runs first), \
+                 got {priority}"
+            ),
+        )
+    })
+}
+
+/// When a job becomes claimable, from a delay or a time (at most one of them; neither, or a
+/// zero delay: now), each at most 100 years ahead. Enqueues and `reschedule_job` share it.
+pub(crate) fn visibility(delay: Option<Duration>, at: Option<DateTime<Utc>>) -> Result<Visibility> {
+    Ok(match (at, delay) {
+        (Some(_), Some(_)) => {
+            return Err(Error::validation(
+                "delay",
+                "give either a delay or a time (at), not both",
+            ))
+        }
+        (Some(t), None) => {
+            let ahead = (t - Utc::now()).to_std().unwrap_or_default();
+            crate::limits::validate_delay("at", ahead)?;
+            Visibility::At(t)
+        }
+        (None, Some(d)) if !d.is_zero() => {
+            crate::limits::validate_delay("delay", d)?;
+            Visibility::After(d)
+        }
+        (None, _) => Visibility::Now,
+    })
+}
 
 /// Start building an enqueue.
 pub fn enqueue() -> EnqueueBuilder {
@@ -267,6 +306,41 @@ impl EnqueueBuilder {
         self
     }
 
+    /// The job's unique key: while a job of the queue with this key is waiting or running
+    /// (or, with [`unique_for`](Self::unique_for), finished within that window), no second
+    /// job is created, and the enqueue gets what [`on_duplicate`](Self::on_duplicate) says
+    /// (by default the existing job's id). For one job only; a batch gives each job its own
+    /// key with [`keys`](Self::keys). 1 to [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES) bytes,
+    /// no NUL.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.unique.key = Some(key.into());
+        self
+    }
+
+    /// One unique key (or none) per job of the batch, in the jobs' order (see
+    /// [`key`](Self::key)): `.keys(["a", "b"])`, or `.keys([Some("a"), None])`. Jobs of the
+    /// batch with the same key are one job (all of them get its id, or the batch fails with
+    /// [`OnDuplicate::Error`](crate::OnDuplicate::Error)).
+    pub fn keys<K: IntoKey>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
+        self.unique.keys = Some(keys.into_iter().map(IntoKey::into_key).collect());
+        self
+    }
+
+    /// What a job whose key is taken gets: the existing job's id
+    /// ([`OnDuplicate::Existing`](crate::OnDuplicate::Existing), the default) or
+    /// [`Error::DuplicateJob`] ([`OnDuplicate::Error`](crate::OnDuplicate::Error)).
+    pub fn on_duplicate(mut self, policy: crate::OnDuplicate) -> Self {
+        self.unique.on_duplicate = Some(policy);
+        self
+    }
+
+    /// A job with the key that finished (was archived) less than this long ago also holds
+    /// the key. Jobs deleted on completion, and dead letters, hold no key.
+    pub fn unique_for(mut self, window: Duration) -> Self {
+        self.unique.unique_for = Some(window);
+        self
+    }
+
     /// Insert the jobs, in one statement. Returns their ids in order. An empty builder
     /// inserts nothing and returns an empty list.
     pub async fn execute(self, store: &Store) -> Result<Vec<i64>> {
@@ -285,19 +359,11 @@ impl EnqueueBuilder {
                 format!("must be between 1 and {}, got {max_attempts}", i32::MAX),
             ));
         }
-        let priority = self.priority.unwrap_or(0);
-        let priority = i16::try_from(priority).map_err(|_| {
-            Error::validation(
-                "priority",
-                format!(
-                    "must be between {MIN_PRIORITY} and {MAX_PRIORITY} (higher runs first), \
-                     got {priority}"
-                ),
-            )
-        })?;
+        let priority = validate_priority(self.priority.unwrap_or(0))?;
         if let Some(t) = self.timeout {
             crate::deadline::validate_timeout("timeout", t)?;
         }
+        let unique = self.unique.check(self.payloads.len())?;
         if self.payloads.is_empty() {
             return Ok(Vec::new());
         }
@@ -305,35 +371,50 @@ impl EnqueueBuilder {
         if let Some(p) = self.payloads.iter().find(|p| p.len() > max) {
             return Err(Error::PayloadTooLarge { size: p.len(), max });
         }
-        let visibility = match (self.at, self.delay) {
-            (Some(_), Some(_)) => {
-                return Err(Error::validation(
-                    "delay",
-                    "give either .delay(..) or .at(..), not both",
-                ))
-            }
-            (Some(t), None) => {
-                let ahead = (t - Utc::now()).to_std().unwrap_or_default();
-                crate::limits::validate_delay("at", ahead)?;
-                Visibility::At(t)
-            }
-            (None, Some(d)) if !d.is_zero() => {
-                crate::limits::validate_delay("delay", d)?;
-                Visibility::After(d)
-            }
-            (None, _) => Visibility::Now,
+        let visibility = visibility(self.delay, self.at)?;
+        let params = EnqueueParams {
+            queue: &queue,
+            payloads: self.payloads,
+            visibility,
+            max_attempts: max_attempts as i32,
+            priority,
+            timeout_ms: self.timeout.map(crate::deadline::stored_ms),
         };
-        store
-            .backend_impl()
-            .enqueue_jobs(EnqueueParams {
-                queue: &queue,
-                payloads: self.payloads,
-                visibility,
-                max_attempts: max_attempts as i32,
-                priority,
-                timeout_ms: self.timeout.map(crate::deadline::stored_ms),
-            })
-            .await
+        match unique {
+            Some(u) => crate::unique::enqueue_keyed(store, params, u).await,
+            None => store.backend_impl().enqueue_jobs(params).await,
+        }
+    }
+}
+
+/// A unique key, or none, for [`EnqueueBuilder::keys`]: `&str`, `String` and their
+/// `Option`s.
+pub trait IntoKey {
+    /// The key, or `None` for a job without one.
+    fn into_key(self) -> Option<String>;
+}
+
+impl IntoKey for &str {
+    fn into_key(self) -> Option<String> {
+        Some(self.to_owned())
+    }
+}
+
+impl IntoKey for String {
+    fn into_key(self) -> Option<String> {
+        Some(self)
+    }
+}
+
+impl IntoKey for &String {
+    fn into_key(self) -> Option<String> {
+        Some(self.clone())
+    }
+}
+
+impl<K: IntoKey> IntoKey for Option<K> {
+    fn into_key(self) -> Option<String> {
+        self.and_then(IntoKey::into_key)
     }
 }
 

@@ -572,10 +572,22 @@ fn properties(rt: &tokio::runtime::Runtime, store: &Store, db: &TestDb) {
             },
         )
         .unwrap();
-    for limit in [0i64, -1, i64::MIN] {
+    for limit in [0i64, -1, i64::MIN, 10_001, i64::MAX] {
         let a = pgqrs::admin(s);
         let l = limit.to_string();
         rt.block_on(async {
+            refused(
+                s,
+                "list_jobs.limit",
+                &l,
+                a.list_jobs("bad", pgqrs::JobState::Ready, Some(limit), None),
+                validation("limit"),
+            )
+            .await?;
+            if limit > 0 {
+                // Too large only for list_jobs: the other listings take any positive limit.
+                return Ok(());
+            }
             refused(
                 s,
                 "dead_letters.limit",
@@ -631,6 +643,12 @@ fn properties(rt: &tokio::runtime::Runtime, store: &Store, db: &TestDb) {
                     refused(s, "workflow_run.id", &i, a.workflow_run(id), run).await?;
                     refused(s, "workflow_steps.id", &i, a.workflow_steps(id), run).await?;
                     refused(s, "cancel_workflow.id", &i, a.cancel_workflow(id), run).await?;
+                    refused(s, "get_job.id", &i, a.get_job(id), job).await?;
+                    refused(s, "cancel_job.id", &i, a.cancel_job(id), job).await?;
+                    refused(s, "retry_job.id", &i, a.retry_job(id), job).await?;
+                    let now = pgqrs::RunAt::Now;
+                    refused(s, "reschedule_job.id", &i, a.reschedule_job(id, now), job).await?;
+                    refused(s, "set_job_priority.id", &i, a.set_job_priority(id, 1), job).await?;
                     Ok(())
                 })
             },

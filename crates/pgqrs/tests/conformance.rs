@@ -91,6 +91,26 @@ macro_rules! conformance {
                 dequeue_enforces_the_job_timeout,
                 bad_timeouts,
             }
+            inspect {
+                get_job_in_every_state,
+                expired_leases_keep_the_metrics_states,
+                list_jobs_pages_in_order,
+                cancel_only_waiting_jobs,
+                cancel_races_claims,
+                retry_dead_job,
+                reschedule_and_reprioritize,
+                reschedule_ends_an_expired_lease,
+            }
+            unique {
+                unique_key_holds_while_waiting_or_running,
+                unique_keys_in_batches,
+                unique_for_covers_recently_finished,
+                requeued_dead_letter_and_its_key,
+                unique_options_validated,
+                unique_race_many_producers,
+                unique_for_race_with_completions,
+                keyed_job_keeps_key_and_timeout_when_dead,
+            }
             quickstart { seed_example }
         );
     };

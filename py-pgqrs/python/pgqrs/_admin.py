@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pgqrs import _json
-from pgqrs._store import Store
+from pgqrs._store import Store, _at_us
 from pgqrs._types import (
     ArchivedJob,
     DeadLetter,
+    Job,
+    JobPage,
+    JobState,
     Pruned,
     QueueInfo,
     QueueMetrics,
@@ -146,6 +149,68 @@ class Admin:
     async def archived_jobs(self, queue: str, limit: int = 100) -> list[ArchivedJob]:
         """Completed jobs kept in the archive, newest first."""
         return [ArchivedJob._from(r) for r in await self._native.archived_jobs(queue, limit)]
+
+    async def get_job(self, job_id: int) -> Job:
+        """The job with this id in any state: waiting, leased, archived or dead.
+
+        Raises :class:`~pgqrs.errors.JobNotFoundError` when no job has it.
+        """
+        return Job._from(await self._native.get_job(job_id))
+
+    async def list_jobs(
+        self,
+        queue: str,
+        state: JobState,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of the jobs of ``queue`` in ``state``: at most ``limit`` (default 100, at
+        most 10,000), after ``cursor`` (the previous page's ``next_cursor``).
+
+        Ready, delayed and leased jobs come in claim order (highest priority first, then
+        earliest ``visible_at``, then lowest id); archived jobs newest first; dead jobs by id.
+        """
+        return JobPage._from(await self._native.list_jobs(queue, state, limit=limit, cursor=cursor))
+
+    async def cancel_job(self, job_id: int) -> Job:
+        """Delete a waiting (ready or delayed) job; returns it as it was.
+
+        Never both with a claim: a job claimed at the same moment is not cancelled. A leased,
+        archived or dead job raises :class:`~pgqrs.errors.JobStateError`; an unknown id
+        :class:`~pgqrs.errors.JobNotFoundError`.
+        """
+        return Job._from(await self._native.cancel_job(job_id))
+
+    async def retry_job(self, job_id: int) -> Job:
+        """Put a dead job back in its queue, ready now, attempts reset; returns it as stored.
+
+        A job that is not dead raises :class:`~pgqrs.errors.JobStateError`.
+        """
+        return Job._from(await self._native.retry_job(job_id))
+
+    async def reschedule_job(
+        self,
+        job_id: int,
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+    ) -> Job:
+        """Make a waiting job claimable after ``delay`` (``0``: now) or at ``at`` (an aware
+        datetime); give exactly one. Returns the job as changed.
+
+        A leased, archived or dead job raises :class:`~pgqrs.errors.JobStateError`.
+        """
+        row = await self._native.reschedule_job(
+            job_id, delay=to_seconds(delay, "delay"), at_us=_at_us(at)
+        )
+        return Job._from(row)
+
+    async def set_job_priority(self, job_id: int, priority: int) -> Job:
+        """Change a waiting job's priority (-32768 to 32767, higher runs first); returns the
+        job as changed. A leased, archived or dead job raises
+        :class:`~pgqrs.errors.JobStateError`."""
+        return Job._from(await self._native.set_job_priority(job_id, priority))
 
     async def list_workers(self) -> list[WorkerInfo]:
         """Registered workers, newest first. See :meth:`WorkerInfo.is_healthy`."""

@@ -19,6 +19,8 @@ __all__ = [
     "Claimed",
     "Consumer",
     "DeadLetterRow",
+    "JobPageRow",
+    "JobRow",
     "MessageRow",
     "MetricsRow",
     "PrunedRow",
@@ -45,6 +47,7 @@ __all__ = [
 __version__: str
 
 _RunStatus: TypeAlias = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+_JobState: TypeAlias = Literal["ready", "delayed", "leased", "archived", "dead"]
 _Backoff: TypeAlias = Literal["fixed", "exponential", "exponential_jitter"]
 
 class _RetrySpec(Protocol):
@@ -190,6 +193,46 @@ class ArchivedJobRow:
     def archived_at_us(self) -> int: ...
 
 @final
+class JobRow:
+    """A job in any state."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def payload_json(self) -> str: ...
+    @property
+    def state(self) -> _JobState: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def max_attempts(self) -> int | None: ...
+    @property
+    def enqueued_at_us(self) -> int: ...
+    @property
+    def visible_at_us(self) -> int | None: ...
+    @property
+    def leased_at_us(self) -> int | None: ...
+    @property
+    def worker_id(self) -> int | None: ...
+    @property
+    def finished_at_us(self) -> int | None: ...
+    @property
+    def last_error(self) -> str | None: ...
+
+@final
+class JobPageRow:
+    """One page of ``Store.list_jobs``."""
+
+    @property
+    def jobs(self) -> list[JobRow]: ...
+    @property
+    def next_cursor(self) -> str | None: ...
+
+@final
 class WorkerRow:
     @property
     def id(self) -> int: ...
@@ -323,6 +366,18 @@ class Store:
     def dead_letters(self, queue: str, limit: int) -> Awaitable[list[DeadLetterRow]]: ...
     def requeue_dead(self, queue: str, ids: list[int] | None = None) -> Awaitable[int]: ...
     def archived_jobs(self, queue: str, limit: int) -> Awaitable[list[ArchivedJobRow]]: ...
+    def get_job(self, id: int) -> Awaitable[JobRow]: ...
+    def list_jobs(
+        self, queue: str, state: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> Awaitable[JobPageRow]: ...
+    def cancel_job(self, id: int) -> Awaitable[JobRow]: ...
+    def retry_job(self, id: int) -> Awaitable[JobRow]: ...
+    def reschedule_job(
+        self, id: int, *, delay: float | None = None, at_us: int | None = None
+    ) -> Awaitable[JobRow]:
+        """Move a waiting job's run time: exactly one of ``delay`` (seconds) and ``at_us``."""
+
+    def set_job_priority(self, id: int, priority: int) -> Awaitable[JobRow]: ...
     def list_workers(self) -> Awaitable[list[WorkerRow]]: ...
     def enqueue(
         self,
@@ -334,6 +389,10 @@ class Store:
         max_attempts: int | None = None,
         priority: int | None = None,
         timeout: float | None = None,
+        key: str | None = None,
+        keys: list[str | None] | None = None,
+        on_duplicate: str | None = None,
+        unique_for: float | None = None,
     ) -> Awaitable[list[int]]:
         """Enqueue JSON (already serialized) in one statement: one text per job, or one
         JSON array text whose elements are the jobs. Returns the ids in order."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pgqrs import _json, _pgqrs
 from pgqrs._consuming import Consumer, MessageStream
@@ -93,6 +93,10 @@ async def connect(dsn: str) -> Store:
     return Store(await _pgqrs.connect(dsn))
 
 
+OnDuplicate = Literal["existing", "error"]
+"""What an enqueue gets for a job whose unique key is taken: the holder's id, or an error."""
+
+
 def _at_us(at: datetime | None) -> int | None:
     if at is None:
         return None
@@ -114,6 +118,9 @@ async def produce(
     max_attempts: int | None = None,
     priority: int | None = None,
     timeout: float | timedelta | None = None,
+    key: str | None = None,
+    on_duplicate: OnDuplicate | None = None,
+    unique_for: float | timedelta | None = None,
 ) -> int:
     """Enqueue one job; returns its id.
 
@@ -122,9 +129,24 @@ async def produce(
     higher ``priority`` first (default 0, from -32768 to 32767). A handler that runs longer
     than ``timeout`` (seconds or timedelta) on the job is cancelled and the attempt recorded as
     failed, then retried per the worker's retry policy.
+
+    With a unique ``key``, no second job is created while a job of the queue with that key is
+    waiting or running (with ``unique_for``, seconds or a timedelta, also while one finished
+    within that window): ``on_duplicate="existing"`` (the default) returns that job's id,
+    ``"error"`` raises :class:`~pgqrs.errors.DuplicateJobError` carrying it.
     """
     ids = await _enqueue(
-        store, queue, [_json.dumps(payload)], delay, at, max_attempts, priority, timeout
+        store,
+        queue,
+        [_json.dumps(payload)],
+        delay,
+        at,
+        max_attempts,
+        priority,
+        timeout=timeout,
+        key=key,
+        on_duplicate=on_duplicate,
+        unique_for=unique_for,
     )
     return ids[0]
 
@@ -139,12 +161,31 @@ async def produce_batch(
     max_attempts: int | None = None,
     priority: int | None = None,
     timeout: float | timedelta | None = None,
+    keys: Iterable[str | None] | None = None,
+    on_duplicate: OnDuplicate | None = None,
+    unique_for: float | timedelta | None = None,
 ) -> list[int]:
     """Enqueue many jobs in one statement; returns their ids in order. Nothing is written if
-    any payload is not serializable or too large. The options apply to every job."""
+    any payload is not serializable or too large. The options apply to every job.
+
+    ``keys`` gives each job a unique key (or ``None``), in order (see :func:`produce`): a job
+    whose key is taken gets the holder's id in its place, and jobs of the batch sharing a key
+    are one job. With ``on_duplicate="error"`` a taken key raises
+    :class:`~pgqrs.errors.DuplicateJobError` and no job of the batch is written.
+    """
     items = payloads if isinstance(payloads, list) else list(payloads)
     return await _enqueue(
-        store, queue, _json.dumps_array(items), delay, at, max_attempts, priority, timeout
+        store,
+        queue,
+        _json.dumps_array(items),
+        delay,
+        at,
+        max_attempts,
+        priority,
+        timeout=timeout,
+        keys=keys if keys is None or isinstance(keys, (list, str)) else list(keys),
+        on_duplicate=on_duplicate,
+        unique_for=unique_for,
     )
 
 
@@ -156,7 +197,12 @@ async def _enqueue(
     at: datetime | None,
     max_attempts: int | None,
     priority: int | None,
-    timeout: float | timedelta | None,
+    *,
+    timeout: float | timedelta | None = None,
+    key: str | None = None,
+    keys: Any = None,
+    on_duplicate: str | None = None,
+    unique_for: float | timedelta | None = None,
 ) -> list[int]:
     if not isinstance(store, Store):
         raise TypeError(f"expected a pgqrs.Store, got {type(store).__name__}")
@@ -168,4 +214,8 @@ async def _enqueue(
         max_attempts=max_attempts,
         priority=priority,
         timeout=to_seconds(timeout, "timeout"),
+        key=key,
+        keys=keys,
+        on_duplicate=on_duplicate,
+        unique_for=to_seconds(unique_for, "unique_for"),
     )

@@ -357,6 +357,75 @@ class ArchivedJob:
         )
 
 
+JobState = Literal["ready", "delayed", "leased", "archived", "dead"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as stored, in whichever state it is (see :meth:`pgqrs.Admin.get_job`).
+
+    ``state`` means what the counts of :class:`QueueMetrics` mean: ``ready`` (claimable now),
+    ``delayed`` (waiting for its run time), ``leased`` (claimed, lease not expired; or its
+    final attempt's lease expired and a worker moves it to the dead letters), ``archived``
+    (completed) or ``dead`` (failed on its last attempt). Ready and delayed jobs are
+    *waiting*.
+    """
+
+    id: int
+    queue: str
+    payload: Any
+    state: JobState
+    priority: int
+    attempts: int
+    max_attempts: int | None
+    """Attempts allowed; None for an archived job (the archive does not keep it)."""
+    enqueued_at: datetime
+    visible_at: datetime | None
+    """Waiting: when it becomes claimable. Leased: when the lease expires. None once done."""
+    leased_at: datetime | None
+    """When its current (or last) claim was taken; None if not claimed since enqueued."""
+    worker_id: int | None
+    finished_at: datetime | None
+    """When it was archived or died; None before."""
+    last_error: str | None
+
+    @property
+    def waiting(self) -> bool:
+        """Ready or delayed: not claimed, not finished."""
+        return self.state in ("ready", "delayed")
+
+    @classmethod
+    def _from(cls, row: _pgqrs.JobRow) -> Job:
+        return cls(
+            id=row.id,
+            queue=row.queue,
+            payload=_json.loads(row.payload_json),
+            state=row.state,
+            priority=row.priority,
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+            enqueued_at=from_us(row.enqueued_at_us),
+            visible_at=opt_from_us(row.visible_at_us),
+            leased_at=opt_from_us(row.leased_at_us),
+            worker_id=row.worker_id,
+            finished_at=opt_from_us(row.finished_at_us),
+            last_error=row.last_error,
+        )
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of :meth:`pgqrs.Admin.list_jobs`: pass ``next_cursor`` as ``cursor`` to get
+    the next one; it is None on the last page."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+    @classmethod
+    def _from(cls, row: _pgqrs.JobPageRow) -> JobPage:
+        return cls(jobs=[Job._from(r) for r in row.jobs], next_cursor=row.next_cursor)
+
+
 @dataclass(frozen=True)
 class WorkerInfo:
     """A registered worker."""

@@ -17,7 +17,9 @@ carries structured fields (``queue``, ``job_id``, ``run_id``, …) besides its m
     │   └── QueueInUseError            leased
     ├── JobError                       job_id
     │   ├── JobNotFoundError
-    │   └── LeaseLostError
+    │   ├── JobStateError              state, action
+    │   ├── LeaseLostError
+    │   └── DuplicateJobError          key (job_id: the job holding it)
     ├── SchemaError
     │   ├── SchemaNotInstalledError
     │   ├── SchemaTooNewError          found, supported
@@ -49,11 +51,13 @@ __all__ = [
     "ConnectionFailedError",
     "ConnectionLostError",
     "DatabaseError",
+    "DuplicateJobError",
     "ForkError",
     "HandlerError",
     "InvalidDsnError",
     "JobError",
     "JobNotFoundError",
+    "JobStateError",
     "LeaseLostError",
     "NonDeterministicError",
     "PayloadTooLargeError",
@@ -182,8 +186,35 @@ class JobNotFoundError(JobError, LookupError):
     """No such job (or not claimed by this consumer)."""
 
 
+class JobStateError(JobError):
+    """The job is not in a state the action applies to; nothing was changed.
+
+    ``state`` is where the job was found (``ready``, ``delayed``, ``leased``, ``archived`` or
+    ``dead``); ``action`` what was asked (``cancel``, ``reschedule`` and ``set_priority`` need
+    a waiting job, ready or delayed; ``retry`` a dead one).
+    """
+
+    fields = ("job_id", "state", "action")
+    state: str
+    action: str
+
+
 class LeaseLostError(JobError):
     """The lease on the job expired and another consumer claimed it; nothing was changed."""
+
+
+class DuplicateJobError(JobError):
+    """A job with this unique ``key`` is already waiting or running in the queue (or finished
+    within ``unique_for``), and the enqueue asked for ``on_duplicate="error"``. ``job_id``
+    (also ``existing_id``) is that job's id; nothing was written."""
+
+    fields = ("job_id", "key")
+    key: str
+
+    @property
+    def existing_id(self) -> int:
+        """The id of the job holding the key (the same as ``job_id``)."""
+        return self.job_id
 
 
 class SchemaError(PgqrsError):

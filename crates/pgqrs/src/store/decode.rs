@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::inspect::{Job, JobState};
 use crate::types::*;
 
 use super::RunLease;
@@ -212,5 +213,34 @@ pub(crate) fn step_record(r: &impl Cols) -> Result<StepRecord> {
         error: r.opt_string(5)?,
         attempts: r.i32(6)?,
         next_retry_at: r.opt_time(7)?,
+    })
+}
+
+/// `id, queue (name), payload, state, priority, attempts, max_attempts, enqueued_at,
+/// visible_at, leased_at, worker_id, finished_at, last_error`
+pub(crate) fn job(r: &impl Cols) -> Result<Job> {
+    job_in(r, r.string(1)?)
+}
+
+/// [`job`] of a row whose column 1 is not the queue's name (its id): the job of `queue`.
+pub(crate) fn job_in(r: &impl Cols, queue: String) -> Result<Job> {
+    let state = r.str(3)?;
+    Ok(Job {
+        id: r.i64(0)?,
+        queue,
+        payload: r.json(2)?,
+        state: JobState::parse(state)
+            .ok_or_else(|| bad_value(3, format!("job state {state:?}")))?,
+        priority: r
+            .i32(4)
+            .and_then(|p| i16::try_from(p).map_err(|_| bad_value(4, p)))?,
+        attempts: r.i32(5)?,
+        max_attempts: r.opt_i32(6)?,
+        enqueued_at: r.time(7)?,
+        visible_at: r.opt_time(8)?,
+        leased_at: r.opt_time(9)?,
+        worker_id: r.opt_i64(10)?,
+        finished_at: r.opt_time(11)?,
+        last_error: r.opt_string(12)?,
     })
 }

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
+use crate::inspect::{Job, JobState};
 use crate::retention::{Prunable, Retention};
 use crate::types::*;
 
@@ -86,6 +87,28 @@ pub(crate) struct NewQueue<'a> {
     pub dead_retention: Retention,
 }
 
+/// The keys of a keyed enqueue ([`Backend::enqueue_unique`]): one key (or none) per payload
+/// of its [`EnqueueParams`], in order, no key twice (the core folds a batch's repeats).
+#[derive(Debug, Clone)]
+pub(crate) struct UniqueParams<'a> {
+    pub keys: &'a [Option<String>],
+    /// A finished (archived) job also holds its key for this long after it finished.
+    pub window: Option<Duration>,
+    /// Write nothing unless every keyed job is new (the caller will raise DuplicateJob).
+    pub only_new: bool,
+}
+
+/// Where one job of a keyed enqueue went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// A new job, with this id.
+    New(i64),
+    /// The key is held by this job (waiting, running, or archived within the window).
+    Existing(i64),
+    /// Not written: `only_new` was asked and another job's key was taken.
+    NotWritten,
+}
+
 /// A workflow run's outcome ([`Backend::finish_run`]).
 #[derive(Debug, Clone)]
 pub(crate) struct FinishRunParams<'a> {
@@ -143,7 +166,7 @@ pub(crate) struct RunLease {
 /// Batch operations take and return slices in the same order; a `false` in a returned vector
 /// means "that job's lease was lost or it no longer exists; nothing changed for it".
 #[async_trait]
-pub(crate) trait Backend: Send + Sync + 'static {
+pub(crate) trait Backend: JobAdmin + Send + Sync + 'static {
     fn config(&self) -> &Config;
     /// This store's cache of queue ids.
     fn queue_ids(&self) -> &QueueIds;
@@ -187,6 +210,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     // jobs
     /// Insert the jobs; their ids, in ascending order.
     async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>>;
+    /// Insert the jobs whose key no job of the queue holds (see [`UniqueParams`]); where
+    /// each went, in order. Race-free: concurrent enqueues of one key make one job.
+    async fn enqueue_unique(
+        &self,
+        p: EnqueueParams<'_>,
+        u: UniqueParams<'_>,
+    ) -> Result<Vec<Placed>>;
     /// Claim from the queue with this id: [`claim_jobs`](Self::claim_jobs) resolves the name.
     async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>>;
     /// Claim up to `p.limit` ready jobs of `p.queue`, in id order (see [`QueueIds::claim`]).
@@ -256,6 +286,55 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Wait until jobs may have arrived in `queue` (an enqueue through this process, another
     /// connection's commit, a PostgreSQL NOTIFY), or `timeout` passes.
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration);
+}
+
+/// Where a page of [`JobAdmin::list_jobs`] starts: after the job with this key, in the
+/// state's order (see [`Admin::list_jobs`](crate::Admin::list_jobs)). The first page starts
+/// from a key before every job (`crate::inspect` makes it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum JobKey {
+    /// Ready, delayed, leased: claim order, `priority` descending, then `visible_at`, `id`.
+    Pending {
+        priority: i32,
+        visible_at: DateTime<Utc>,
+        id: i64,
+    },
+    /// Archived: `archived_at` descending, then `id` descending.
+    Archived { at: DateTime<Utc>, id: i64 },
+    /// Dead: `id` ascending.
+    Dead { id: i64 },
+}
+
+/// Parameters of [`JobAdmin::list_jobs`].
+#[derive(Debug, Clone)]
+pub(crate) struct ListJobsParams<'a> {
+    pub queue: &'a str,
+    pub state: JobState,
+    /// The key matches `state` (the core checks it).
+    pub after: JobKey,
+    /// How many rows to return at most.
+    pub fetch: i64,
+}
+
+/// Inspecting and acting on single jobs (`crate::inspect`), part of every [`Backend`].
+///
+/// The states are those of [`Backend::queue_metrics`], to the letter. The actions change a
+/// job only while it is waiting (ready or delayed), in one statement whose condition says
+/// so, and return `None` when no waiting job has the id at that moment.
+#[async_trait]
+pub(crate) trait JobAdmin: Send + Sync {
+    /// The job in the job table, the archive or the dead letters: one statement.
+    async fn get_job(&self, id: i64) -> Result<Option<Job>>;
+    /// Jobs of `p.queue` in `p.state` after `p.after`, in the state's order, at most
+    /// `p.fetch`. [`Error::QueueNotFound`] for an unknown queue.
+    async fn list_jobs(&self, p: ListJobsParams<'_>) -> Result<Vec<Job>>;
+    /// Delete the job if it is waiting; the job as it was.
+    async fn cancel_job(&self, id: i64) -> Result<Option<Job>>;
+    /// Make the job claimable at `at` if it is waiting (clearing an expired lease); the job
+    /// as changed. Wakes idle workers when it is ready now.
+    async fn reschedule_job(&self, id: i64, at: Visibility) -> Result<Option<Job>>;
+    /// Change the job's priority if it is waiting; the job as changed.
+    async fn set_job_priority(&self, id: i64, priority: i16) -> Result<Option<Job>>;
 }
 
 /// A connection to a pgqrs database: cheap to clone, safe to share across tasks.
@@ -441,6 +520,8 @@ pub(crate) const INDEXES: &[&str] = &[
     "pgqrs_archive_queue",
     "pgqrs_dead_queue",
     "pgqrs_workflow_runs_status",
+    "pgqrs_jobs_unique",
+    "pgqrs_archive_unique",
     "pgqrs_dead_failed",
     "pgqrs_workflow_runs_finished",
 ];

@@ -1,8 +1,10 @@
 //! PostgreSQL backend: `FOR UPDATE SKIP LOCKED` claims, one statement per batch operation.
 
+mod inspect;
 #[cfg(test)]
 mod plans;
 mod queries;
+mod unique;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -666,6 +668,14 @@ impl Backend for PgBackend {
             self.wakers.wake(queue);
         }
         Ok(ids)
+    }
+
+    async fn enqueue_unique(
+        &self,
+        p: EnqueueParams<'_>,
+        u: UniqueParams<'_>,
+    ) -> Result<Vec<Placed>> {
+        self.enqueue_unique_jobs(p, u).await
     }
 
     async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {

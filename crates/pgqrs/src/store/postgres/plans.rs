@@ -74,6 +74,10 @@ async fn explain(c: &mut PgConnection, case: &Case<'_>) -> String {
         .join("\n")
 }
 
+/// A page of a queue's waiting or leased jobs (`list_jobs`): ranges of the claim index and of
+/// the exhausted index, never a scan of the table.
+const PAGE_OF_JOBS: &[&[&str]] = &[&["pgqrs_jobs_claim"], &["pgqrs_jobs_exhausted"]];
+
 /// Plans that must never appear: a sequential scan of a hot table, or a nested loop that
 /// compares every row of one side with every row of the other.
 const FORBIDDEN: &[&str] = &[
@@ -83,6 +87,12 @@ const FORBIDDEN: &[&str] = &[
     "Seq Scan on pgqrs_dead",
     "Join Filter",
 ];
+
+/// Statements that may read a whole queue in one scan when the statistics say so. A delayed job
+/// differs from a leased one only by `leased_at`, which no index holds: a page of delayed jobs
+/// reads past the leased jobs of the priorities it crosses, through the claim index or in one
+/// scan, whichever is cheaper (with every job leased, the scan).
+const MAY_SCAN_JOBS: &[&str] = &["list_delayed"];
 
 /// Statements whose ORDER BY their index must serve as it is: a claim reads the rows it takes
 /// in the index's order (priority, visible, id) and stops, never sorts what it found; a prune
@@ -139,7 +149,7 @@ async fn plans_hold_whatever_the_statistics_say() {
             "INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, priority)
                  SELECT {qid}, '{{}}', 3, g % 3 FROM generate_series(1, {JOBS}) g;
              INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at)
-                 SELECT g + 10000000, {qid}, '{{}}', 1, now(), now() - g * interval '1 second'
+                 SELECT g + 10000000, {qid}, '{{}}', 1, now(), now() - (g / 100) * interval '1 minute'
                  FROM generate_series(1, {ROWS}) g;
              INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at)
                  SELECT g + 20000000, {qid}, '{{}}', 3, 3, now(), now() - g * interval '1 second'
@@ -232,6 +242,20 @@ async fn plans_hold_whatever_the_statistics_say() {
             uses: &[&["pgqrs_queues_pkey"]],
         },
         Case {
+            name: "enqueue_unique",
+            sql: q.enqueue_unique.as_str(),
+            args: format!(
+                "{qid}, '{{\"{{}}\",\"{{}}\"}}', 3, NULL, 0, 'ch', 'q', false, 0, \
+                 '{{\"a\",NULL}}', 3600, false, NULL"
+            ),
+            // The keys through the partial indexes, which hold keyed jobs only.
+            uses: &[
+                &["pgqrs_queues_pkey"],
+                &["pgqrs_jobs_unique"],
+                &["pgqrs_archive_unique"],
+            ],
+        },
+        Case {
             name: "requeue_dead",
             sql: q.requeue_dead.as_str(),
             args: format!("{qid}, {dead_ids}"),
@@ -270,6 +294,64 @@ async fn plans_hold_whatever_the_statistics_say() {
                 &["pgqrs_workflow_runs_finished"],
                 &["pgqrs_workflow_runs_pkey"],
             ],
+        },
+        Case {
+            name: "get_job",
+            sql: q.get_job.as_str(),
+            args: "5001".into(),
+            uses: &[
+                &["pgqrs_jobs_pkey"],
+                &["pgqrs_archive_pkey"],
+                &["pgqrs_dead_pkey"],
+            ],
+        },
+        Case {
+            name: "list_ready",
+            sql: q.list_ready.as_str(),
+            args: format!("{qid}, 1, '2000-01-01', 0, 51"),
+            uses: PAGE_OF_JOBS,
+        },
+        Case {
+            name: "list_delayed",
+            sql: q.list_delayed.as_str(),
+            args: format!("{qid}, 32768, '1970-01-01', 0, 51"),
+            uses: PAGE_OF_JOBS,
+        },
+        Case {
+            name: "list_leased",
+            sql: q.list_leased.as_str(),
+            args: format!("{qid}, 2, '2000-01-01', 7, 51"),
+            uses: PAGE_OF_JOBS,
+        },
+        Case {
+            name: "list_archived",
+            sql: q.list_archived.as_str(),
+            args: format!("{qid}, '9999-12-31', 9223372036854775807, 51"),
+            uses: &[&["pgqrs_archive_queue"]],
+        },
+        Case {
+            name: "list_dead",
+            sql: q.list_dead.as_str(),
+            args: format!("{qid}, 20005000, 51"),
+            uses: &[&["pgqrs_dead_queue", "pgqrs_dead_pkey"]],
+        },
+        Case {
+            name: "cancel_job",
+            sql: q.cancel_job.as_str(),
+            args: "5001".into(),
+            uses: &[&["pgqrs_jobs_pkey"]],
+        },
+        Case {
+            name: "reschedule_job",
+            sql: q.reschedule_job.as_str(),
+            args: "5001, NULL, 60".into(),
+            uses: &[&["pgqrs_jobs_pkey"]],
+        },
+        Case {
+            name: "set_job_priority",
+            sql: q.set_job_priority.as_str(),
+            args: "5001, 3".into(),
+            uses: &[&["pgqrs_jobs_pkey"]],
         },
         Case {
             name: "get_run",
@@ -370,6 +452,9 @@ async fn plans_hold_whatever_the_statistics_say() {
                     .iter()
                     .copied()
                     .filter(|f| plan.contains(f))
+                    .filter(|f| {
+                        !(MAY_SCAN_JOBS.contains(&case.name) && *f == "Seq Scan on pgqrs_jobs")
+                    })
                     .collect();
                 if IN_INDEX_ORDER.contains(&case.name) && plan.contains("Sort") {
                     bad.push("Sort");

@@ -8,6 +8,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_jobs_without_fk.sql")),
     (5, include_str!("migrations/0005_lease_tokens.sql")),
     (6, include_str!("migrations/0006_priorities.sql")),
+    (7, include_str!("migrations/0007_unique_jobs.sql")),
     (8, include_str!("migrations/0008_retention.sql")),
 ];
 
@@ -30,6 +31,75 @@ macro_rules! queries {
 }
 
 use sqlx::SqlSafeStr;
+
+// Inspecting jobs (`crate::inspect`). A job row's state is `queue_metrics`' definition to the
+// letter: ready, delayed, or else leased.
+macro_rules! job_state {
+    () => {
+        "CASE WHEN visible_at <= now() AND attempts < max_attempts THEN 'ready'
+              WHEN visible_at > now() AND leased_at IS NULL THEN 'delayed'
+              ELSE 'leased' END"
+    };
+}
+// Waiting: ready or delayed.
+macro_rules! waiting {
+    () => {
+        "((visible_at <= now() AND attempts < max_attempts)
+          OR (visible_at > now() AND leased_at IS NULL))"
+    };
+}
+// The columns of `decode::job` from a job table row; `$queue`: the queue's name, or its id.
+macro_rules! job_cols {
+    ($($queue:tt)*) => {
+        concat!(
+            "id, ",
+            $($queue)*,
+            ", payload, ",
+            job_state!(),
+            ", priority::int, attempts, max_attempts, enqueued_at, visible_at, leased_at,
+            worker_id, NULL::timestamptz, last_error"
+        )
+    };
+}
+macro_rules! queue_name {
+    () => {
+        "(SELECT q.name FROM {s}.pgqrs_queues q WHERE q.id = queue_id)"
+    };
+}
+// One page of a queue's jobs in a state (`$state`, its condition) in claim order, after the
+// key (`$2` priority, `$3` visible_at, `$4` id): the rest of the key's priority, the lower
+// priorities (both ranges of the claim index), and the jobs on their final attempt (the small
+// exhausted index; not in the claim index).
+macro_rules! list_pending {
+    ($state:expr) => {
+        concat!(
+            "SELECT ",
+            job_cols!("queue_id"),
+            " FROM (
+            (SELECT * FROM {s}.pgqrs_jobs
+             WHERE queue_id = $1 AND attempts < max_attempts AND priority = $2::int
+                   AND (visible_at, id) > ($3::timestamptz, $4::bigint) AND ",
+            $state,
+            "
+             ORDER BY visible_at, id LIMIT $5)
+            UNION ALL
+            (SELECT * FROM {s}.pgqrs_jobs
+             WHERE queue_id = $1 AND attempts < max_attempts AND priority < $2::int AND ",
+            $state,
+            "
+             ORDER BY priority DESC, visible_at, id LIMIT $5)
+            UNION ALL
+            (SELECT * FROM {s}.pgqrs_jobs
+             WHERE queue_id = $1 AND attempts >= max_attempts AND ",
+            $state,
+            "
+                   AND (priority < $2::int OR (priority = $2::int
+                        AND (visible_at, id) > ($3::timestamptz, $4::bigint))))
+        ) j
+        ORDER BY priority DESC, visible_at, id LIMIT $5"
+        )
+    };
+}
 
 // Plans that hold whatever the statistics say. A queue table swings between "all ready" and
 // "all leased" within seconds, so its statistics (autovacuum's ANALYZE) are always stale, and
@@ -104,6 +174,51 @@ queries! {
         )
         SELECT id, (SELECT pg_notify($6, $7) WHERE $8) FROM ins";
 
+    // Unique jobs ($10 one key or NULL per payload, no key twice; $11 the unique_for window
+    // in seconds or NULL; $12 insert nothing if any key is held; $13 the jobs' timeout_ms). `live` and `arch` read one
+    // snapshot, in which a job with the key is either still in the job table or already in
+    // the archive (archiving moves it in one statement), so a key held in the snapshot is
+    // never missed. A key taken by an enqueue that committed after the snapshot (or has not
+    // committed yet: the unique index makes the insert wait for it) is skipped by ON CONFLICT
+    // and comes back with no id; the caller runs the statement again for it, in a new
+    // snapshot. Ids are drawn in the payloads' order, and rows inserted in key order, so two
+    // batches sharing keys never wait for each other in a cycle. Rows: (position from 1, id
+    // or NULL, whether new).
+    enqueue_unique = "WITH q AS (
+            SELECT id FROM {s}.pgqrs_queues WHERE id = $1 FOR KEY SHARE
+        ), t AS (
+            SELECT nextval('{s}.pgqrs_jobs_id_seq') AS id, p, k, n
+            FROM unnest($2::text[], $10::text[]) WITH ORDINALITY AS t(p, k, n)
+        ), live AS (
+            SELECT unique_key AS k, id FROM {s}.pgqrs_jobs
+            WHERE queue_id = $1 AND unique_key IS NOT NULL AND unique_key = ANY($10::text[])
+        ), arch AS (
+            SELECT DISTINCT ON (unique_key) unique_key AS k, id FROM {s}.pgqrs_archive
+            WHERE $11::float8 IS NOT NULL AND queue_id = $1
+                  AND unique_key IS NOT NULL AND unique_key = ANY($10::text[])
+                  AND archived_at > now() - make_interval(secs => $11::float8)
+            ORDER BY unique_key, archived_at DESC, id DESC
+        ), held AS (
+            SELECT k, id FROM live
+            UNION ALL
+            SELECT k, id FROM arch WHERE k NOT IN (SELECT k FROM live)
+        ), ins AS (
+            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, max_attempts, visible_at, priority, unique_key, timeout_ms)
+            SELECT t.id, q.id, t.p::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9, t.k, $13::bigint
+            FROM q, t
+            WHERE (t.k IS NULL OR t.k NOT IN (SELECT k FROM held))
+                  AND NOT ($12 AND EXISTS (SELECT 1 FROM held))
+            ORDER BY t.k
+            ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING id
+        )
+        SELECT t.n, COALESCE(i.id, h.id), i.id IS NOT NULL,
+               (SELECT pg_notify($6, $7) WHERE $8 AND EXISTS (SELECT 1 FROM ins))
+        FROM t LEFT JOIN ins i ON i.id = t.id LEFT JOIN held h ON h.k = t.k
+        ORDER BY t.n";
+    // The queue's row, for an enqueue that placed nothing: was the queue deleted?
+    queue_exists = "SELECT count(*) FROM {s}.pgqrs_queues WHERE id = $1";
+
     // Priorities: the claim visits the priorities present in the queue from the highest down
     // (`p`: one index descent each, a loose index scan) and takes from each, in visible-then-id
     // order, what it still needs (`c`). Each take is a range of the claim index that ends at
@@ -139,10 +254,11 @@ queries! {
     archive = "WITH d AS (
             DELETE FROM {s}.pgqrs_jobs j
             WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
-            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.enqueued_at, j.last_error, j.priority
+            RETURNING j.id, j.queue_id, j.payload, j.attempts, j.enqueued_at, j.last_error, j.priority,
+                      j.unique_key
         ), a AS (
-            INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, last_error, priority)
-            SELECT id, queue_id, payload, attempts, enqueued_at, last_error, priority FROM d
+            INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, last_error, priority, unique_key)
+            SELECT id, queue_id, payload, attempts, enqueued_at, last_error, priority, unique_key FROM d
         )
         SELECT id FROM d";
     delete = "DELETE FROM {s}.pgqrs_jobs j
@@ -159,10 +275,10 @@ queries! {
             DELETE FROM {s}.pgqrs_jobs j
             WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
             RETURNING j.id, j.queue_id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, j.priority,
-                      j.timeout_ms, ($3::text[])[array_position($2::bigint[], j.lease_token)] AS err
+                      j.unique_key, j.timeout_ms, ($3::text[])[array_position($2::bigint[], j.lease_token)] AS err
         ), a AS (
-            INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, timeout_ms)
-            SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err, priority, timeout_ms FROM d
+            INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms)
+            SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err, priority, unique_key, timeout_ms FROM d
         )
         SELECT id FROM d";
     extend = "UPDATE {s}.pgqrs_jobs j SET visible_at = now() + make_interval(secs => $3)
@@ -179,25 +295,41 @@ queries! {
                 SELECT id FROM {s}.pgqrs_jobs
                 WHERE queue_id = $1 AND visible_at <= now() AND attempts >= max_attempts
                 FOR UPDATE SKIP LOCKED))
-            RETURNING id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, timeout_ms
+            RETURNING id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority,
+                      unique_key, timeout_ms
         )
-        INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, timeout_ms)
+        INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms)
         SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at,
-               concat_ws(E'\\n', last_error, $2::text), priority, timeout_ms FROM d";
+               concat_ws(E'\\n', last_error, $2::text), priority, unique_key, timeout_ms FROM d";
     dead_letters = "SELECT d.id, d.payload, d.attempts, d.last_error, d.enqueued_at, d.failed_at
         FROM {s}.pgqrs_dead d WHERE d.queue_id = $1 ORDER BY d.id LIMIT $2";
+    // A requeued dead letter gets its key back, unless a job of the queue holds the key now:
+    // then it stays a dead letter (not counted), to be requeued after that job is done. The
+    // dead letters are locked first, so two concurrent requeues move each one once.
     requeue_dead = "WITH d AS (
-            DELETE FROM {s}.pgqrs_dead WHERE id = ANY($2::bigint[]) AND queue_id = $1
-            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, timeout_ms
+            SELECT id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms
+            FROM {s}.pgqrs_dead WHERE id = ANY($2::bigint[]) AND queue_id = $1
+            ORDER BY id FOR UPDATE
+        ), ins AS (
+            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms)
+            SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, unique_key, timeout_ms
+            FROM d ORDER BY id
+            ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING id
         )
-        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, timeout_ms)
-        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, timeout_ms FROM d";
+        DELETE FROM {s}.pgqrs_dead WHERE id = ANY (ARRAY(SELECT id FROM ins))";
     requeue_all_dead = "WITH d AS (
-            DELETE FROM {s}.pgqrs_dead WHERE queue_id = $1
-            RETURNING id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, timeout_ms
+            SELECT id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms
+            FROM {s}.pgqrs_dead WHERE queue_id = $1
+            ORDER BY id FOR UPDATE
+        ), ins AS (
+            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms)
+            SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, unique_key, timeout_ms
+            FROM d ORDER BY id
+            ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING id
         )
-        INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, timeout_ms)
-        SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, timeout_ms FROM d";
+        DELETE FROM {s}.pgqrs_dead WHERE id = ANY (ARRAY(SELECT id FROM ins))";
     archived = "SELECT id, payload, attempts, enqueued_at, archived_at
         FROM {s}.pgqrs_archive WHERE queue_id = $1 ORDER BY archived_at DESC, id DESC LIMIT $2";
 
@@ -275,4 +407,49 @@ queries! {
     list_runs_by_status = "SELECT id, name, input, status, output, error, owner, lease_until,
                   attempts, created_at, updated_at, finished_at
         FROM {s}.pgqrs_workflow_runs WHERE status = $1 ORDER BY id LIMIT $2";
+
+    // Inspecting and acting on jobs: one snapshot over the three tables, by primary key.
+    get_job = concat!(
+        "SELECT ", job_cols!(queue_name!()), " FROM {s}.pgqrs_jobs WHERE id = $1
+        UNION ALL
+        SELECT id, ", queue_name!(), ", payload, 'archived'::text, priority::int, attempts,
+               NULL::int, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
+               archived_at, last_error
+        FROM {s}.pgqrs_archive WHERE id = $1
+        UNION ALL
+        SELECT id, ", queue_name!(), ", payload, 'dead'::text, priority::int, attempts,
+               max_attempts, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
+               failed_at, last_error
+        FROM {s}.pgqrs_dead WHERE id = $1");
+    list_ready = list_pending!("visible_at <= now() AND attempts < max_attempts");
+    list_delayed = list_pending!("visible_at > now() AND leased_at IS NULL");
+    list_leased = list_pending!(
+        "((visible_at > now() AND leased_at IS NOT NULL)
+          OR (visible_at <= now() AND attempts >= max_attempts))");
+    // Newest first, after `($2, $3)`: a backward range of the (queue_id, archived_at) index.
+    list_archived = "SELECT id, queue_id, payload, 'archived'::text, priority::int, attempts,
+               NULL::int, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
+               archived_at, last_error
+        FROM {s}.pgqrs_archive
+        WHERE queue_id = $1 AND archived_at <= $2 AND (archived_at < $2 OR id < $3)
+        ORDER BY archived_at DESC, id DESC LIMIT $4";
+    // By id after `$2`: a range of the (queue_id, id) index.
+    list_dead = "SELECT id, queue_id, payload, 'dead'::text, priority::int, attempts,
+               max_attempts, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
+               failed_at, last_error
+        FROM {s}.pgqrs_dead WHERE queue_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+    // The actions: by primary key, only while the job is waiting. A claim that locked the row
+    // first makes these wait for it and then re-check the condition on the claimed row.
+    cancel_job = concat!(
+        "DELETE FROM {s}.pgqrs_jobs WHERE id = $1 AND ", waiting!(),
+        " RETURNING ", job_cols!(queue_name!()));
+    reschedule_job = concat!(
+        "UPDATE {s}.pgqrs_jobs
+        SET visible_at = COALESCE($2, now() + make_interval(secs => $3)),
+            leased_at = NULL, worker_id = NULL
+        WHERE id = $1 AND ", waiting!(),
+        " RETURNING ", job_cols!(queue_name!()));
+    set_job_priority = concat!(
+        "UPDATE {s}.pgqrs_jobs SET priority = $2 WHERE id = $1 AND ", waiting!(),
+        " RETURNING ", job_cols!(queue_name!()));
 }

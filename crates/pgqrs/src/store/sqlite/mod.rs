@@ -12,6 +12,7 @@
 //!   takes the write lock before it reads, so it needs no `BEGIN IMMEDIATE`).
 //! * Every statement runs to its end (see [`Conn::rows`]).
 
+mod inspect;
 #[cfg(all(test, feature = "sqlite"))]
 mod plans;
 mod queries;
@@ -19,6 +20,7 @@ mod queries;
 pub(crate) mod sqlx;
 #[cfg(feature = "turso")]
 pub(crate) mod turso;
+mod unique;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -506,6 +508,14 @@ impl<E: Engine> Backend for SqliteBackend<E> {
             self.e.wakers().wake(p.queue);
         }
         Ok(ids)
+    }
+
+    async fn enqueue_unique(
+        &self,
+        p: EnqueueParams<'_>,
+        u: UniqueParams<'_>,
+    ) -> Result<Vec<Placed>> {
+        self.enqueue_unique_jobs(p, u).await
     }
 
     /// Claims priority by priority, highest first (see `CLAIM` in `queries.rs`); the

@@ -7,8 +7,8 @@
 use sqlx::{Connection, Row, SqliteConnection};
 
 use super::queries::{
-    CLAIM, MIGRATIONS, NEXT_PRIORITY, PRUNE_ARCHIVE, PRUNE_DEAD, PRUNE_RUNS, PRUNE_RUN_STEPS,
-    TOP_PRIORITY,
+    CLAIM, LIST_ARCHIVED, LIST_DEAD, LIST_DELAYED, LIST_LEASED, LIST_READY, MIGRATIONS,
+    NEXT_PRIORITY, PRUNE_ARCHIVE, PRUNE_DEAD, PRUNE_RUNS, PRUNE_RUN_STEPS, TOP_PRIORITY,
 };
 
 async fn exec(c: &mut SqliteConnection, sql: &str) {
@@ -16,6 +16,108 @@ async fn exec(c: &mut SqliteConnection, sql: &str) {
         .execute(&mut *c)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// `EXPLAIN QUERY PLAN` of `sql` with `args`, one line per step.
+async fn plan_of(c: &mut SqliteConnection, sql: &str, args: &[Option<i64>]) -> String {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+    for a in args {
+        q = q.bind(*a);
+    }
+    let plan: Vec<String> = q
+        .fetch_all(&mut *c)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect();
+    plan.join("\n")
+}
+
+/// A page of `list_jobs` reads ranges of the existing indexes (the claim index in its order
+/// for waiting and leased jobs), in both states a queue swings between.
+#[tokio::test]
+async fn list_jobs_reads_existing_indexes() {
+    let mut c = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+    for (_, sql) in MIGRATIONS {
+        exec(&mut c, sql).await;
+    }
+    exec(
+        &mut c,
+        "INSERT INTO pgqrs_queues (name, created_at) VALUES ('q', 0);
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
+         INSERT INTO pgqrs_jobs (queue_id, payload, max_attempts, enqueued_at, visible_at, priority)
+         SELECT 1, '{}', 3, 0, 0, n % 3 FROM g;
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
+         INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at)
+         SELECT n + 100000, 1, '{}', 1, 0, n FROM g;
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
+         INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at)
+         SELECT n + 200000, 1, '{}', 3, 3, 0, n FROM g;",
+    )
+    .await;
+    let states = [
+        (
+            "all ready",
+            "UPDATE pgqrs_jobs SET attempts = 0, leased_at = NULL, visible_at = 0",
+        ),
+        (
+            "all leased",
+            "UPDATE pgqrs_jobs SET attempts = 1, leased_at = 1, visible_at = 9000000000000000",
+        ),
+    ];
+    // queue, now, priority, visible_at, id, how many
+    let page = [Some(1), Some(1), Some(1), Some(0), Some(0), Some(51)];
+    let mut failures = Vec::new();
+    for (state, sql) in states {
+        exec(&mut c, sql).await;
+        exec(&mut c, "ANALYZE").await;
+        for (name, list) in [
+            ("LIST_READY", LIST_READY),
+            ("LIST_DELAYED", LIST_DELAYED),
+            ("LIST_LEASED", LIST_LEASED),
+        ] {
+            for (part, sql, index, in_order) in [
+                (
+                    "same_priority",
+                    list.same_priority,
+                    "pgqrs_jobs_claim",
+                    true,
+                ),
+                ("lower", list.lower, "pgqrs_jobs_claim", true),
+                ("exhausted", list.exhausted, "pgqrs_jobs_exhausted", false),
+            ] {
+                if name == "LIST_READY" && part == "exhausted" {
+                    continue; // never run: a ready job has attempts left
+                }
+                let plan = plan_of(&mut c, sql, &page).await;
+                if !plan.contains(index) || (in_order && plan.contains("TEMP B-TREE")) {
+                    failures.push(format!("{name}.{part} ({state}):\n{plan}"));
+                }
+            }
+        }
+        for (name, sql, args, index) in [
+            (
+                "LIST_ARCHIVED",
+                LIST_ARCHIVED,
+                &[Some(1), Some(i64::MAX), Some(i64::MAX), Some(51)][..],
+                "pgqrs_archive_queue",
+            ),
+            (
+                "LIST_DEAD",
+                LIST_DEAD,
+                &[Some(1), Some(0), Some(51)][..],
+                // By queue, or in id order when the statistics say one queue has them all.
+                "pgqrs_dead_queue|INTEGER PRIMARY KEY",
+            ),
+        ] {
+            let plan = plan_of(&mut c, sql, args).await;
+            if !index.split('|').any(|i| plan.contains(i)) {
+                failures.push(format!("{name} ({state}):\n{plan}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_workers.sql")),
     (3, include_str!("migrations/0003_workflows.sql")),
     (4, include_str!("migrations/0004_priorities.sql")),
+    (5, include_str!("migrations/0005_unique_jobs.sql")),
     (6, include_str!("migrations/0006_retention.sql")),
 ];
 
@@ -134,11 +135,11 @@ pub(super) fn for_leases(template: &str, n: usize) -> Sql {
     Sql::built(template.replace("{held}", &held), n <= KEEP_PREPARED_UP_TO)
 }
 
-pub(super) const ARCHIVE: &str = "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error, priority)
-    SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error, priority FROM pgqrs_jobs
+pub(super) const ARCHIVE: &str = "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error, priority, unique_key)
+    SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error, priority, unique_key FROM pgqrs_jobs
     WHERE id IN ({held})";
-pub(super) const BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, timeout_ms)
-    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ?, priority, timeout_ms FROM pgqrs_jobs
+pub(super) const BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, unique_key, timeout_ms)
+    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ?, priority, unique_key, timeout_ms FROM pgqrs_jobs
     WHERE id IN ({held})";
 pub(super) const DELETE: &str = "DELETE FROM pgqrs_jobs WHERE id IN ({held}) RETURNING id";
 pub(super) const EXTEND: &str =
@@ -167,6 +168,61 @@ pub(super) fn enqueue(n: usize) -> Sql {
     Sql::built(s, n == 1)
 }
 
+/// Unique jobs, multi-row insert: `?1` queue, `?2` max attempts, `?3` enqueued at, `?4`
+/// visible at, `?5` priority, `?6` timeout (ms), then a payload and a key (or NULL) per row.
+/// Kept prepared for one row only.
+pub(super) fn enqueue_keyed(n: usize) -> Sql {
+    let mut s = String::from(
+        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, priority, timeout_ms, payload, unique_key) VALUES ",
+    );
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!(
+            "(?1, ?2, ?3, ?4, ?5, ?6, ?{}, ?{})",
+            2 * i + 7,
+            2 * i + 8
+        ));
+    }
+    s.push_str(" RETURNING id");
+    Sql::built(s, n == 1)
+}
+
+/// `?first, ?first+1, …`: `n` numbered parameters.
+fn numbered(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The jobs holding keys: `?1` queue, then `n` keys. Rows: key, id.
+pub(super) fn live_keys(n: usize) -> Sql {
+    Sql::built(
+        format!(
+            "SELECT unique_key, id FROM pgqrs_jobs
+             WHERE queue_id = ?1 AND unique_key IN ({})",
+            numbered(2, n)
+        ),
+        n == 1,
+    )
+}
+
+/// The archived jobs holding keys: `?1` queue, `?2` archived after, then `n` keys. Rows:
+/// key, id; the latest first for each key.
+pub(super) fn archived_keys(n: usize) -> Sql {
+    Sql::built(
+        format!(
+            "SELECT unique_key, id FROM pgqrs_archive
+             WHERE queue_id = ?1 AND unique_key IN ({}) AND archived_at > ?2
+             ORDER BY unique_key, archived_at DESC, id DESC",
+            numbered(3, n)
+        ),
+        n == 1,
+    )
+}
+
 /// `(?, ?), (?, ?)` for `rows` rows of `cols` columns.
 fn placeholders(rows: usize, cols: usize) -> String {
     let row = format!("({})", vec!["?"; cols].join(", "));
@@ -175,9 +231,10 @@ fn placeholders(rows: usize, cols: usize) -> String {
 
 pub(super) const RESCUE_SELECT: &str = "SELECT id FROM pgqrs_jobs
     WHERE queue_id = ? AND visible_at <= ? AND attempts >= max_attempts LIMIT 1";
-pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, timeout_ms)
+pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, unique_key, timeout_ms)
     SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?2,
-           CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END, priority, timeout_ms
+           CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END, priority,
+           unique_key, timeout_ms
     FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
 pub(super) const RESCUE_DELETE: &str =
     "DELETE FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
@@ -185,14 +242,27 @@ pub(super) const RESCUE_DELETE: &str =
 pub(super) const DEAD_LETTERS: &str =
     "SELECT id, payload, attempts, last_error, enqueued_at, failed_at
     FROM pgqrs_dead WHERE queue_id = ? ORDER BY id LIMIT ?";
-pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, timeout_ms)
-    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, timeout_ms
-    FROM pgqrs_dead WHERE queue_id = ?1";
-pub(super) const DELETE_DEAD_ALL: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1";
-pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, timeout_ms)
-    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, timeout_ms
-    FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3";
-pub(super) const DELETE_DEAD_ONE: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3";
+// A requeued dead letter gets its key back, unless a job of the queue holds the key now (or,
+// requeueing them all, an older dead letter with the key is requeued): then it stays a dead
+// letter, to be requeued after that job is done. The deletes remove only the dead letters
+// that are jobs again (ids are never reused).
+pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, unique_key, timeout_ms
+    FROM pgqrs_dead d WHERE d.queue_id = ?1
+        AND (d.unique_key IS NULL OR (
+            NOT EXISTS (SELECT 1 FROM pgqrs_jobs j
+                        WHERE j.queue_id = ?1 AND j.unique_key = d.unique_key)
+            AND d.id = (SELECT min(d2.id) FROM pgqrs_dead d2
+                        WHERE d2.queue_id = ?1 AND d2.unique_key = d.unique_key)))";
+pub(super) const DELETE_DEAD_ALL: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1
+    AND EXISTS (SELECT 1 FROM pgqrs_jobs j WHERE j.id = pgqrs_dead.id)";
+pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, unique_key, timeout_ms
+    FROM pgqrs_dead d WHERE d.queue_id = ?1 AND d.id = ?3
+        AND (d.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM pgqrs_jobs j
+                                                 WHERE j.queue_id = ?1 AND j.unique_key = d.unique_key))";
+pub(super) const DELETE_DEAD_ONE: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1 AND id = ?3
+    AND EXISTS (SELECT 1 FROM pgqrs_jobs j WHERE j.id = ?3)";
 pub(super) const ARCHIVED: &str = "SELECT id, payload, attempts, enqueued_at, archived_at
     FROM pgqrs_archive WHERE queue_id = ? ORDER BY archived_at DESC, id DESC LIMIT ?";
 
@@ -262,3 +332,144 @@ pub(super) const FINISH_RUN: &str = "UPDATE pgqrs_workflow_runs
 pub(super) const CANCEL_RUN: &str = "UPDATE pgqrs_workflow_runs
     SET status = 'cancelled', finished_at = ?2, updated_at = ?2, lease_until = NULL
     WHERE id = ?1 AND status IN ('pending', 'running') RETURNING id";
+
+// Inspecting and acting on jobs (`crate::inspect`). `?2` is now in every statement that reads
+// the job table. A job row's state is `QUEUE_METRICS`' definition to the letter: ready,
+// delayed, or else leased.
+macro_rules! job_state {
+    () => {
+        "CASE WHEN visible_at <= ?2 AND attempts < max_attempts THEN 'ready'
+              WHEN visible_at > ?2 AND leased_at IS NULL THEN 'delayed'
+              ELSE 'leased' END"
+    };
+}
+// Waiting: ready or delayed.
+macro_rules! waiting {
+    () => {
+        "((visible_at <= ?2 AND attempts < max_attempts) OR (visible_at > ?2 AND leased_at IS NULL))"
+    };
+}
+// The columns of `decode::job_in` from a job table row, with the queue's id in column 1.
+macro_rules! job_cols {
+    () => {
+        concat!(
+            "id, queue_id, payload, ",
+            job_state!(),
+            ", priority, attempts, max_attempts, enqueued_at, visible_at, leased_at, worker_id,
+            NULL, last_error"
+        )
+    };
+}
+
+/// `?1` id, `?2` now: one snapshot over the three tables, by primary key.
+pub(super) const GET_JOB: &str = "SELECT j.id, q.name, j.payload,
+        CASE WHEN j.visible_at <= ?2 AND j.attempts < j.max_attempts THEN 'ready'
+             WHEN j.visible_at > ?2 AND j.leased_at IS NULL THEN 'delayed'
+             ELSE 'leased' END,
+        j.priority, j.attempts, j.max_attempts, j.enqueued_at, j.visible_at, j.leased_at,
+        j.worker_id, NULL, j.last_error
+    FROM pgqrs_jobs j JOIN pgqrs_queues q ON q.id = j.queue_id WHERE j.id = ?1
+    UNION ALL
+    SELECT a.id, q.name, a.payload, 'archived', a.priority, a.attempts, NULL, a.enqueued_at,
+        NULL, NULL, NULL, a.archived_at, a.last_error
+    FROM pgqrs_archive a JOIN pgqrs_queues q ON q.id = a.queue_id WHERE a.id = ?1
+    UNION ALL
+    SELECT d.id, q.name, d.payload, 'dead', d.priority, d.attempts, d.max_attempts,
+        d.enqueued_at, NULL, NULL, NULL, d.failed_at, d.last_error
+    FROM pgqrs_dead d JOIN pgqrs_queues q ON q.id = d.queue_id WHERE d.id = ?1";
+
+pub(super) const QUEUE_NAME: &str = "SELECT name FROM pgqrs_queues WHERE id = ?";
+
+/// One page of a queue's jobs in one state, in claim order, after a key: three statements,
+/// merged by the caller. `?1` queue, `?2` now, `?3` the key's priority, `?4` its visible_at,
+/// `?5` its id, `?6` how many.
+pub(super) struct ListPending {
+    /// The rest of the key's priority: a range of the claim index.
+    pub same_priority: &'static str,
+    /// The lower priorities: a range of the claim index.
+    pub lower: &'static str,
+    /// Jobs on their final attempt (the small exhausted index; not in the claim index). Not
+    /// run for ready jobs, which have attempts left.
+    pub exhausted: &'static str,
+}
+
+macro_rules! list_pending {
+    ($state:expr) => {
+        ListPending {
+            same_priority: concat!(
+                "SELECT ",
+                job_cols!(),
+                " FROM pgqrs_jobs
+                WHERE queue_id = ?1 AND attempts < max_attempts AND priority = ?3
+                      AND visible_at >= ?4 AND (visible_at > ?4 OR id > ?5) AND ",
+                $state,
+                " ORDER BY visible_at, id LIMIT ?6"
+            ),
+            lower: concat!(
+                "SELECT ",
+                job_cols!(),
+                " FROM pgqrs_jobs
+                WHERE queue_id = ?1 AND attempts < max_attempts AND priority < ?3 AND ",
+                $state,
+                " ORDER BY priority DESC, visible_at, id LIMIT ?6"
+            ),
+            exhausted: concat!(
+                "SELECT ",
+                job_cols!(),
+                " FROM pgqrs_jobs
+                WHERE queue_id = ?1 AND attempts >= max_attempts AND ",
+                $state,
+                " AND (priority < ?3 OR (priority = ?3
+                       AND (visible_at > ?4 OR (visible_at = ?4 AND id > ?5))))
+                ORDER BY priority DESC, visible_at, id LIMIT ?6"
+            ),
+        }
+    };
+}
+
+// The state's condition is a filter, never an index range (`+visible_at`): a range on it
+// would make SQLite, after an ANALYZE that saw few rows match, search every priority and sort
+// what it found, instead of reading the claim index in its order and stopping at the page's
+// end.
+pub(super) const LIST_READY: ListPending =
+    list_pending!("+visible_at <= ?2 AND attempts < max_attempts");
+pub(super) const LIST_DELAYED: ListPending =
+    list_pending!("+visible_at > ?2 AND leased_at IS NULL");
+pub(super) const LIST_LEASED: ListPending = list_pending!(
+    "((+visible_at > ?2 AND leased_at IS NOT NULL) OR (+visible_at <= ?2 AND attempts >= max_attempts))"
+);
+
+/// Newest first after `(?2, ?3)`: a backward range of the (queue_id, archived_at) index.
+pub(super) const LIST_ARCHIVED: &str = "SELECT id, queue_id, payload, 'archived', priority,
+        attempts, NULL, enqueued_at, NULL, NULL, NULL, archived_at, last_error
+    FROM pgqrs_archive
+    WHERE queue_id = ?1 AND archived_at <= ?2 AND (archived_at < ?2 OR id < ?3)
+    ORDER BY archived_at DESC, id DESC LIMIT ?4";
+/// By id after `?2`: a range of the (queue_id, id) index.
+pub(super) const LIST_DEAD: &str = "SELECT id, queue_id, payload, 'dead', priority, attempts,
+        max_attempts, enqueued_at, NULL, NULL, NULL, failed_at, last_error
+    FROM pgqrs_dead WHERE queue_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
+
+// The actions: one statement on the writer, by primary key, only while the job is waiting.
+/// `?1` id, `?2` now.
+pub(super) const CANCEL_JOB: &str = concat!(
+    "DELETE FROM pgqrs_jobs WHERE id = ?1 AND ",
+    waiting!(),
+    " RETURNING ",
+    job_cols!()
+);
+/// `?1` id, `?2` now, `?3` visible at.
+pub(super) const RESCHEDULE_JOB: &str = concat!(
+    "UPDATE pgqrs_jobs SET visible_at = ?3, leased_at = NULL, worker_id = NULL
+    WHERE id = ?1 AND ",
+    waiting!(),
+    " RETURNING ",
+    job_cols!()
+);
+/// `?1` id, `?2` now, `?3` priority.
+pub(super) const SET_JOB_PRIORITY: &str = concat!(
+    "UPDATE pgqrs_jobs SET priority = ?3 WHERE id = ?1 AND ",
+    waiting!(),
+    " RETURNING ",
+    job_cols!()
+);
