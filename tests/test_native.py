@@ -64,6 +64,8 @@ ROWS = (
     _pgqrs.RunRow,
     _pgqrs.StepRow,
     _pgqrs.RetryRow,
+    _pgqrs.JobRow,
+    _pgqrs.JobPageRow,
 )
 
 
