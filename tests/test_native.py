@@ -66,6 +66,7 @@ ROWS = (
     _pgqrs.RetryRow,
     _pgqrs.JobRow,
     _pgqrs.JobPageRow,
+    _pgqrs.PrunedRow,
 )
 
 
@@ -102,10 +103,7 @@ def test_native_module_exports() -> None:
             "check_retry_policy",
             "default_retry_policy",
             "run_job_retry_policy",
-            # Inspecting jobs, retention, job deadlines:
-            "JobRow",
-            "JobPageRow",
-            "PrunedRow",
+            # Job deadlines:
             "timeout_error",
         ]
     )
