@@ -128,7 +128,7 @@ pub enum Error {
         /// The job id.
         id: i64,
         /// The state the job was found in.
-        state: crate::inspect::JobState,
+        state: crate::job_state::JobState,
         /// What was asked: `cancel`, `retry`, `reschedule` or `set_priority`.
         action: &'static str,
     },
@@ -271,8 +271,8 @@ impl Error {
 
 /// What [`Error::JobStateConflict`] says after the state: what the action needs, and what
 /// to do instead.
-fn conflict_hint(action: &str, state: crate::inspect::JobState) -> String {
-    use crate::inspect::JobState;
+fn conflict_hint(action: &str, state: crate::job_state::JobState) -> String {
+    use crate::job_state::JobState;
     let what = match action {
         "cancel" => "cancelled",
         "reschedule" => "rescheduled",

@@ -54,6 +54,7 @@ mod deadline;
 mod error;
 mod handler;
 mod inspect;
+mod job_state;
 mod limits;
 mod produce;
 mod retention;

@@ -1,5 +1,7 @@
 //! Records returned by pgqrs: messages, queues, metrics, workers, dead letters.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -349,4 +351,62 @@ pub struct StepRecord {
     pub attempts: i32,
     /// When the next attempt may start (retrying only).
     pub next_retry_at: Option<DateTime<Utc>>,
+}
+
+/// How long finished jobs (or runs) are kept before pruning deletes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Retention {
+    /// Never pruned.
+    Forever,
+    /// Deleted once older than this (whole seconds; a fraction is rounded up). From 1 s to
+    /// 100 years.
+    For(Duration),
+}
+
+impl Retention {
+    /// The retention of `secs` seconds.
+    pub fn secs(secs: u64) -> Self {
+        Retention::For(Duration::from_secs(secs))
+    }
+
+    /// The retention of `days` days.
+    pub fn days(days: u64) -> Self {
+        Retention::For(Duration::from_secs(days.saturating_mul(86_400)))
+    }
+
+    /// How long things are kept; `None` for [`Forever`](Self::Forever).
+    pub fn duration(self) -> Option<Duration> {
+        match self {
+            Retention::Forever => None,
+            Retention::For(d) => Some(d),
+        }
+    }
+
+    /// As stored: whole seconds, rounded up; `None` for forever.
+    pub(crate) fn stored(self) -> Option<i64> {
+        self.duration().map(|d| {
+            let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            i64::try_from(s).unwrap_or(i64::MAX)
+        })
+    }
+
+    /// From the stored value (NULL = forever). A value pgqrs never writes (zero or negative)
+    /// reads as forever: nothing is deleted on a doubtful setting.
+    pub(crate) fn from_stored(v: Option<i64>) -> Self {
+        match v {
+            Some(s) if s > 0 => Retention::For(Duration::from_secs(s as u64)),
+            _ => Retention::Forever,
+        }
+    }
+}
+
+/// What can be pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prunable {
+    /// A queue's archive (by `archived_at`).
+    Archive,
+    /// A queue's dead letters (by `failed_at`).
+    Dead,
+    /// Finished workflow runs (by `finished_at`), with their steps; not per queue.
+    WorkflowRuns,
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::inspect::{Job, JobState};
+use crate::job_state::{Job, JobState};
 use crate::types::*;
 
 use super::RunLease;

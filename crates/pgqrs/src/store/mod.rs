@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
-use crate::inspect::{Job, JobState};
-use crate::retention::{Prunable, Retention};
+use crate::job_state::{Job, JobState};
 use crate::types::*;
+use crate::types::{Prunable, Retention};
 
 mod connect;
 mod decode;
@@ -290,7 +290,7 @@ pub(crate) trait Backend: JobAdmin + Send + Sync + 'static {
 
 /// Where a page of [`JobAdmin::list_jobs`] starts: after the job with this key, in the
 /// state's order (see [`Admin::list_jobs`](crate::Admin::list_jobs)). The first page starts
-/// from a key before every job (`crate::inspect` makes it).
+/// from a key before every job (the inspection API makes it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum JobKey {
     /// Ready, delayed, leased: claim order, `priority` descending, then `visible_at`, `id`.
@@ -316,7 +316,7 @@ pub(crate) struct ListJobsParams<'a> {
     pub fetch: i64,
 }
 
-/// Inspecting and acting on single jobs (`crate::inspect`), part of every [`Backend`].
+/// Inspecting and acting on single jobs (the inspection API, `inspect.rs`), part of every [`Backend`].
 ///
 /// The states are those of [`Backend::queue_metrics`], to the letter. The actions change a
 /// job only while it is waiting (ready or delayed), in one statement whose condition says

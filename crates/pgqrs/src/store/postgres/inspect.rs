@@ -1,4 +1,4 @@
-//! Inspecting and acting on jobs on PostgreSQL (`crate::inspect`); the SQL is in `queries.rs`.
+//! Inspecting and acting on jobs on PostgreSQL (the inspection API, `inspect.rs`); the SQL is in `queries.rs`.
 
 use super::*;
 

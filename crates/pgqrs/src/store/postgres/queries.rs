@@ -32,7 +32,7 @@ macro_rules! queries {
 
 use sqlx::SqlSafeStr;
 
-// Inspecting jobs (`crate::inspect`). A job row's state is `queue_metrics`' definition to the
+// Inspecting jobs (the inspection API, `inspect.rs`). A job row's state is `queue_metrics`' definition to the
 // letter: ready, delayed, or else leased.
 macro_rules! job_state {
     () => {

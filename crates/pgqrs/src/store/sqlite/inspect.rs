@@ -1,4 +1,4 @@
-//! Inspecting and acting on jobs in the SQLite dialect (`crate::inspect`), for both engines;
+//! Inspecting and acting on jobs in the SQLite dialect (the inspection API, `inspect.rs`), for both engines;
 //! the SQL is in `queries.rs`.
 
 use super::*;

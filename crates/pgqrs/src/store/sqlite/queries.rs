@@ -333,7 +333,7 @@ pub(super) const CANCEL_RUN: &str = "UPDATE pgqrs_workflow_runs
     SET status = 'cancelled', finished_at = ?2, updated_at = ?2, lease_until = NULL
     WHERE id = ?1 AND status IN ('pending', 'running') RETURNING id";
 
-// Inspecting and acting on jobs (`crate::inspect`). `?2` is now in every statement that reads
+// Inspecting and acting on jobs (the inspection API, `inspect.rs`). `?2` is now in every statement that reads
 // the job table. A job row's state is `QUEUE_METRICS`' definition to the letter: ready,
 // delayed, or else leased.
 macro_rules! job_state {
