@@ -161,18 +161,7 @@ async fn claim_reads_the_claim_index_in_order() {
         .into_iter()
         .zip(args)
         {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
-            for a in args {
-                q = q.bind(*a);
-            }
-            let plan: Vec<String> = q
-                .fetch_all(&mut c)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<String, _>("detail"))
-                .collect();
-            let plan = plan.join("\n");
+            let plan = plan_of(&mut c, sql, args).await;
             if !plan.contains("pgqrs_jobs_claim") || plan.contains("TEMP B-TREE") {
                 failures.push(format!("{name} ({state}):\n{plan}"));
             }
@@ -234,18 +223,8 @@ async fn prunes_read_the_age_indexes_in_order() {
         ),
         ("CLAIM", CLAIM, "pgqrs_jobs_claim", &[1, 1, 2, 50, 0, 0]),
     ] {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
-        for a in args {
-            q = q.bind(*a);
-        }
-        let plan: Vec<String> = q
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
-        let plan = plan.join("\n");
+        let args: Vec<Option<i64>> = args.iter().copied().map(Some).collect();
+        let plan = plan_of(&mut c, sql, &args).await;
         let reads_history =
             name == "CLAIM" && (plan.contains("pgqrs_archive") || plan.contains("pgqrs_dead"));
         if !plan.contains(index) || plan.contains("TEMP B-TREE") || reads_history {
