@@ -16,7 +16,7 @@ CARGO ?= cargo
 VENV_BIN := $(CURDIR)/$(VENV)/bin
 
 # Minimum versions of the Python tooling (kept in step with pyproject.toml).
-PY_TOOLS := "maturin>=1.9.4,<2" "pytest>=8.0" "pytest-asyncio>=0.24" "hypothesis>=6.100" "ruff>=0.6" "mypy>=1.11"
+PY_TOOLS := "maturin>=1.9.4,<2" "pytest>=8.0" "pytest-asyncio>=0.24" "hypothesis>=6.100" "ruff>=0.6" "mypy>=1.11" "psycopg[binary]>=3.1"
 # The stamp names the tool list, so that adding a tool reinstalls into an existing .venv.
 VENV_STAMP := $(VENV)/.pgqrs-tools-$(shell echo '$(PY_TOOLS)' | cksum | cut -d' ' -f1)
 

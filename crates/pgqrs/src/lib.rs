@@ -48,6 +48,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod caller;
 mod config;
 mod consume;
 mod deadline;
@@ -67,6 +68,7 @@ mod worker;
 mod workflow;
 
 pub use admin::{admin, Admin};
+pub use caller::SqlxConnection;
 pub use config::{BackendKind, Config, Durability};
 pub use consume::{dequeue, Consumer, DequeueBuilder, DequeueWith};
 pub use deadline::{timeout_error, MAX_JOB_TIMEOUT, MIN_JOB_TIMEOUT};
@@ -92,6 +94,12 @@ pub use workflow::{
     run_job_retry, Permanent, RunStart, StepError, StepStart, Workflow, WorkflowRegistry,
     WorkflowWorkerBuilder,
 };
+
+/// The sqlx that pgqrs is built with, for
+/// [`EnqueueBuilder::execute_in`](crate::EnqueueBuilder::execute_in): begin your transaction
+/// with this one (`pgqrs::sqlx::PgPool`, `pgqrs::sqlx::SqlitePool`, ...) so that its types are
+/// the ones pgqrs accepts.
+pub use sqlx;
 
 /// Open a store. The scheme picks the backend:
 ///

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::store::{validate_queue_name, EnqueueParams, Store, Visibility};
+use crate::store::{validate_queue_name, EnqueueParams, On, Store, Visibility};
 
 /// Deepest nesting of arrays and objects a payload may have.
 pub const MAX_DEPTH: usize = 100;
@@ -200,6 +200,32 @@ pub(crate) fn visibility(delay: Option<Duration>, at: Option<DateTime<Utc>>) -> 
     })
 }
 
+/// An enqueue's defaults and bounds, by the names under which `install()` records them in
+/// PostgreSQL's settings table for the SQL function `pgqrs_enqueue` (migration 11), which
+/// reads them there rather than keeping copies: the store's `max_attempts` and
+/// `max_payload_bytes`, and the constants the builder checks against.
+pub(crate) fn sql_enqueue_settings(cfg: &crate::Config) -> [(&'static str, i64); 10] {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    [
+        ("enqueue.max_attempts", i64::from(cfg.max_attempts)),
+        (
+            "enqueue.max_payload_bytes",
+            i64::try_from(cfg.max_payload_bytes).unwrap_or(i64::MAX),
+        ),
+        ("enqueue.min_priority", MIN_PRIORITY),
+        ("enqueue.max_priority", MAX_PRIORITY),
+        ("enqueue.max_delay_ms", ms(crate::limits::MAX_DELAY)),
+        ("enqueue.min_timeout_ms", ms(crate::MIN_JOB_TIMEOUT)),
+        ("enqueue.max_timeout_ms", ms(crate::MAX_JOB_TIMEOUT)),
+        ("enqueue.max_key_bytes", crate::MAX_KEY_BYTES as i64),
+        (
+            "enqueue.max_unique_for_ms",
+            ms(crate::limits::MAX_UNIQUE_FOR),
+        ),
+        ("enqueue.max_depth", MAX_DEPTH as i64),
+    ]
+}
+
 /// Start building an enqueue.
 pub fn enqueue() -> EnqueueBuilder {
     EnqueueBuilder::default()
@@ -344,6 +370,59 @@ impl EnqueueBuilder {
     /// Insert the jobs, in one statement. Returns their ids in order. An empty builder
     /// inserts nothing and returns an empty list.
     pub async fn execute(self, store: &Store) -> Result<Vec<i64>> {
+        self.run(store, On::Pool).await
+    }
+
+    /// Insert the jobs on your own sqlx connection, inside the transaction it is in: they
+    /// exist if and only if that transaction commits. Same options, validation, defaults and
+    /// statements as [`execute`](Self::execute); returns the ids in order.
+    ///
+    /// **PostgreSQL and SQLite only** (the backends pgqrs reaches through sqlx): `conn` is a
+    /// [`sqlx::Transaction`], a connection, or a pooled connection of the store's database
+    /// (see [`SqlxConnection`](crate::SqlxConnection)); use [`pgqrs::sqlx`](crate::sqlx) for a
+    /// matching sqlx. A Turso store, or a connection of another backend than the store's, gets
+    /// [`Error::Validation`] (field `connection`).
+    ///
+    /// Waking workers: on PostgreSQL the enqueue's NOTIFY is delivered when the transaction
+    /// commits (and dropped if it rolls back), so idle workers in every process wake at the
+    /// commit. On SQLite, idle workers notice the commit through their change watcher (within
+    /// about 10 ms), in this process and in others. Before the commit no worker can see the
+    /// jobs.
+    ///
+    /// On SQLite, begin the transaction with `BEGIN IMMEDIATE`
+    /// (`conn.begin_with("BEGIN IMMEDIATE")`) when it reads before it writes, so that it
+    /// takes the write lock at once rather than failing with a busy error when it first
+    /// writes. A keyed batch runs in a savepoint of its own: when it fails, or one of its
+    /// keys is taken with [`OnDuplicate::Error`](crate::OnDuplicate::Error), nothing of it
+    /// stays and the transaction goes on.
+    ///
+    /// ```no_run
+    /// # async fn run(
+    /// #     store: &pgqrs::Store,
+    /// #     pool: &pgqrs::sqlx::PgPool,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// // ... your own writes on &mut *tx ...
+    /// let ids = pgqrs::enqueue()
+    ///     .message(&serde_json::json!({"order": 42}))
+    ///     .to("emails")
+    ///     .execute_in(store, &mut tx)
+    ///     .await?;
+    /// tx.commit().await?; // the job exists from here on; a rollback leaves none
+    /// # let _ = ids;
+    /// # Ok(()) }
+    /// ```
+    pub async fn execute_in<C>(self, store: &Store, conn: &mut C) -> Result<Vec<i64>>
+    where
+        C: crate::SqlxConnection + ?Sized,
+    {
+        let caller = conn.caller();
+        crate::caller::check(store, &caller)?;
+        self.run(store, On::Caller(caller)).await
+    }
+
+    /// Validate, apply the defaults, and insert on `on`.
+    async fn run(self, store: &Store, on: On<'_>) -> Result<Vec<i64>> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -381,8 +460,8 @@ impl EnqueueBuilder {
             timeout_ms: self.timeout.map(crate::deadline::stored_ms),
         };
         match unique {
-            Some(u) => crate::unique::enqueue_keyed(store, params, u).await,
-            None => store.backend_impl().enqueue_jobs(params).await,
+            Some(u) => crate::unique::enqueue_keyed(store, params, u, on).await,
+            None => store.backend_impl().enqueue_jobs(params, on).await,
         }
     }
 }

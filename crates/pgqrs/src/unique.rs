@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::limits::{validate_key, validate_unique_for};
-use crate::store::{EnqueueParams, Placed, Store, UniqueParams};
+use crate::store::{EnqueueParams, On, Placed, Store, UniqueParams};
 
 /// What an enqueue gets for a job whose key is taken (a job with that key is waiting or
 /// running in the queue, or finished within the enqueue's `unique_for` window).
@@ -164,6 +164,7 @@ pub(crate) async fn enqueue_keyed(
     store: &Store,
     p: EnqueueParams<'_>,
     c: Checked,
+    on: On<'_>,
 ) -> Result<Vec<i64>> {
     let n = p.payloads.len();
     // A batch's repeated keys are one job: the first of them.
@@ -212,6 +213,7 @@ pub(crate) async fn enqueue_keyed(
                 window: c.window,
                 only_new: c.policy == OnDuplicate::Error,
             },
+            on,
         )
         .await?;
     if placed.len() != keys.len() {

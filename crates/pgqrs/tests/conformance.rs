@@ -112,6 +112,7 @@ macro_rules! conformance {
                 keyed_job_keeps_key_and_timeout_when_dead,
             }
             quickstart { seed_example }
+            tx { commit_or_nothing, same_checks_and_defaults, keyed_in_transaction }
         );
     };
     (@groups $ctor:path; $($group:ident { $($case:ident),* $(,)? })*) => {
@@ -189,6 +190,33 @@ mod sqlite_wake {
 mod postgres_wake {
     conformance!(@groups crate::common::TestDb::postgres;
         wakeup { from_another_store, notify_off_polls });
+}
+
+/// An idle worker woken by the commit of a transaction that enqueued: PostgreSQL (NOTIFY at
+/// commit) and SQLite (the change watcher), the backends with sqlx connections; not through
+/// PgBouncer, whose cases run with `notify=false`.
+#[cfg(feature = "sqlite")]
+mod sqlite_tx_wake {
+    conformance!(@groups crate::common::TestDb::sqlite; tx { idle_worker_wakes_at_commit });
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_tx_wake {
+    conformance!(@groups crate::common::TestDb::postgres; tx { idle_worker_wakes_at_commit });
+}
+
+/// PostgreSQL only, because only PostgreSQL has the SQL enqueue function (`pgqrs_enqueue`,
+/// for clients that are not pgqrs): SQLite has no server-side functions that other
+/// processes' clients could call, and SQLite callers use `execute_in` on their connection.
+#[cfg(feature = "postgres")]
+mod postgres_sql_enqueue {
+    conformance!(@groups crate::common::TestDb::postgres;
+        sql_enqueue {
+            defaults_and_options_match_the_builder,
+            bad_input_is_refused_like_the_library,
+            unique_keys,
+            install_writes_the_settings,
+        });
 }
 
 #[cfg(feature = "turso")]

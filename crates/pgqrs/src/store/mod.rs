@@ -79,6 +79,46 @@ pub(crate) struct EnqueueParams<'a> {
     pub timeout_ms: Option<i64>,
 }
 
+/// A caller's own sqlx connection, for an enqueue that runs in the caller's transaction
+/// ([`EnqueueBuilder::execute_in`](crate::EnqueueBuilder::execute_in)). Public only to be
+/// named by the sealed [`SqlxConnection`](crate::SqlxConnection) trait; not reachable by users.
+#[derive(Debug)]
+pub enum Caller<'a> {
+    /// A PostgreSQL connection (or the connection of a transaction on one).
+    #[cfg(feature = "postgres")]
+    Postgres(&'a mut sqlx::PgConnection),
+    /// A SQLite connection (or the connection of a transaction on one).
+    #[cfg(feature = "sqlite")]
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    /// Never made: keeps the lifetime used in builds without sqlx's drivers.
+    #[doc(hidden)]
+    _Unused(std::convert::Infallible, std::marker::PhantomData<&'a mut ()>),
+}
+
+impl Caller<'_> {
+    /// The backend this connection speaks to.
+    pub(crate) fn kind(&self) -> BackendKind {
+        match self {
+            #[cfg(feature = "postgres")]
+            Caller::Postgres(_) => BackendKind::Postgres,
+            #[cfg(feature = "sqlite")]
+            Caller::Sqlite(_) => BackendKind::Sqlite,
+            Caller::_Unused(never, _) => match *never {},
+        }
+    }
+}
+
+/// Where an enqueue runs: on the store's own connections (committed when it returns, idle
+/// workers of this process woken at once), or on a caller's connection, inside whatever
+/// transaction it is in (the backend wakes nobody itself: the commit does, see
+/// [`EnqueueBuilder::execute_in`](crate::EnqueueBuilder::execute_in)). The core checks that
+/// a caller's connection is of the store's backend before a backend sees it.
+#[derive(Debug)]
+pub(crate) enum On<'a> {
+    Pool,
+    Caller(Caller<'a>),
+}
+
 /// A queue to create ([`Backend::create_queue`]), its settings resolved by the core.
 #[derive(Debug, Clone)]
 pub(crate) struct NewQueue<'a> {
@@ -208,14 +248,17 @@ pub(crate) trait Backend: JobAdmin + Send + Sync + 'static {
     }
 
     // jobs
-    /// Insert the jobs; their ids, in ascending order.
-    async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>>;
-    /// Insert the jobs whose key no job of the queue holds (see [`UniqueParams`]); where
-    /// each went, in order. Race-free: concurrent enqueues of one key make one job.
+    /// Insert the jobs, on `on` (see [`On`]); their ids, in ascending order.
+    async fn enqueue_jobs(&self, p: EnqueueParams<'_>, on: On<'_>) -> Result<Vec<i64>>;
+    /// Insert the jobs whose key no job of the queue holds (see [`UniqueParams`]), on `on`;
+    /// where each went, in order. Race-free: concurrent enqueues of one key make one job.
+    /// Nothing of a batch stays in a caller's transaction when it fails or, with
+    /// `only_new`, when one of its keys is taken.
     async fn enqueue_unique(
         &self,
         p: EnqueueParams<'_>,
         u: UniqueParams<'_>,
+        on: On<'_>,
     ) -> Result<Vec<Placed>>;
     /// Claim from the queue with this id: [`claim_jobs`](Self::claim_jobs) resolves the name.
     async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>>;

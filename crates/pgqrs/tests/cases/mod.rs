@@ -14,6 +14,8 @@ pub mod quickstart;
 pub mod retention;
 pub mod retry;
 pub mod schema;
+pub mod sql_enqueue;
+pub mod tx;
 pub mod unique;
 pub mod wakeup;
 pub mod worker;

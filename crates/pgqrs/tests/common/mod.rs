@@ -284,6 +284,59 @@ impl TestDb {
 }
 
 impl TestDb {
+    /// PostgreSQL: the server's DSN, without pgqrs's parameters (for an application's own
+    /// sqlx connection).
+    pub fn server_dsn(&self) -> String {
+        self.raw_dsn.clone()
+    }
+
+    /// SQLite: options for an application's own sqlx connection to the test's file.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite_options(&self) -> sqlx::sqlite::SqliteConnectOptions {
+        use std::str::FromStr;
+        sqlx::sqlite::SqliteConnectOptions::from_str(&self.raw_dsn)
+            .expect("sqlite options")
+            .busy_timeout(Duration::from_secs(10))
+    }
+
+    /// A `count(*)` (or any integer) query on the test's database, outside pgqrs.
+    pub async fn count(&self, sql: &str) -> i64 {
+        match self.kind {
+            #[cfg(feature = "postgres")]
+            Kind::Postgres => self.pg_count(sql).await,
+            #[cfg(feature = "sqlite")]
+            Kind::Sqlite => {
+                use sqlx::{AssertSqlSafe, Connection};
+                let mut c = sqlx::SqliteConnection::connect_with(&self.sqlite_options())
+                    .await
+                    .expect("raw connect");
+                let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap_or_else(|e| panic!("raw SQL {sql:?}: {e}"));
+                let _ = c.close().await;
+                n
+            }
+            #[cfg(feature = "turso")]
+            Kind::Turso => {
+                let path = self.raw_dsn.trim_start_matches("turso://");
+                let db = turso::Builder::new_local(path)
+                    .build()
+                    .await
+                    .expect("raw open");
+                let c = db.connect().expect("raw connect");
+                let mut rows = c.query(sql, ()).await.expect("raw query");
+                let row = rows.next().await.expect("a row").expect("a row");
+                match row.get_value(0).expect("value") {
+                    turso::Value::Integer(n) => n,
+                    v => panic!("raw SQL {sql:?}: {v:?} is not an integer"),
+                }
+            }
+            #[allow(unreachable_patterns)]
+            _ => panic!("backend {:?} not compiled in", self.kind),
+        }
+    }
+
     /// PostgreSQL: the test's schema.
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()

@@ -18,9 +18,9 @@ use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::query::{Query, QueryScalar};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, PgConnection, Row, SqlSafeStr};
 
-use self::queries::{Queries, MIGRATIONS, VERSION_TABLE};
+use self::queries::{Queries, MIGRATIONS, SQL_ENQUEUE_VERSION, VERSION_TABLE};
 use super::decode::{self, bad_value, Cols};
 use super::*;
 use crate::error::{from_sqlx, pg_connect_error};
@@ -133,6 +133,23 @@ impl Drop for PgBackend {
         {
             h.abort();
         }
+    }
+}
+
+/// The caller's connection of an enqueue, or `None` for the store's own. The core has checked
+/// that a caller's connection is a PostgreSQL one.
+fn caller_conn(on: On<'_>) -> Result<Option<&mut PgConnection>> {
+    match on {
+        On::Pool => Ok(None),
+        On::Caller(Caller::Postgres(c)) => Ok(Some(c)),
+        #[allow(unreachable_patterns)]
+        On::Caller(other) => Err(Error::validation(
+            "connection",
+            format!(
+                "a {} connection cannot run a PostgreSQL store's enqueue",
+                other.kind().name()
+            ),
+        )),
     }
 }
 
@@ -289,6 +306,42 @@ impl PgBackend {
         })
     }
 
+    /// Whether an enqueue's statement should carry the NOTIFY. On the store's connections,
+    /// the first enqueue of a [`DEBOUNCE`] window does (see [`Notifier`]). In a caller's
+    /// transaction every enqueue does: PostgreSQL delivers the NOTIFY at the commit (once per
+    /// transaction, whatever the number of enqueues in it) and drops it on rollback, whereas a
+    /// trailing NOTIFY sent on another connection could come before the commit and wake
+    /// workers to an empty queue.
+    fn notify_in_statement(&self, queue: &str, visibility: Visibility, in_caller: bool) -> bool {
+        self.cfg.notify
+            && matches!(visibility, Visibility::Now)
+            && (in_caller || self.notifier.leading_edge(queue))
+    }
+
+    /// The queue's id: cached, else looked up on the caller's connection (so a queue created
+    /// in the caller's transaction is found) or the pool. A stale cached id is harmless: the
+    /// enqueue statements insert nothing for a queue row that is gone, and then look again.
+    async fn queue_id_on(&self, name: &str, caller: Option<&mut PgConnection>) -> Result<i64> {
+        let Some(c) = caller else {
+            return self.queue_id(name).await;
+        };
+        if let Some(id) = self.queue_ids.get(name) {
+            return Ok(id);
+        }
+        let row = self
+            .stmt(&self.q.get_queue)
+            .bind(name)
+            .fetch_optional(c)
+            .await
+            .map_err(|e| self.err(e))?;
+        match row {
+            Some(r) => Ok(decode::queue_info(&r)?.id),
+            None => Err(Error::QueueNotFound {
+                queue: name.to_string(),
+            }),
+        }
+    }
+
     /// Start the LISTEN task on first use.
     fn ensure_listener(&self) {
         let mut l = self.listener.lock().unwrap_or_else(|e| e.into_inner());
@@ -397,7 +450,8 @@ impl PgBackend {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        for (version, sql) in pending_migrations(MIGRATIONS, current.unwrap_or(0), up_to)? {
+        let mut installed = current.unwrap_or(0);
+        for (version, sql) in pending_migrations(MIGRATIONS, installed, up_to)? {
             sqlx::raw_sql(self.sql(sql))
                 .execute(&mut *tx)
                 .await
@@ -407,6 +461,18 @@ impl PgBackend {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.err(e))?;
+            installed = *version;
+        }
+        // Every install writes them again, so that the SQL function follows this pgqrs.
+        if installed >= SQL_ENQUEUE_VERSION {
+            for (name, value) in crate::produce::sql_enqueue_settings(&self.cfg) {
+                self.stmt(&self.q.set_setting)
+                    .bind(name)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
         }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(())
@@ -441,6 +507,15 @@ impl Backend for PgBackend {
             if !self.one(q).await?.flag(0)? {
                 missing.push(*name);
             }
+        }
+        let q = self
+            .query(
+                "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                 WHERE n.nspname = $1 AND p.proname = 'pgqrs_enqueue')",
+            )
+            .bind(&self.schema);
+        if !self.one(q).await?.flag(0)? {
+            missing.push("pgqrs_enqueue (function)");
         }
         check_missing(&missing, &format!(" in schema {:?}", self.schema))
     }
@@ -606,7 +681,8 @@ impl Backend for PgBackend {
         decode::queue_metrics(&r, name, age)
     }
 
-    async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>> {
+    async fn enqueue_jobs(&self, p: EnqueueParams<'_>, on: On<'_>) -> Result<Vec<i64>> {
+        let mut caller = caller_conn(on)?;
         let EnqueueParams {
             queue,
             payloads,
@@ -620,15 +696,13 @@ impl Backend for PgBackend {
             Visibility::After(d) => (None, secs(d)),
             Visibility::At(t) => (Some(t), 0.0),
         };
-        let notify = self.cfg.notify
-            && matches!(visibility, Visibility::Now)
-            && self.notifier.leading_edge(queue);
+        let notify = self.notify_in_statement(queue, visibility, caller.is_some());
         let sql = if payloads.len() == 1 {
             &self.q.enqueue_one
         } else {
             &self.q.enqueue_many
         };
-        let mut queue_id = self.queue_id(queue).await?;
+        let mut queue_id = self.queue_id_on(queue, caller.as_deref_mut()).await?;
         let mut ids = loop {
             let q = self.query_scalar::<i64>(sql.clone()).bind(queue_id);
             let q = if payloads.len() == 1 {
@@ -636,7 +710,7 @@ impl Backend for PgBackend {
             } else {
                 q.bind(&payloads)
             };
-            let ids = q
+            let q = q
                 .bind(max_attempts)
                 .bind(at)
                 .bind(delay)
@@ -644,10 +718,12 @@ impl Backend for PgBackend {
                 .bind(queue)
                 .bind(notify)
                 .bind(priority)
-                .bind(timeout_ms)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.err(e))?;
+                .bind(timeout_ms);
+            let ids = match caller.as_deref_mut() {
+                Some(c) => q.fetch_all(c).await,
+                None => q.fetch_all(&self.pool).await,
+            }
+            .map_err(|e| self.err(e))?;
             if !ids.is_empty() {
                 break ids;
             }
@@ -655,7 +731,7 @@ impl Backend for PgBackend {
             // is never empty). Look the name up again: QueueNotFound if it was deleted, one
             // more try if it was re-created under a new id meanwhile.
             self.queue_ids.forget(queue);
-            let fresh = self.queue_id(queue).await?;
+            let fresh = self.queue_id_on(queue, caller.as_deref_mut()).await?;
             if fresh == queue_id {
                 return Err(Error::QueueNotFound {
                     queue: queue.to_string(),
@@ -664,7 +740,8 @@ impl Backend for PgBackend {
             queue_id = fresh;
         };
         ids.sort_unstable();
-        if matches!(visibility, Visibility::Now) {
+        // A caller's transaction is not committed yet: its NOTIFY wakes workers at the commit.
+        if caller.is_none() && matches!(visibility, Visibility::Now) {
             self.wakers.wake(queue);
         }
         Ok(ids)
@@ -674,8 +751,9 @@ impl Backend for PgBackend {
         &self,
         p: EnqueueParams<'_>,
         u: UniqueParams<'_>,
+        on: On<'_>,
     ) -> Result<Vec<Placed>> {
-        self.enqueue_unique_jobs(p, u).await
+        self.enqueue_unique_jobs(p, u, caller_conn(on)?).await
     }
 
     async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {

@@ -10,7 +10,13 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_priorities.sql")),
     (7, include_str!("migrations/0007_unique_jobs.sql")),
     (8, include_str!("migrations/0008_retention.sql")),
+    // 9 and 10 are another line of work's; numbers may be skipped, they apply in order.
+    (11, include_str!("migrations/0011_sql_enqueue.sql")),
 ];
+
+/// The first version with the SQL enqueue function, which reads its defaults and bounds from
+/// the settings that `install()` writes ([`crate::produce::sql_enqueue_settings`]).
+pub(super) const SQL_ENQUEUE_VERSION: i64 = 11;
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS {s}.pgqrs_schema_version (
     version      BIGINT PRIMARY KEY,

@@ -1,7 +1,8 @@
 //! PostgreSQL: keyed enqueues (the statement is `enqueue_unique` in `queries.rs`).
 //!
-//! One job: one statement, on its own. A batch: the same statement in a transaction, so that
-//! with `only_new` nothing of it stays when one of its keys turns out to be taken.
+//! One job: one statement, on its own. A batch: the same statement in a transaction (in a
+//! caller's transaction: a savepoint), so that with `only_new` nothing of it stays when one of
+//! its keys turns out to be taken.
 
 use sqlx::PgConnection;
 
@@ -23,18 +24,25 @@ impl PgBackend {
         &self,
         p: EnqueueParams<'_>,
         u: UniqueParams<'_>,
+        mut caller: Option<&mut PgConnection>,
     ) -> Result<Vec<Placed>> {
-        let notify = self.cfg.notify
-            && matches!(p.visibility, Visibility::Now)
-            && self.notifier.leading_edge(p.queue);
-        let mut queue_id = self.queue_id(p.queue).await?;
+        let notify = self.notify_in_statement(p.queue, p.visibility, caller.is_some());
+        let mut queue_id = self.queue_id_on(p.queue, caller.as_deref_mut()).await?;
         let mut tries = 0;
         let placed = loop {
             let r = if p.payloads.len() == 1 {
-                let mut c = self.pool.acquire().await.map_err(|e| self.err(e))?;
-                self.rounds(&mut c, queue_id, &p, &u, notify).await
+                match caller.as_deref_mut() {
+                    Some(c) => self.rounds(c, queue_id, &p, &u, notify).await,
+                    None => {
+                        let mut c = self.pool.acquire().await.map_err(|e| self.err(e))?;
+                        self.rounds(&mut c, queue_id, &p, &u, notify).await
+                    }
+                }
             } else {
-                let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+                let mut tx = match caller.as_deref_mut() {
+                    Some(c) => self.savepoint(c).await?,
+                    None => self.pool.begin().await.map_err(|e| self.err(e))?,
+                };
                 let r = self.rounds(&mut tx, queue_id, &p, &u, notify).await;
                 // With `only_new`, a taken key undoes the whole batch (earlier rounds too).
                 let keep = matches!(&r, Ok(Ok(placed)) if !placed.iter().any(|x| {
@@ -52,7 +60,7 @@ impl PgBackend {
                 Ok(Err(QueueGone)) => {
                     // As in `enqueue_jobs`: deleted, or re-created under a new id meanwhile.
                     self.queue_ids.forget(p.queue);
-                    let fresh = self.queue_id(p.queue).await?;
+                    let fresh = self.queue_id_on(p.queue, caller.as_deref_mut()).await?;
                     if fresh == queue_id {
                         return Err(Error::QueueNotFound {
                             queue: p.queue.to_string(),
@@ -60,20 +68,57 @@ impl PgBackend {
                     }
                     queue_id = fresh;
                 }
+                // A batch's deadlock undid only its own transaction or savepoint; one job
+                // in a caller's transaction aborted that transaction, which is the caller's.
                 Err(Error::Database { code: Some(c), .. })
-                    if c == "40P01" && tries + 1 < DEADLOCK_TRIES =>
+                    if c == "40P01"
+                        && tries + 1 < DEADLOCK_TRIES
+                        && (caller.is_none() || p.payloads.len() > 1) =>
                 {
                     tries += 1;
                 }
                 Err(e) => return Err(e),
             }
         };
-        if matches!(p.visibility, Visibility::Now)
+        if caller.is_none()
+            && matches!(p.visibility, Visibility::Now)
             && placed.iter().any(|x| matches!(x, Placed::New(_)))
         {
             self.wakers.wake(p.queue);
         }
         Ok(placed)
+    }
+
+    /// A savepoint in the caller's transaction (sqlx's nested transaction), or a transaction
+    /// of its own when the connection is in none. A transaction that sqlx did not start (a
+    /// raw `BEGIN` statement) is refused: sqlx would send `BEGIN` again, PostgreSQL would only
+    /// warn, and the batch's `COMMIT` would commit the caller's transaction.
+    async fn savepoint<'c>(
+        &self,
+        c: &'c mut PgConnection,
+    ) -> Result<sqlx::Transaction<'c, Postgres>> {
+        use sqlx::Connection;
+        if !c.is_in_transaction() {
+            let probe = sqlx::raw_sql("SAVEPOINT pgqrs_probe").execute(&mut *c).await;
+            match probe {
+                Ok(_) => {
+                    let _ = sqlx::raw_sql("RELEASE SAVEPOINT pgqrs_probe")
+                        .execute(&mut *c)
+                        .await;
+                    return Err(Error::validation(
+                        "connection",
+                        "the connection is in a transaction that sqlx did not start (a raw \
+                         BEGIN statement), and a keyed batch needs a savepoint that sqlx \
+                         tracks: begin the transaction with sqlx (pool.begin() or \
+                         conn.begin())",
+                    ));
+                }
+                // 25P01: no transaction block, so the connection is in autocommit.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P01") => {}
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        c.begin().await.map_err(|e| self.err(e))
     }
 
     /// Run the statement until every job is placed (or, with `only_new`, one key is taken).

@@ -48,6 +48,26 @@ fn us(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
 }
 
+/// When jobs enqueued at `now` become claimable, in microseconds since the epoch.
+fn visible_at(v: Visibility, now: i64) -> i64 {
+    match v {
+        Visibility::Now => now,
+        Visibility::After(d) => now.saturating_add(us(d)),
+        Visibility::At(t) => t.timestamp_micros(),
+    }
+}
+
+/// A queue's id, looked up in the caller's transaction (which may have created the queue);
+/// never cached from there, since that transaction may still roll back.
+async fn caller_queue_id<C: Conn>(c: &mut C, queue: &str) -> Result<i64> {
+    match first(c.rows(QUEUE_ID, &[queue.into()]).await?) {
+        Some(r) => r.i64(0),
+        None => Err(Error::QueueNotFound {
+            queue: queue.to_string(),
+        }),
+    }
+}
+
 /// A value bound to a statement parameter.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Arg<'a> {
@@ -264,6 +284,69 @@ impl<E: Engine> SqliteBackend<E> {
         }
     }
 
+    /// Insert the jobs of a plain enqueue, in `tx` (chunks of [`INSERT_CHUNK`] rows); their
+    /// ids.
+    async fn insert_jobs<C: Conn>(
+        &self,
+        tx: &mut C,
+        queue_id: i64,
+        p: &EnqueueParams<'_>,
+        now: i64,
+        visible_at: i64,
+    ) -> Result<Vec<i64>> {
+        let mut ids = Vec::with_capacity(p.payloads.len());
+        for chunk in p.payloads.chunks(INSERT_CHUNK) {
+            let mut args = Vec::with_capacity(6 + chunk.len());
+            args.extend(
+                [
+                    queue_id,
+                    p.max_attempts.into(),
+                    now,
+                    visible_at,
+                    p.priority.into(),
+                ]
+                .map(Arg::Int),
+            );
+            args.push(p.timeout_ms.into());
+            args.extend(chunk.iter().map(|s| Arg::Text(s)));
+            let rows = tx.rows(enqueue(chunk.len()), &args).await;
+            for r in rows.map_err(|e| self.queue_gone(e, p.queue))? {
+                ids.push(r.i64(0)?);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// A transaction for an enqueue on the caller's connection: a savepoint in the
+    /// caller's transaction, or a `BEGIN IMMEDIATE` one of its own when the connection is in
+    /// none (see `sqlx.rs`). The core has checked that the store is an SQLite one.
+    #[cfg(feature = "sqlite")]
+    async fn caller_tx<'c>(&'c self, on: Caller<'c>) -> Result<impl Tx + 'c> {
+        match on {
+            Caller::Sqlite(c) => self::sqlx::caller_tx(c, self.e.target()).await,
+            #[allow(unreachable_patterns)]
+            other => Err(Error::validation(
+                "connection",
+                format!(
+                    "a {} connection cannot run an SQLite store's enqueue",
+                    other.kind().name()
+                ),
+            )),
+        }
+    }
+
+    /// Without sqlx's SQLite there is no connection a caller could hand in.
+    #[cfg(not(feature = "sqlite"))]
+    async fn caller_tx<'c>(&'c self, on: Caller<'c>) -> Result<E::Tx<'c>> {
+        Err(Error::validation(
+            "connection",
+            format!(
+                "a {} connection cannot run this store's enqueue",
+                on.kind().name()
+            ),
+        ))
+    }
+
     async fn migrate(&self, up_to: i64) -> Result<()> {
         let mut tx = self.e.begin().await?;
         let r = async {
@@ -469,40 +552,31 @@ impl<E: Engine> Backend for SqliteBackend<E> {
         decode::queue_metrics(&r, name, age)
     }
 
-    async fn enqueue_jobs(&self, p: EnqueueParams<'_>) -> Result<Vec<i64>> {
-        let queue_id = self.queue_id(p.queue).await?;
+    async fn enqueue_jobs(&self, p: EnqueueParams<'_>, on: On<'_>) -> Result<Vec<i64>> {
         let now = now_us();
-        let visible_at = match p.visibility {
-            Visibility::Now => now,
-            Visibility::After(d) => now.saturating_add(us(d)),
-            Visibility::At(t) => t.timestamp_micros(),
-        };
-        let mut tx = self.e.begin().await?;
-        let r = async {
-            let mut ids = Vec::with_capacity(p.payloads.len());
-            for chunk in p.payloads.chunks(INSERT_CHUNK) {
-                let mut args = Vec::with_capacity(6 + chunk.len());
-                args.extend(
-                    [
-                        queue_id,
-                        p.max_attempts.into(),
-                        now,
-                        visible_at,
-                        p.priority.into(),
-                    ]
-                    .map(Arg::Int),
-                );
-                args.push(p.timeout_ms.into());
-                args.extend(chunk.iter().map(|s| Arg::Text(s)));
-                let rows = tx.rows(enqueue(chunk.len()), &args).await;
-                for r in rows.map_err(|e| self.queue_gone(e, p.queue))? {
-                    ids.push(r.i64(0)?);
-                }
+        let visible_at = visible_at(p.visibility, now);
+        let mut ids = match on {
+            On::Pool => {
+                let queue_id = self.queue_id(p.queue).await?;
+                let mut tx = self.e.begin().await?;
+                let r = self.insert_jobs(&mut tx, queue_id, &p, now, visible_at).await;
+                tx.finish(r).await?
             }
-            Ok(ids)
-        }
-        .await;
-        let mut ids = tx.finish(r).await?;
+            On::Caller(c) => {
+                let mut tx = self.caller_tx(c).await?;
+                let r = async {
+                    let queue_id = caller_queue_id(&mut tx, p.queue).await?;
+                    self.insert_jobs(&mut tx, queue_id, &p, now, visible_at)
+                        .await
+                }
+                .await;
+                // Committing a savepoint publishes nothing: no wake-up here (see `On`).
+                return tx.finish(r).await.map(|mut ids| {
+                    ids.sort_unstable();
+                    ids
+                });
+            }
+        };
         ids.sort_unstable();
         if visible_at <= now {
             self.e.wakers().wake(p.queue);
@@ -514,8 +588,9 @@ impl<E: Engine> Backend for SqliteBackend<E> {
         &self,
         p: EnqueueParams<'_>,
         u: UniqueParams<'_>,
+        on: On<'_>,
     ) -> Result<Vec<Placed>> {
-        self.enqueue_unique_jobs(p, u).await
+        self.enqueue_unique_jobs(p, u, on).await
     }
 
     /// Claims priority by priority, highest first (see `CLAIM` in `queries.rs`); the

@@ -259,7 +259,26 @@ impl<C: DerefMut<Target = SqliteConnection> + Send> Conn for SqlxConn<'_, C> {
     }
 }
 
-impl Tx for SqlxConn<'_, Transaction<'static, Sqlite>> {
+/// A transaction on a caller's connection
+/// ([`EnqueueBuilder::execute_in`](crate::EnqueueBuilder::execute_in)): a savepoint when sqlx
+/// began a transaction on it, else `BEGIN IMMEDIATE`, which takes the write lock at once (a
+/// deferred one could fail with a busy error at its first write, which no busy timeout
+/// waits out). A connection in a transaction that sqlx did not begin (a raw `BEGIN`) gets
+/// SQLite's "cannot start a transaction within a transaction".
+pub(crate) async fn caller_tx<'c>(
+    c: &'c mut SqliteConnection,
+    target: &'c str,
+) -> Result<SqlxConn<'c, Transaction<'c, Sqlite>>> {
+    use ::sqlx::Connection;
+    let tx = if c.is_in_transaction() {
+        c.begin().await
+    } else {
+        c.begin_with("BEGIN IMMEDIATE").await
+    };
+    Ok(SqlxConn(tx.map_err(|e| from_sqlx(e, target))?, target))
+}
+
+impl Tx for SqlxConn<'_, Transaction<'_, Sqlite>> {
     async fn script(&mut self, sql: &'static str) -> Result<()> {
         let r = ::sqlx::raw_sql(sql).execute(&mut *self.0).await;
         r.map(drop).map_err(|e| from_sqlx(e, self.1))
