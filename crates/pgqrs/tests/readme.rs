@@ -1,6 +1,7 @@
-//! The README's Rust examples are `examples/quickstart.rs` and `examples/workflow.rs`, word for
-//! word except for the connection string; this test checks that, then runs both examples on
-//! every backend.
+//! The README's Rust examples are `examples/quickstart.rs`, `examples/workflow.rs` and
+//! `examples/tx_enqueue.rs`, word for word except for the connection string; this test checks
+//! that, then runs the first two on every backend and the third (which uses sqlx's
+//! PostgreSQL pool) on PostgreSQL.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -38,21 +39,23 @@ fn readme_rust_examples_are_the_example_files() {
     let blocks = readme_rust_blocks();
     assert_eq!(
         blocks.len(),
-        2,
-        "README has a job-queue and a workflow Rust example"
+        3,
+        "README has a job-queue, a workflow and an enqueue-in-a-transaction Rust example"
     );
-    for (block, name) in blocks.iter().zip(["quickstart", "workflow"]) {
+    for (block, name) in blocks.iter().zip(["quickstart", "workflow", "tx_enqueue"]) {
         assert!(
             block.contains(README_DSN),
             "README {name} example connects to {README_DSN}"
         );
         let path = format!("{}/examples/{name}.rs", env!("CARGO_MANIFEST_DIR"));
         let file = std::fs::read_to_string(&path).expect("example file");
+        let default = match name {
+            "tx_enqueue" => README_DSN.to_string(),
+            _ => format!("\"sqlite://{name}.db\""),
+        };
         let expected = squash(&block.replace(
             README_DSN,
-            &format!(
-                "&std::env::var(\"PGQRS_DSN\").unwrap_or_else(|_| \"sqlite://{name}.db\".into())"
-            ),
+            &format!("&std::env::var(\"PGQRS_DSN\").unwrap_or_else(|_| {default}.into())"),
         ));
         assert_eq!(
             squash(&file),
@@ -91,6 +94,7 @@ fn run_example(name: &str, dsn: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     match name {
         "quickstart" => assert!(stdout.contains("Processing: Object"), "{stdout}"),
+        "tx_enqueue" => assert!(stdout.contains("Order 1: job "), "{stdout}"),
         _ => assert!(stdout.contains("Result: Processed 3 lines"), "{stdout}"),
     }
 }
@@ -145,6 +149,18 @@ fn readme_examples_run_on_every_backend() {
             run_example(name, &dsn);
             drop_schema(&dsn);
         }
+    }
+    // PostgreSQL only; the application's own table goes to the test's schema too (its
+    // search_path, through the driver's `options`), dropped with it.
+    #[cfg(feature = "postgres")]
+    if let Some(dsn) = postgres_dsn("readme_tx_enqueue") {
+        let schema = dsn.rsplit_once("schema=").map(|(_, s)| s.to_string());
+        let schema = schema.expect("schema parameter");
+        run_example(
+            "tx_enqueue",
+            &format!("{dsn}&options=-c%20search_path%3D{schema}"),
+        );
+        drop_schema(&dsn);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -252,6 +252,45 @@ pub async fn same_checks_and_defaults(db: &TestDb) {
     assert_eq!(job.max_attempts, Some(6), "the store's max_attempts");
     assert_eq!(orders(db).await, 1, "the transaction went on after the errors");
 
+    // PostgreSQL: a connection in no transaction works like the store (each statement
+    // commits; a keyed batch in a transaction of its own); one in a transaction sqlx did not
+    // begin (a raw BEGIN) cannot hold the savepoint a keyed batch needs, and says so.
+    #[cfg(feature = "postgres")]
+    if db.is_postgres() {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&db.server_dsn()).await.unwrap();
+        let ids = pgqrs::enqueue()
+            .messages([json!("b1"), json!("b2")])
+            .keys(["b1", "b2"])
+            .to("q")
+            .execute_in(&store, &mut c)
+            .await
+            .unwrap();
+        pgqrs::admin(&store).get_job(ids[1]).await.unwrap();
+        sqlx::raw_sql("BEGIN").execute(&mut c).await.unwrap();
+        let r = pgqrs::enqueue()
+            .messages([json!("b3"), json!("b4")])
+            .keys(["b3", "b4"])
+            .to("q")
+            .execute_in(&store, &mut c)
+            .await;
+        assert_err!(r, Error::Validation { field: "connection", message }
+            if message.contains("raw BEGIN"));
+        let one = pgqrs::enqueue()
+            .message(&json!("b5"))
+            .key("b5")
+            .to("q")
+            .execute_in(&store, &mut c)
+            .await
+            .unwrap();
+        sqlx::raw_sql("ROLLBACK").execute(&mut c).await.unwrap();
+        assert_err!(
+            pgqrs::admin(&store).get_job(one[0]).await,
+            Error::JobNotFound { .. }
+        );
+        let _ = c.close().await;
+    }
+
     // A connection of another backend than the store's.
     #[cfg(all(feature = "postgres", feature = "sqlite"))]
     if db.is_postgres() {
