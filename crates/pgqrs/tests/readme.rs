@@ -42,7 +42,7 @@ fn readme_rust_examples_are_the_example_files() {
         3,
         "README has a job-queue, a workflow and an enqueue-in-a-transaction Rust example"
     );
-    for (block, name) in blocks.iter().zip(["quickstart", "workflow", "tx_enqueue"]) {
+    for (block, name) in blocks.iter().zip(["quickstart", "tx_enqueue", "workflow"]) {
         assert!(
             block.contains(README_DSN),
             "README {name} example connects to {README_DSN}"
