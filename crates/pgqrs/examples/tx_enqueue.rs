@@ -8,12 +8,18 @@ use serde_json::json;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = pgqrs::connect(&std::env::var("PGQRS_DSN").unwrap_or_else(|_| "postgresql://localhost/mydb".into())).await?;
+    let store = pgqrs::connect(
+        &std::env::var("PGQRS_DSN").unwrap_or_else(|_| "postgresql://localhost/mydb".into()),
+    )
+    .await?;
     pgqrs::admin(&store).install().await?;
     pgqrs::admin(&store).create_queue("emails").await?;
 
     // Your application's own pool, on the same database
-    let pool = sqlx::PgPool::connect(&std::env::var("PGQRS_DSN").unwrap_or_else(|_| "postgresql://localhost/mydb".into())).await?;
+    let pool = sqlx::PgPool::connect(
+        &std::env::var("PGQRS_DSN").unwrap_or_else(|_| "postgresql://localhost/mydb".into()),
+    )
+    .await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS orders (id BIGSERIAL PRIMARY KEY, email TEXT)")
         .execute(&pool)
         .await?;

@@ -211,12 +211,12 @@ mod postgres_tx_wake {
 #[cfg(feature = "postgres")]
 mod postgres_sql_enqueue {
     conformance!(@groups crate::common::TestDb::postgres;
-        sql_enqueue {
-            defaults_and_options_match_the_builder,
-            bad_input_is_refused_like_the_library,
-            unique_keys,
-            install_writes_the_settings,
-        });
+    sql_enqueue {
+        defaults_and_options_match_the_builder,
+        bad_input_is_refused_like_the_library,
+        unique_keys,
+        install_writes_the_settings,
+    });
 }
 
 #[cfg(feature = "turso")]

@@ -92,7 +92,10 @@ pub enum Caller<'a> {
     Sqlite(&'a mut sqlx::SqliteConnection),
     /// Never made: keeps the lifetime used in builds without sqlx's drivers.
     #[doc(hidden)]
-    _Unused(std::convert::Infallible, std::marker::PhantomData<&'a mut ()>),
+    _Unused(
+        std::convert::Infallible,
+        std::marker::PhantomData<&'a mut ()>,
+    ),
 }
 
 impl Caller<'_> {

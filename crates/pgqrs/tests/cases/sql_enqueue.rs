@@ -45,7 +45,10 @@ async fn refused(db: &TestDb, args: &str, code: &str, says: &str) {
     match call(db, "q", args).await {
         Err((c, m)) => {
             assert_eq!(c, code, "pgqrs_enqueue('q', {args}): {m}");
-            assert!(m.contains(says), "pgqrs_enqueue('q', {args}): {m:?} lacks {says:?}");
+            assert!(
+                m.contains(says),
+                "pgqrs_enqueue('q', {args}): {m:?} lacks {says:?}"
+            );
         }
         Ok(id) => panic!("pgqrs_enqueue('q', {args}) made job {id}; expected {code} {says:?}"),
     }
@@ -143,10 +146,26 @@ pub async fn bad_input_is_refused_like_the_library(db: &TestDb) {
     refused(db, "'1', at => now() + interval '101 years'", bad, "at").await;
     ok(db, "'1', timeout => interval '7 days'").await;
     ok(db, "'1', timeout => interval '1 millisecond'").await;
-    refused(db, "'1', timeout => interval '7 days 1 millisecond'", bad, "timeout").await;
-    refused(db, "'1', timeout => interval '0.5 milliseconds'", bad, "timeout").await;
+    refused(
+        db,
+        "'1', timeout => interval '7 days 1 millisecond'",
+        bad,
+        "timeout",
+    )
+    .await;
+    refused(
+        db,
+        "'1', timeout => interval '0.5 milliseconds'",
+        bad,
+        "timeout",
+    )
+    .await;
     refused(db, "'1', key => ''", bad, "key").await;
-    ok(db, &format!("'1', key => '{}'", "k".repeat(pgqrs::MAX_KEY_BYTES))).await;
+    ok(
+        db,
+        &format!("'1', key => '{}'", "k".repeat(pgqrs::MAX_KEY_BYTES)),
+    )
+    .await;
     refused(
         db,
         &format!("'1', key => '{}'", "k".repeat(pgqrs::MAX_KEY_BYTES + 1)),
@@ -154,10 +173,28 @@ pub async fn bad_input_is_refused_like_the_library(db: &TestDb) {
         "key",
     )
     .await;
-    refused(db, "'1', unique_for => interval '1 hour'", bad, "unique_for").await;
+    refused(
+        db,
+        "'1', unique_for => interval '1 hour'",
+        bad,
+        "unique_for",
+    )
+    .await;
     refused(db, "'1', on_duplicate => 'error'", bad, "on_duplicate").await;
-    refused(db, "'1', key => 'a', on_duplicate => 'replace'", bad, "on_duplicate").await;
-    refused(db, "'1', key => 'a', unique_for => interval '0'", bad, "unique_for").await;
+    refused(
+        db,
+        "'1', key => 'a', on_duplicate => 'replace'",
+        bad,
+        "on_duplicate",
+    )
+    .await;
+    refused(
+        db,
+        "'1', key => 'a', unique_for => interval '0'",
+        bad,
+        "unique_for",
+    )
+    .await;
     // The payload: the store's max_payload_bytes (250 here), and what reads back as written.
     let big = format!("'\"{}\"'", "x".repeat(249));
     refused(db, &big, bad, "exceeds the maximum of 250 bytes").await;
@@ -165,7 +202,11 @@ pub async fn bad_input_is_refused_like_the_library(db: &TestDb) {
     let deep = |n: usize| format!("'{}{}'", "[".repeat(n), "]".repeat(n));
     ok(db, &deep(pgqrs::MAX_DEPTH)).await;
     refused(db, &deep(pgqrs::MAX_DEPTH + 1), bad, "nested more than 100").await;
-    ok(db, "'[18446744073709551615, -9223372036854775808, 1e308, 1e-400]'").await;
+    ok(
+        db,
+        "'[18446744073709551615, -9223372036854775808, 1e308, 1e-400]'",
+    )
+    .await;
     refused(db, "'[18446744073709551616]'", bad, "64-bit range").await;
     refused(db, "'{\"n\": 1e400}'", bad, "64-bit float").await;
     ok(db, r#"'"99999999999999999999999 in a string"'"#).await;
@@ -223,8 +264,10 @@ pub async fn unique_keys(db: &TestDb) {
 pub async fn install_writes_the_settings(db: &TestDb) {
     let store = store_with_queue(db, "").await;
     let settings = db.table("pgqrs_settings");
-    db.exec_raw(&format!("DELETE FROM {settings} WHERE name LIKE 'enqueue.%'"))
-        .await;
+    db.exec_raw(&format!(
+        "DELETE FROM {settings} WHERE name LIKE 'enqueue.%'"
+    ))
+    .await;
     refused(db, "'1'", "55000", "run pgqrs's install()").await;
     pgqrs::admin(&store).install().await.unwrap();
     ok(db, "'1'").await;

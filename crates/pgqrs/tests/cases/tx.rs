@@ -220,7 +220,13 @@ pub async fn same_checks_and_defaults(db: &TestDb) {
         .to("q")
         .execute_in(&store, tx.conn())
         .await;
-    assert_err!(bad, Error::Validation { field: "priority", .. });
+    assert_err!(
+        bad,
+        Error::Validation {
+            field: "priority",
+            ..
+        }
+    );
     let none = pgqrs::enqueue()
         .message(&json!(1))
         .to("q")
@@ -235,10 +241,7 @@ pub async fn same_checks_and_defaults(db: &TestDb) {
         .execute_in(&store, tx.conn())
         .await;
     assert_err!(both, Error::Validation { field: "delay", .. });
-    let empty = pgqrs::enqueue()
-        .to("q")
-        .execute_in(&store, tx.conn())
-        .await;
+    let empty = pgqrs::enqueue().to("q").execute_in(&store, tx.conn()).await;
     assert_eq!(empty.unwrap(), Vec::<i64>::new());
     let missing = pgqrs::enqueue()
         .message(&json!(1))
@@ -248,9 +251,16 @@ pub async fn same_checks_and_defaults(db: &TestDb) {
     assert_err!(missing, Error::QueueNotFound { queue } if queue == "no-such-queue");
     tx.own_write(db, 1).await;
     tx.commit().await;
-    let job = pgqrs::admin(&store).get_job(none.unwrap()[0]).await.unwrap();
+    let job = pgqrs::admin(&store)
+        .get_job(none.unwrap()[0])
+        .await
+        .unwrap();
     assert_eq!(job.max_attempts, Some(6), "the store's max_attempts");
-    assert_eq!(orders(db).await, 1, "the transaction went on after the errors");
+    assert_eq!(
+        orders(db).await,
+        1,
+        "the transaction went on after the errors"
+    );
 
     // PostgreSQL: a connection in no transaction works like the store (each statement
     // commits; a keyed batch in a transaction of its own); one in a transaction sqlx did not
@@ -403,12 +413,10 @@ pub async fn keyed_in_transaction(db: &TestDb) {
 pub async fn idle_worker_wakes_at_commit(db: &TestDb) {
     let store = setup(db).await;
     let (sent, mut started) = tokio::sync::mpsc::unbounded_channel();
-    let w = pgqrs::worker("q")
-        .poll_interval(secs(10))
-        .handle(move |m| {
-            let _ = sent.send((m.id, Instant::now()));
-            async { Ok(()) }
-        });
+    let w = pgqrs::worker("q").poll_interval(secs(10)).handle(move |m| {
+        let _ = sent.send((m.id, Instant::now()));
+        async { Ok(()) }
+    });
     let (stop, run) = spawn_worker(&store, w);
     eventually(secs(10), "the worker is running", || async {
         pgqrs::admin(&store)

@@ -99,7 +99,9 @@ impl PgBackend {
     ) -> Result<sqlx::Transaction<'c, Postgres>> {
         use sqlx::Connection;
         if !c.is_in_transaction() {
-            let probe = sqlx::raw_sql("SAVEPOINT pgqrs_probe").execute(&mut *c).await;
+            let probe = sqlx::raw_sql("SAVEPOINT pgqrs_probe")
+                .execute(&mut *c)
+                .await;
             match probe {
                 Ok(_) => {
                     let _ = sqlx::raw_sql("RELEASE SAVEPOINT pgqrs_probe")

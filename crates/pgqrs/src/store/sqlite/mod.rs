@@ -559,7 +559,9 @@ impl<E: Engine> Backend for SqliteBackend<E> {
             On::Pool => {
                 let queue_id = self.queue_id(p.queue).await?;
                 let mut tx = self.e.begin().await?;
-                let r = self.insert_jobs(&mut tx, queue_id, &p, now, visible_at).await;
+                let r = self
+                    .insert_jobs(&mut tx, queue_id, &p, now, visible_at)
+                    .await;
                 tx.finish(r).await?
             }
             On::Caller(c) => {

@@ -26,7 +26,9 @@ impl<E: Engine> SqliteBackend<E> {
             On::Pool => {
                 let queue_id = self.queue_id(p.queue).await?;
                 let mut tx = self.e.begin().await?;
-                let r = self.place_keyed(&mut tx, queue_id, &p, &u, now, visible_at).await;
+                let r = self
+                    .place_keyed(&mut tx, queue_id, &p, &u, now, visible_at)
+                    .await;
                 let placed = tx.finish(r).await?;
                 if visible_at <= now && placed.iter().any(|x| matches!(x, Placed::New(_))) {
                     self.e.wakers().wake(p.queue);
