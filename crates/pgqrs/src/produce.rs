@@ -204,6 +204,7 @@ pub(crate) fn visibility(delay: Option<Duration>, at: Option<DateTime<Utc>>) -> 
 /// PostgreSQL's settings table for the SQL function `pgqrs_enqueue` (migration 11), which
 /// reads them there rather than keeping copies: the store's `max_attempts` and
 /// `max_payload_bytes`, and the constants the builder checks against.
+#[cfg(feature = "postgres")]
 pub(crate) fn sql_enqueue_settings(cfg: &crate::Config) -> [(&'static str, i64); 10] {
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     [
@@ -412,6 +413,12 @@ impl EnqueueBuilder {
     /// # let _ = ids;
     /// # Ok(()) }
     /// ```
+    // Without sqlx's drivers (a Turso-only build) no connection type exists, so the body
+    // after `caller()` cannot be reached.
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "sqlite")),
+        allow(unused_variables)
+    )]
     pub async fn execute_in<C>(self, store: &Store, conn: &mut C) -> Result<Vec<i64>>
     where
         C: crate::SqlxConnection + ?Sized,
