@@ -137,6 +137,7 @@ async fn plans_hold_whatever_the_statistics_say() {
             name: "q",
             archive_retention: crate::Retention::days(7),
             dead_retention: crate::Retention::days(30),
+            limits: crate::QueueLimits::new(),
         })
         .await
         .expect("queue");
