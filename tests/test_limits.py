@@ -53,7 +53,9 @@ async def test_limit_settings(store: pgqrs.Store) -> None:
         ({"rate_limit": (5, "1s")}, "rate_limit"),
     ],
 )
-async def test_bad_limits_are_refused(store: pgqrs.Store, kwargs: dict[str, Any], field: str) -> None:
+async def test_bad_limits_are_refused(
+    store: pgqrs.Store, kwargs: dict[str, Any], field: str
+) -> None:
     """Zero, negative and wrongly typed limits: ValidationError naming the setting and, for
     counts, saying how to have no limit; nothing written."""
     admin = pgqrs.admin(store)

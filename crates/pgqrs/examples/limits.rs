@@ -7,10 +7,17 @@ use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = pgqrs::connect(&std::env::var("PGQRS_DSN").unwrap_or_else(|_| "sqlite://limits.db".into())).await?;
+    let store =
+        pgqrs::connect(&std::env::var("PGQRS_DSN").unwrap_or_else(|_| "sqlite://limits.db".into()))
+            .await?;
     let admin = pgqrs::admin(&store);
     admin.install().await?;
-    if !admin.list_queues().await?.iter().any(|q| q.name == "api-calls") {
+    if !admin
+        .list_queues()
+        .await?
+        .iter()
+        .any(|q| q.name == "api-calls")
+    {
         let options = QueueOptions::new()
             .concurrency_limit(4)
             .group_concurrency_limit(1)

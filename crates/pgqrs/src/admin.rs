@@ -120,7 +120,11 @@ impl<'a> Admin<'a> {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn set_queue_limits(self, name: &str, limits: crate::QueueLimits) -> Result<QueueInfo> {
+    pub async fn set_queue_limits(
+        self,
+        name: &str,
+        limits: crate::QueueLimits,
+    ) -> Result<QueueInfo> {
         validate_queue_name(name)?;
         limits.validate()?;
         let q = self

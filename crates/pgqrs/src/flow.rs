@@ -267,7 +267,16 @@ mod tests {
                 .rate(RateLimit::new(5, bad_period))
                 .validate()
                 .unwrap_err();
-            assert!(matches!(e, Error::Validation { field: "rate_limit", .. }), "{e}");
+            assert!(
+                matches!(
+                    e,
+                    Error::Validation {
+                        field: "rate_limit",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
         }
         QueueLimits::new()
             .concurrency(1)
@@ -280,8 +289,18 @@ mod tests {
     #[test]
     fn a_rate_window_takes_its_jobs_then_says_when_it_ends() {
         let r = RateLimit::new(3, Duration::from_secs(1));
-        let a = allowance(r, Window { start_us: None, taken: 0 }, 10_000_000);
-        assert_eq!((a.jobs, a.window.start_us, a.wait), (3, Some(10_000_000), None));
+        let a = allowance(
+            r,
+            Window {
+                start_us: None,
+                taken: 0,
+            },
+            10_000_000,
+        );
+        assert_eq!(
+            (a.jobs, a.window.start_us, a.wait),
+            (3, Some(10_000_000), None)
+        );
         let full = Window {
             start_us: Some(10_000_000),
             taken: 3,
@@ -296,7 +315,10 @@ mod tests {
             taken: 1,
         };
         assert_eq!(allowance(r, part, 10_500_000).jobs, 2);
-        assert_eq!(RateLimit::new(1, Duration::from_micros(1500)).period_ms(), 2);
+        assert_eq!(
+            RateLimit::new(1, Duration::from_micros(1500)).period_ms(),
+            2
+        );
         let stored = QueueLimits::new().rate(RateLimit::per_minute(7)).stored();
         assert_eq!(stored, (None, None, Some(7), Some(60_000)));
         assert_eq!(

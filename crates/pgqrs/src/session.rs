@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
+use crate::flow::Throttle;
 use crate::handler::Outcome;
 use crate::limits::{validate_batch, validate_interval, validate_lease, MAX_BATCH};
 use crate::retention::{validate_prune_interval, Pruner, DEFAULT_PRUNE_INTERVAL};
@@ -30,7 +31,6 @@ use crate::store::{
     hostname, validate_queue_name, Backend, Claim, ClaimParams, Completion, Failure, NewWorker,
     Store,
 };
-use crate::flow::Throttle;
 use crate::types::{Lease, Message, WorkerStatus};
 
 /// Settings of a [`WorkerSession`].
@@ -649,10 +649,12 @@ impl WorkerSession {
                 Ok(Some(claim)) if claim.jobs.is_empty() && buffered == 0 => {
                     match claim.throttle {
                         // The queue's rate limit allows nothing before then: sleep until
-                        // then (an enqueue would not change that).
+                        // then (an enqueue would not change that), or for at most the longest
+                        // idle wait, so that a long window's limit cleared meanwhile is seen.
                         Throttle::Rate(wait) if !wait.is_zero() => {
+                            let most = self.poll * IDLE_BACKOFF_FACTOR;
                             tokio::select! {
-                                _ = tokio::time::sleep(wait) => {}
+                                _ = tokio::time::sleep(wait.min(most)) => {}
                                 _ = stopped.changed() => {}
                             }
                         }

@@ -523,7 +523,12 @@ impl QueueIds {
     /// [`Error::QueueNotFound`]) or deleted and re-created it (then the claim is retried with
     /// the new id). The check costs one read, on empty claims only; whether the queue has
     /// limits is read again at most every [`LIMITS_REFRESH`](crate::LIMITS_REFRESH).
-    pub(crate) async fn claim<L, LF, C, CF>(&self, queue: &str, lookup: L, claim: C) -> Result<Claim>
+    pub(crate) async fn claim<L, LF, C, CF>(
+        &self,
+        queue: &str,
+        lookup: L,
+        claim: C,
+    ) -> Result<Claim>
     where
         L: Fn() -> LF,
         LF: std::future::Future<Output = Result<QueueInfo>>,

@@ -52,7 +52,11 @@ pub async fn limits_settings(db: &TestDb) {
         .set_queue_limits("lim", QueueLimits::new().concurrency(1))
         .await
         .unwrap();
-    assert_eq!(q.limits, QueueLimits::new().concurrency(1), "replaced as a whole");
+    assert_eq!(
+        q.limits,
+        QueueLimits::new().concurrency(1),
+        "replaced as a whole"
+    );
     let q = admin
         .set_queue_limits("lim", QueueLimits::new())
         .await
@@ -62,9 +66,18 @@ pub async fn limits_settings(db: &TestDb) {
     for (bad, field) in [
         (QueueLimits::new().concurrency(0), "concurrency_limit"),
         (QueueLimits::new().concurrency(-1), "concurrency_limit"),
-        (QueueLimits::new().group_concurrency(0), "group_concurrency_limit"),
-        (QueueLimits::new().rate(RateLimit::per_second(-5)), "rate_limit"),
-        (QueueLimits::new().rate(RateLimit::new(5, Duration::ZERO)), "rate_limit"),
+        (
+            QueueLimits::new().group_concurrency(0),
+            "group_concurrency_limit",
+        ),
+        (
+            QueueLimits::new().rate(RateLimit::per_second(-5)),
+            "rate_limit",
+        ),
+        (
+            QueueLimits::new().rate(RateLimit::new(5, Duration::ZERO)),
+            "rate_limit",
+        ),
     ] {
         let e = admin.set_queue_limits("lim", bad).await.unwrap_err();
         assert!(
@@ -87,14 +100,24 @@ pub async fn limits_settings(db: &TestDb) {
         Error::QueueNotFound { .. }
     );
     assert!(
-        admin.list_queues().await.unwrap().iter().all(|q| q.name != "bad"),
+        admin
+            .list_queues()
+            .await
+            .unwrap()
+            .iter()
+            .all(|q| q.name != "bad"),
         "nothing was created"
     );
 
     // Groups: checked like keys, and carried by the job into the archive and dead letters.
     for bad in ["", "a\0b"] {
         assert_err!(
-            pgqrs::enqueue().message(&1).group(bad).to("plain").execute(&store).await,
+            pgqrs::enqueue()
+                .message(&1)
+                .group(bad)
+                .to("plain")
+                .execute(&store)
+                .await,
             Error::Validation { field: "group", .. }
         );
     }
@@ -155,7 +178,8 @@ pub async fn concurrency_limit_holds_across_stores(db: &TestDb) {
     let sampling = Arc::new(AtomicBool::new(true));
     let sampled_most = Arc::new(AtomicUsize::new(0));
     let sampler = {
-        let (store, sampling, sampled_most) = (store.clone(), sampling.clone(), sampled_most.clone());
+        let (store, sampling, sampled_most) =
+            (store.clone(), sampling.clone(), sampled_most.clone());
         tokio::spawn(async move {
             let mut samples = 0;
             while sampling.load(Ordering::SeqCst) {
@@ -179,16 +203,31 @@ pub async fn concurrency_limit_holds_across_stores(db: &TestDb) {
     for (_, run) in runs {
         run.await.unwrap().expect("worker run");
     }
-    let (most, sampled) = (most.load(Ordering::SeqCst), sampled_most.load(Ordering::SeqCst));
+    let (most, sampled) = (
+        most.load(Ordering::SeqCst),
+        sampled_most.load(Ordering::SeqCst),
+    );
     eprintln!(
         "concurrency_limit_holds_across_stores[{:?}]: {n} jobs, at most {most} running, \
          at most {sampled} leased in {samples} samples",
         db.kind()
     );
-    assert!(most <= LIMIT, "{most} handlers ran at once under a limit of {LIMIT}");
-    assert!(sampled <= LIMIT, "{sampled} jobs leased at once under a limit of {LIMIT}");
-    assert!(samples > 5, "the leased count was sampled while the workers ran");
-    assert!(most >= 2, "the workers did run in parallel up to the limit ({most})");
+    assert!(
+        most <= LIMIT,
+        "{most} handlers ran at once under a limit of {LIMIT}"
+    );
+    assert!(
+        sampled <= LIMIT,
+        "{sampled} jobs leased at once under a limit of {LIMIT}"
+    );
+    assert!(
+        samples > 5,
+        "the leased count was sampled while the workers ran"
+    );
+    assert!(
+        most >= 2,
+        "the workers did run in parallel up to the limit ({most})"
+    );
     eventually(secs(30), "every completion written", || async {
         metrics(&store, "q").await.archived == n as i64
     })
@@ -207,12 +246,17 @@ pub async fn concurrency_limit_counts_live_leases(db: &TestDb) {
     let c = Consumer::new(&store, "q").await.unwrap();
     let first = c.dequeue(10, None).await.unwrap();
     assert_eq!(first.len(), 3, "the limit leaves 3");
-    assert!(c.dequeue(10, None).await.unwrap().is_empty(), "at the limit");
+    assert!(
+        c.dequeue(10, None).await.unwrap().is_empty(),
+        "at the limit"
+    );
     c.archive(first[0].id).await.unwrap();
     let second = c.dequeue(10, None).await.unwrap();
     assert_eq!(second.len(), 1, "one lease ended");
     c.release(first[1].id, Duration::ZERO).await.unwrap();
-    c.fail(first[2].id, "x", &pgqrs::RetryPolicy::none()).await.unwrap();
+    c.fail(first[2].id, "x", &pgqrs::RetryPolicy::none())
+        .await
+        .unwrap();
     assert_eq!(c.dequeue(10, None).await.unwrap().len(), 2);
     // An expired lease no longer counts.
     let other = Consumer::new(&store, "q").await.unwrap();
@@ -227,7 +271,11 @@ pub async fn concurrency_limit_counts_live_leases(db: &TestDb) {
     assert_eq!(brief.len(), 1, "the raised limit leaves 1");
     assert!(s.dequeue(5, None).await.unwrap().is_empty());
     sleep_ms(400).await;
-    assert_eq!(s.dequeue(5, None).await.unwrap().len(), 1, "the expired lease freed its place");
+    assert_eq!(
+        s.dequeue(5, None).await.unwrap().len(),
+        1,
+        "the expired lease freed its place"
+    );
 }
 
 /// With a group limit, one group flooding the head of the queue at its limit does not hide
@@ -248,20 +296,29 @@ pub async fn group_limit_does_not_starve_other_groups(db: &TestDb) {
     ids.sort_unstable();
     let mut want = vec![flood[0], flood[1], b[0], b[1], c_ids[0], none[0], none[1]];
     want.sort_unstable();
-    assert_eq!(ids, want, "2 per group, every group, and the jobs without a group");
-    assert!(c.dequeue(100, None).await.unwrap().is_empty(), "every group at its limit");
+    assert_eq!(
+        ids, want,
+        "2 per group, every group, and the jobs without a group"
+    );
+    assert!(
+        c.dequeue(100, None).await.unwrap().is_empty(),
+        "every group at its limit"
+    );
     c.archive(flood[0]).await.unwrap();
     c.archive(b[0]).await.unwrap();
-    let mut next: Vec<i64> = c.dequeue(100, None).await.unwrap().iter().map(|m| m.id).collect();
+    let mut next: Vec<i64> = c
+        .dequeue(100, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
     next.sort_unstable();
     assert_eq!(next, vec![flood[2], b[2]]);
 
     // With a queue limit too: the queue's limit caps the sum.
     pgqrs::admin(&store)
-        .set_queue_limits(
-            "q",
-            QueueLimits::new().group_concurrency(2).concurrency(8),
-        )
+        .set_queue_limits("q", QueueLimits::new().group_concurrency(2).concurrency(8))
         .await
         .unwrap();
     c.archive(flood[1]).await.unwrap();
@@ -287,15 +344,25 @@ pub async fn rate_limit_windows(db: &TestDb) {
     let first = c.dequeue(10, None).await.unwrap();
     assert_eq!(first.len(), 3);
     if t.elapsed() < ms(400) {
-        assert!(c.dequeue(10, None).await.unwrap().is_empty(), "the window is full");
+        assert!(
+            c.dequeue(10, None).await.unwrap().is_empty(),
+            "the window is full"
+        );
     }
     let rest = claim_until(&c, 2, None, secs(10)).await;
-    assert!(t.elapsed() >= ms(550), "the second window opened after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= ms(550),
+        "the second window opened after {:?}",
+        t.elapsed()
+    );
     assert_eq!(rest.len(), 2);
 
     // A worker under a rate limit: 12 jobs at 4 per second take three windows.
     pgqrs::admin(&store)
-        .create_queue_with("w", QueueOptions::new().rate_limit(RateLimit::per_second(4)))
+        .create_queue_with(
+            "w",
+            QueueOptions::new().rate_limit(RateLimit::per_second(4)),
+        )
         .await
         .unwrap();
     fill(&store, "w", 12, None).await;
@@ -317,7 +384,10 @@ pub async fn rate_limit_windows(db: &TestDb) {
     run.await.unwrap().unwrap();
     let starts = starts.lock().unwrap().clone();
     let span = starts[11] - starts[0];
-    assert!(span >= ms(1900), "12 jobs at 4 per second started within {span:?}");
+    assert!(
+        span >= ms(1900),
+        "12 jobs at 4 per second started within {span:?}"
+    );
     let in_first = starts.iter().filter(|t| **t - starts[0] < ms(800)).count();
     assert!(in_first <= 4, "{in_first} jobs started in the first window");
 }
@@ -347,9 +417,11 @@ pub async fn freed_capacity_wakes_idle_workers(db: &TestDb) {
     assert!(started.lock().unwrap().is_none(), "held back by the limit");
     let freed = Instant::now();
     c.archive(held[0].id).await.unwrap();
-    eventually(secs(5), "the waiting worker took the freed place", || async {
-        started.lock().unwrap().is_some()
-    })
+    eventually(
+        secs(5),
+        "the waiting worker took the freed place",
+        || async { started.lock().unwrap().is_some() },
+    )
     .await;
     let waited = started.lock().unwrap().unwrap() - freed;
     assert!(waited < secs(3), "woke after {waited:?}");
@@ -371,9 +443,16 @@ pub async fn limits_set_elsewhere_apply(db: &TestDb) {
         .await
         .unwrap();
     let o = Consumer::new(&other, "q").await.unwrap();
-    assert_eq!(o.dequeue(5, None).await.unwrap().len(), 1, "at once in the store that set it");
+    assert_eq!(
+        o.dequeue(5, None).await.unwrap().len(),
+        1,
+        "at once in the store that set it"
+    );
     sleep_ms(pgqrs::LIMITS_REFRESH.as_millis() as u64 + 100).await;
-    assert!(c.dequeue(5, None).await.unwrap().is_empty(), "the other store noticed");
+    assert!(
+        c.dequeue(5, None).await.unwrap().is_empty(),
+        "the other store noticed"
+    );
     pgqrs::admin(&other)
         .set_queue_limits("q", QueueLimits::new())
         .await

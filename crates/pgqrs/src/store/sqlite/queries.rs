@@ -44,7 +44,8 @@ pub(super) const QUEUE_ID: &str = "SELECT id FROM pgqrs_queues WHERE name = ?";
 pub(super) const GET_QUEUE: &str = "SELECT id, name, created_at, archive_retention, dead_retention,
         concurrency_limit, group_concurrency_limit, rate_limit, rate_period_ms
     FROM pgqrs_queues WHERE name = ?";
-pub(super) const LIST_QUEUES: &str = "SELECT id, name, created_at, archive_retention, dead_retention,
+pub(super) const LIST_QUEUES: &str =
+    "SELECT id, name, created_at, archive_retention, dead_retention,
         concurrency_limit, group_concurrency_limit, rate_limit, rate_period_ms
     FROM pgqrs_queues ORDER BY name";
 /// `?2`/`?4`: whether to set the archive/dead retention to `?3`/`?5` (NULL: forever).
