@@ -97,6 +97,14 @@ pub struct QueueRow {
     pub archive_retention: Option<f64>,
     /// Seconds; `None`: kept forever.
     pub dead_retention: Option<f64>,
+    /// `None`: no limit.
+    pub concurrency_limit: Option<i64>,
+    /// `None`: no limit.
+    pub group_concurrency_limit: Option<i64>,
+    /// Jobs per period; `None`: no limit.
+    pub rate_limit: Option<i64>,
+    /// The rate limit's period in seconds.
+    pub rate_period: Option<f64>,
 }
 
 /// A retention as Python sees it: seconds, `None` for forever.
@@ -112,6 +120,10 @@ impl From<pgqrs::QueueInfo> for QueueRow {
             created_at_us: us(q.created_at),
             archive_retention: retention_secs(q.archive_retention),
             dead_retention: retention_secs(q.dead_retention),
+            concurrency_limit: q.limits.concurrency,
+            group_concurrency_limit: q.limits.group_concurrency,
+            rate_limit: q.limits.rate.map(|r| r.jobs),
+            rate_period: q.limits.rate.map(|r| r.per.as_secs_f64()),
         }
     }
 }
@@ -226,6 +238,7 @@ pub struct JobRow {
     pub worker_id: Option<i64>,
     pub finished_at_us: Option<i64>,
     pub last_error: Option<String>,
+    pub group: Option<String>,
 }
 
 impl From<pgqrs::Job> for JobRow {
@@ -244,6 +257,7 @@ impl From<pgqrs::Job> for JobRow {
             worker_id: j.worker_id,
             finished_at_us: j.finished_at.map(us),
             last_error: j.last_error,
+            group: j.group,
         }
     }
 }

@@ -99,17 +99,32 @@ impl Store {
         native_call!(self, py, |s| pgqrs::admin(&s).schema_version().await)
     }
 
-    /// Retentions: seconds or `"forever"`; not given, the core's defaults.
-    #[pyo3(signature = (name, *, archive_retention=None, dead_retention=None))]
+    /// Retentions: seconds or `"forever"`; not given, the core's defaults. Limits: not
+    /// given, none (`rate_limit` jobs per `rate_period` seconds).
+    #[pyo3(signature = (
+        name, *, archive_retention=None, dead_retention=None, concurrency_limit=None,
+        group_concurrency_limit=None, rate_limit=None, rate_period=None
+    ))]
+    #[allow(clippy::too_many_arguments)] // keyword-only options, each forwarded by name
     fn create_queue<'py>(
         &self,
         py: Python<'py>,
         name: &Bound<'py, PyAny>,
         archive_retention: Option<&Bound<'py, PyAny>>,
         dead_retention: Option<&Bound<'py, PyAny>>,
+        concurrency_limit: Option<&Bound<'py, PyAny>>,
+        group_concurrency_limit: Option<&Bound<'py, PyAny>>,
+        rate_limit: Option<&Bound<'py, PyAny>>,
+        rate_period: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = text("queue name", name)?;
-        let mut options = pgqrs::QueueOptions::new();
+        let limits = queue_limits(
+            concurrency_limit,
+            group_concurrency_limit,
+            rate_limit,
+            rate_period,
+        )?;
+        let mut options = pgqrs::QueueOptions::new().limits(limits);
         if let Some(r) = opt_retention("archive_retention", archive_retention)? {
             options = options.archive_retention(r);
         }
@@ -118,6 +133,33 @@ impl Store {
         }
         native_call!(self, py, |s| pgqrs::admin(&s)
             .create_queue_with(&name, options)
+            .await
+            .map(QueueRow::from))
+    }
+
+    /// Replaces every limit: those not given are no limit.
+    #[pyo3(signature = (
+        name, *, concurrency_limit=None, group_concurrency_limit=None, rate_limit=None,
+        rate_period=None
+    ))]
+    fn set_queue_limits<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+        concurrency_limit: Option<&Bound<'py, PyAny>>,
+        group_concurrency_limit: Option<&Bound<'py, PyAny>>,
+        rate_limit: Option<&Bound<'py, PyAny>>,
+        rate_period: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("queue name", name)?;
+        let limits = queue_limits(
+            concurrency_limit,
+            group_concurrency_limit,
+            rate_limit,
+            rate_period,
+        )?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .set_queue_limits(&name, limits)
             .await
             .map(QueueRow::from))
     }
@@ -355,7 +397,7 @@ impl Store {
     /// given take the store's defaults.
     #[pyo3(signature = (
         queue, payloads, *, delay=None, at_us=None, max_attempts=None, priority=None,
-        timeout=None, key=None, keys=None, on_duplicate=None, unique_for=None
+        timeout=None, key=None, keys=None, on_duplicate=None, unique_for=None, group=None
     ))]
     #[allow(clippy::too_many_arguments)] // keyword-only options, each forwarded by name
     fn enqueue<'py>(
@@ -372,8 +414,10 @@ impl Store {
         keys: Option<&Bound<'py, PyAny>>,
         on_duplicate: Option<&Bound<'py, PyAny>>,
         unique_for: Option<f64>,
+        group: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let queue = text("queue name", queue)?;
+        let group = group.map(|g| text("group", g)).transpose()?;
         let key = key.map(|k| text("key", k)).transpose()?;
         let keys = keys.map(|k| opt_texts("keys", k)).transpose()?;
         let on_duplicate = on_duplicate
@@ -428,6 +472,9 @@ impl Store {
             }
             if let Some(w) = unique_for {
                 b = b.unique_for(w);
+            }
+            if let Some(g) = group {
+                b = b.group(g);
             }
             b.execute(&s).await.map_err(to_py)
         })
@@ -608,4 +655,35 @@ impl Store {
         let id = int("run id", id)?;
         native_call!(self, py, |s| pgqrs::admin(&s).cancel_workflow(id).await)
     }
+}
+
+/// A queue's limits from the keyword arguments (the core checks their values): a count is
+/// an int; the rate limit is `rate_limit` jobs per `rate_period` seconds, both or neither.
+fn queue_limits(
+    concurrency: Option<&Bound<'_, PyAny>>,
+    group: Option<&Bound<'_, PyAny>>,
+    rate: Option<&Bound<'_, PyAny>>,
+    period: Option<&Bound<'_, PyAny>>,
+) -> PyResult<pgqrs::QueueLimits> {
+    let mut limits = pgqrs::QueueLimits::new();
+    if let Some(n) = concurrency {
+        limits = limits.concurrency(int("concurrency_limit", n)?);
+    }
+    if let Some(n) = group {
+        limits = limits.group_concurrency(int("group_concurrency_limit", n)?);
+    }
+    let period = opt_secs_any("rate_limit", period)?;
+    match (rate, period) {
+        (Some(n), Some(per)) => {
+            limits = limits.rate(pgqrs::RateLimit::new(int("rate_limit", n)?, per));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(validation(
+                "rate_limit",
+                "a rate limit is a number of jobs and a period: give rate_limit=(jobs, seconds)",
+            ))
+        }
+    }
+    Ok(limits)
 }

@@ -80,8 +80,10 @@ impl<'a> Admin<'a> {
                     .archive_retention
                     .unwrap_or(DEFAULT_ARCHIVE_RETENTION),
                 dead_retention: options.dead_retention.unwrap_or(DEFAULT_DEAD_RETENTION),
+                limits: options.limits,
             })
             .await
+            .inspect(|q| self.store.backend_impl().queue_ids().learn(q))
     }
 
     /// Change how long a queue keeps its archive and dead letters (those not given stay as
@@ -96,12 +98,42 @@ impl<'a> Admin<'a> {
         QueueOptions {
             archive_retention,
             dead_retention,
+            ..QueueOptions::default()
         }
         .validate()?;
         self.store
             .backend_impl()
             .set_queue_retention(name, archive_retention, dead_retention)
             .await
+    }
+
+    /// Replace a queue's concurrency and rate limits as a whole (`QueueLimits::new()`: no
+    /// limits). The next claim of every worker of this store applies them; other processes
+    /// notice within [`LIMITS_REFRESH`](crate::LIMITS_REFRESH). Leases held beyond a lowered
+    /// limit are not taken back: claims wait until the count is under it. Returns the queue.
+    ///
+    /// ```no_run
+    /// # async fn run(store: &pgqrs::Store) -> pgqrs::Result<()> {
+    /// use pgqrs::{QueueLimits, RateLimit};
+    /// pgqrs::admin(store)
+    ///     .set_queue_limits("emails", QueueLimits::new().rate(RateLimit::per_second(50)))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_queue_limits(
+        self,
+        name: &str,
+        limits: crate::QueueLimits,
+    ) -> Result<QueueInfo> {
+        validate_queue_name(name)?;
+        limits.validate()?;
+        let q = self
+            .store
+            .backend_impl()
+            .set_queue_limits(name, limits)
+            .await?;
+        self.store.backend_impl().queue_ids().learn(&q);
+        Ok(q)
     }
 
     /// How long finished workflow runs (succeeded, failed or cancelled) are kept, for the

@@ -103,7 +103,8 @@ impl DequeueWith {
                 lease,
                 worker_id: None,
             })
-            .await?;
+            .await?
+            .jobs;
         let n = msgs.len();
         if n == 0 {
             return Ok(0);
@@ -122,6 +123,7 @@ impl DequeueWith {
         }))
         .await;
         settle(backend, &b.retry, results).await?;
+        backend.capacity_freed(&queue);
         Ok(n)
     }
 }
@@ -203,7 +205,8 @@ impl Consumer {
                 lease,
                 worker_id: None,
             })
-            .await?;
+            .await?
+            .jobs;
         let mut l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         for m in &msgs {
             l.insert(m.id, (m.lease_token, m.attempts, m.max_attempts));
@@ -246,6 +249,7 @@ impl Consumer {
             .complete_jobs(&leases, how)
             .await?;
         self.forget(&leases);
+        self.store.backend_impl().capacity_freed(&self.queue);
         Ok(r)
     }
 
@@ -328,6 +332,7 @@ impl Consumer {
         };
         let order: Vec<i64> = claimed.iter().map(|c| c.0.id).collect();
         let held = settle(self.store.backend_impl(), policy, claimed).await?;
+        self.store.backend_impl().capacity_freed(&self.queue);
         let leases: Vec<Lease> = held.iter().map(|(l, _)| *l).collect();
         self.forget(&leases);
         let by_id: HashMap<i64, bool> = held.into_iter().map(|(l, ok)| (l.id, ok)).collect();
@@ -346,6 +351,7 @@ impl Consumer {
         let f = failure(policy, lease, attempts, max_attempts, error.to_string());
         let r = self.store.backend_impl().fail_jobs(&[f]).await?;
         self.forget(&[lease]);
+        self.store.backend_impl().capacity_freed(&self.queue);
         Self::one(id, r)
     }
 }

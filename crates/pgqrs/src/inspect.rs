@@ -349,6 +349,7 @@ mod tests {
             worker_id: None,
             finished_at: DateTime::from_timestamp_micros(visible_us),
             last_error: None,
+            group: None,
         }
     }
 

@@ -101,4 +101,6 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// The error of its last failed attempt, if any.
     pub last_error: Option<String>,
+    /// Its group (see [`EnqueueBuilder::group`](crate::EnqueueBuilder::group)).
+    pub group: Option<String>,
 }

@@ -53,6 +53,7 @@ mod config;
 mod consume;
 mod deadline;
 mod error;
+mod flow;
 mod handler;
 mod inspect;
 mod job_state;
@@ -73,6 +74,9 @@ pub use config::{BackendKind, Config, Durability};
 pub use consume::{dequeue, Consumer, DequeueBuilder, DequeueWith};
 pub use deadline::{timeout_error, MAX_JOB_TIMEOUT, MIN_JOB_TIMEOUT};
 pub use error::{BoxError, Error, Result};
+pub use flow::{
+    QueueLimits, RateLimit, LIMITS_REFRESH, MAX_LIMIT, MAX_RATE_PERIOD, MIN_RATE_PERIOD,
+};
 pub use handler::{BoxFuture, Handler};
 pub use inspect::{Job, JobPage, JobState, RunAt};
 pub use limits::MAX_KEY_BYTES;

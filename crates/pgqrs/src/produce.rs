@@ -154,6 +154,7 @@ pub struct EnqueueBuilder {
     max_attempts: Option<u32>,
     priority: Option<i64>,
     timeout: Option<Duration>,
+    group: Option<String>,
     unique: crate::unique::UniqueOptions,
 }
 
@@ -333,6 +334,15 @@ impl EnqueueBuilder {
         self
     }
 
+    /// The jobs' group (a customer, a tenant, an API account…): in a queue with a
+    /// [group concurrency limit](crate::QueueLimits::group_concurrency), at most that many
+    /// jobs of one group are leased at once. 1 to [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES)
+    /// bytes, no NUL. Every job of this enqueue gets it.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
     /// The job's unique key: while a job of the queue with this key is waiting or running
     /// (or, with [`unique_for`](Self::unique_for), finished within that window), no second
     /// job is created, and the enqueue gets what [`on_duplicate`](Self::on_duplicate) says
@@ -449,6 +459,9 @@ impl EnqueueBuilder {
         if let Some(t) = self.timeout {
             crate::deadline::validate_timeout("timeout", t)?;
         }
+        if let Some(g) = &self.group {
+            crate::limits::validate_key("group", g)?;
+        }
         let unique = self.unique.check(self.payloads.len())?;
         if self.payloads.is_empty() {
             return Ok(Vec::new());
@@ -465,6 +478,7 @@ impl EnqueueBuilder {
             max_attempts: max_attempts as i32,
             priority,
             timeout_ms: self.timeout.map(crate::deadline::stored_ms),
+            group: self.group,
         };
         match unique {
             Some(u) => crate::unique::enqueue_keyed(store, params, u, on).await,

@@ -102,10 +102,11 @@ pub(crate) fn validate_prune_interval(d: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Retention settings of a queue: at [`Admin::create_queue_with`](crate::Admin::create_queue_with),
-/// a setting not given takes its default ([`DEFAULT_ARCHIVE_RETENTION`],
-/// [`DEFAULT_DEAD_RETENTION`]); at [`Admin::set_queue_retention`](crate::Admin::set_queue_retention),
-/// it stays as it is.
+/// Settings of a queue: at [`Admin::create_queue_with`](crate::Admin::create_queue_with),
+/// a retention not given takes its default ([`DEFAULT_ARCHIVE_RETENTION`],
+/// [`DEFAULT_DEAD_RETENTION`]) and a limit not given is no limit; at
+/// [`Admin::set_queue_retention`](crate::Admin::set_queue_retention), a retention not given
+/// stays as it is (limits change with [`Admin::set_queue_limits`](crate::Admin::set_queue_limits)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QueueOptions {
@@ -113,6 +114,8 @@ pub struct QueueOptions {
     pub archive_retention: Option<Retention>,
     /// How long dead letters are kept.
     pub dead_retention: Option<Retention>,
+    /// Concurrency and rate limits (see [`QueueLimits`](crate::QueueLimits)).
+    pub limits: crate::QueueLimits,
 }
 
 impl QueueOptions {
@@ -133,7 +136,33 @@ impl QueueOptions {
         self
     }
 
+    /// At most `n` jobs of the queue leased at once, across every worker and process.
+    pub fn concurrency_limit(mut self, n: i64) -> Self {
+        self.limits = self.limits.concurrency(n);
+        self
+    }
+
+    /// At most `n` jobs of one group leased at once (see
+    /// [`EnqueueBuilder::group`](crate::EnqueueBuilder::group)).
+    pub fn group_concurrency_limit(mut self, n: i64) -> Self {
+        self.limits = self.limits.group_concurrency(n);
+        self
+    }
+
+    /// At most `rate.jobs` jobs started per `rate.per`.
+    pub fn rate_limit(mut self, rate: crate::RateLimit) -> Self {
+        self.limits = self.limits.rate(rate);
+        self
+    }
+
+    /// All the limits at once.
+    pub fn limits(mut self, limits: crate::QueueLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
+        self.limits.validate()?;
         if let Some(r) = self.archive_retention {
             validate_retention("archive_retention", r)?;
         }

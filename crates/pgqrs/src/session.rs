@@ -22,12 +22,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
+use crate::flow::Throttle;
 use crate::handler::Outcome;
 use crate::limits::{validate_batch, validate_interval, validate_lease, MAX_BATCH};
 use crate::retention::{validate_prune_interval, Pruner, DEFAULT_PRUNE_INTERVAL};
 use crate::retry::{failure, RetryPolicy};
 use crate::store::{
-    hostname, validate_queue_name, Backend, ClaimParams, Completion, Failure, NewWorker, Store,
+    hostname, validate_queue_name, Backend, Claim, ClaimParams, Completion, Failure, NewWorker,
+    Store,
 };
 use crate::types::{Lease, Message, WorkerStatus};
 
@@ -425,6 +427,7 @@ impl WorkerSession {
                 retry: opts.retry,
                 interval: opts.flush_interval,
                 max: opts.flush_max.max(1),
+                queue: queue.to_string(),
             },
             counters.clone(),
             held.clone(),
@@ -520,14 +523,14 @@ impl WorkerSession {
     /// Claim up to `limit` ready jobs, leased to this worker, for handlers to run now: they
     /// count as [begun](Self::begin) (their leases are extended while the worker lives).
     pub async fn claim(&self, limit: usize) -> Result<Vec<Message>> {
-        self.claim_as(limit, true).await
+        Ok(self.claim_as(limit, true).await?.jobs)
     }
 
-    async fn claim_as(&self, limit: usize, started: bool) -> Result<Vec<Message>> {
+    async fn claim_as(&self, limit: usize, started: bool) -> Result<Claim> {
         validate_batch(limit)?;
         // The database starts the lease after this instant: count its time from here.
         let asked = Instant::now();
-        let msgs = self
+        let claim = self
             .backend
             .claim_jobs(ClaimParams {
                 queue: &self.queue,
@@ -536,10 +539,11 @@ impl WorkerSession {
                 worker_id: Some(self.worker_id),
             })
             .await?;
+        let msgs = &claim.jobs;
         if !msgs.is_empty() {
             let (claimed, expires) = (asked, asked + self.lease);
             let mut h = lock(&self.held);
-            for m in &msgs {
+            for m in msgs {
                 h.insert(
                     m.id,
                     HeldJob {
@@ -551,7 +555,7 @@ impl WorkerSession {
                 );
             }
         }
-        Ok(msgs)
+        Ok(claim)
     }
 
     /// A handler is about to run this claimed job: from now on its lease is extended while
@@ -594,19 +598,20 @@ impl WorkerSession {
         Ok(self
             .claim_to_depth(buffered, starved)
             .await?
+            .map(|c| c.jobs)
             .unwrap_or_default())
     }
 
     /// [`claim_ahead`](Self::claim_ahead); `None` when the buffer was deep enough to claim
     /// nothing.
-    async fn claim_to_depth(&self, buffered: usize, starved: bool) -> Result<Option<Vec<Message>>> {
+    async fn claim_to_depth(&self, buffered: usize, starved: bool) -> Result<Option<Claim>> {
         let want = lock(&self.depth).next(buffered, starved);
         if want == 0 {
             return Ok(None);
         }
-        let msgs = self.claim_as(want, false).await?;
-        lock(&self.depth).last = Some((want, msgs.len()));
-        Ok(Some(msgs))
+        let claim = self.claim_as(want, false).await?;
+        lock(&self.depth).last = Some((want, claim.jobs.len()));
+        Ok(Some(claim))
     }
 
     /// Claim again once fewer than this many claimed jobs wait for a handler.
@@ -641,14 +646,30 @@ impl WorkerSession {
                         refill_below: self.refill_below(),
                     })
                 }
-                Ok(Some(jobs)) if jobs.is_empty() && buffered == 0 => {
-                    tokio::select! {
-                        _ = self.wait_for_jobs(idle_wait(self.poll, idle_rounds)) => {}
-                        _ = stopped.changed() => {}
+                Ok(Some(claim)) if claim.jobs.is_empty() && buffered == 0 => {
+                    match claim.throttle {
+                        // The queue's rate limit allows nothing before then: sleep until
+                        // then (an enqueue would not change that), or for at most the longest
+                        // idle wait, so that a long window's limit cleared meanwhile is seen.
+                        Throttle::Rate(wait) if !wait.is_zero() => {
+                            let most = self.poll * IDLE_BACKOFF_FACTOR;
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait.min(most)) => {}
+                                _ = stopped.changed() => {}
+                            }
+                        }
+                        // Nothing ready, or the concurrency limit reached: a completion of
+                        // the queue's jobs wakes limited queues' workers like an enqueue.
+                        _ => {
+                            tokio::select! {
+                                _ = self.wait_for_jobs(idle_wait(self.poll, idle_rounds)) => {}
+                                _ = stopped.changed() => {}
+                            }
+                            idle_rounds += 1;
+                        }
                     }
-                    idle_rounds += 1;
                 }
-                Ok(Some(jobs)) => {
+                Ok(Some(Claim { jobs, .. })) => {
                     // Nothing this time but jobs are still buffered: ask again once they are
                     // all handed out.
                     let refill_below = if jobs.is_empty() {
@@ -789,6 +810,8 @@ struct Flush {
     retry: RetryPolicy,
     interval: Duration,
     max: usize,
+    /// The queue, whose idle workers a flush wakes when it has limits.
+    queue: String,
 }
 
 async fn completer_loop(
@@ -829,6 +852,7 @@ async fn completer_loop(
             &held,
         )
         .await;
+        backend.capacity_freed(&how.queue);
         if closed {
             break;
         }

@@ -70,6 +70,8 @@ pub struct QueueInfo {
     pub archive_retention: crate::Retention,
     /// How long dead letters are kept.
     pub dead_retention: crate::Retention,
+    /// Its concurrency and rate limits (see [`QueueLimits`](crate::QueueLimits)).
+    pub limits: crate::QueueLimits,
 }
 
 /// Counts for one queue at one moment.

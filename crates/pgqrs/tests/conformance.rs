@@ -111,6 +111,15 @@ macro_rules! conformance {
                 unique_for_race_with_completions,
                 keyed_job_keeps_key_and_timeout_when_dead,
             }
+            limits {
+                limits_settings,
+                concurrency_limit_holds_across_stores,
+                concurrency_limit_counts_live_leases,
+                group_limit_does_not_starve_other_groups,
+                rate_limit_windows,
+                freed_capacity_wakes_idle_workers,
+                limits_set_elsewhere_apply,
+            }
             quickstart { seed_example }
             tx { commit_or_nothing, same_checks_and_defaults, keyed_in_transaction }
         );

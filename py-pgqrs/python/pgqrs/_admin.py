@@ -28,6 +28,23 @@ from pgqrs._types import Retention as _Retention
 from pgqrs._workflows import WorkflowContext, workflow_name
 from pgqrs.errors import ValidationError
 
+_RateLimit = tuple[int, float | timedelta]
+"""``(jobs, period)``: at most ``jobs`` started per ``period`` (seconds or a timedelta)."""
+
+
+def _rate(rate_limit: _RateLimit | None) -> dict[str, Any]:
+    """The native keyword arguments of a rate limit (its values are the engine's to check)."""
+    if rate_limit is None:
+        return {}
+    if not isinstance(rate_limit, tuple) or len(rate_limit) != 2:
+        raise ValidationError(
+            "rate_limit must be (jobs, period), e.g. (100, 60) for 100 jobs a minute, "
+            f"got {rate_limit!r:.60}",
+            field="rate_limit",
+        )
+    jobs, period = rate_limit
+    return {"rate_limit": jobs, "rate_period": to_seconds(period, "rate_limit")}
+
 
 class Admin:
     """Administrative operations on a store. Get one with :func:`admin`."""
@@ -58,17 +75,48 @@ class Admin:
         *,
         archive_retention: _Retention | None = None,
         dead_retention: _Retention | None = None,
+        concurrency_limit: int | None = None,
+        group_concurrency_limit: int | None = None,
+        rate_limit: _RateLimit | None = None,
     ) -> QueueInfo:
         """Create a queue (letters, digits, ``_`` and ``-``; at most 48 characters).
 
         ``archive_retention`` and ``dead_retention`` say how long completed jobs and dead
         letters are kept: seconds, a timedelta, or ``"forever"`` (by default 7 and 30 days).
         Running workers delete what is older in the background; see :meth:`prune`.
+
+        Limits (not given: none), enforced by the claim across every worker and process:
+        ``concurrency_limit`` jobs of the queue leased at once, ``group_concurrency_limit``
+        jobs of one group (``produce(..., group=...)``) leased at once, and ``rate_limit``
+        ``(jobs, period)`` (period in seconds or a timedelta) jobs started per period.
         """
         row = await self._native.create_queue(
             name,
             archive_retention=to_retention(archive_retention, "archive_retention"),
             dead_retention=to_retention(dead_retention, "dead_retention"),
+            concurrency_limit=concurrency_limit,
+            group_concurrency_limit=group_concurrency_limit,
+            **_rate(rate_limit),
+        )
+        return QueueInfo._from(row)
+
+    async def set_queue_limits(
+        self,
+        name: str,
+        *,
+        concurrency_limit: int | None = None,
+        group_concurrency_limit: int | None = None,
+        rate_limit: _RateLimit | None = None,
+    ) -> QueueInfo:
+        """Replace a queue's limits as a whole (see :meth:`create_queue`): a limit not given
+        is no limit, so ``set_queue_limits(name)`` clears them all. Workers of this store
+        apply them at their next claim, other processes within a second. Returns the queue.
+        """
+        row = await self._native.set_queue_limits(
+            name,
+            concurrency_limit=concurrency_limit,
+            group_concurrency_limit=group_concurrency_limit,
+            **_rate(rate_limit),
         )
         return QueueInfo._from(row)
 

@@ -134,6 +134,22 @@ class QueueRow:
     def dead_retention(self) -> float | None:
         """Seconds; None: kept forever."""
 
+    @property
+    def concurrency_limit(self) -> int | None:
+        """None: no limit."""
+
+    @property
+    def group_concurrency_limit(self) -> int | None:
+        """None: no limit."""
+
+    @property
+    def rate_limit(self) -> int | None:
+        """Jobs per period; None: no limit."""
+
+    @property
+    def rate_period(self) -> float | None:
+        """The rate limit's period in seconds."""
+
 @final
 class PrunedRow:
     @property
@@ -222,6 +238,8 @@ class JobRow:
     def finished_at_us(self) -> int | None: ...
     @property
     def last_error(self) -> str | None: ...
+    @property
+    def group(self) -> str | None: ...
 
 @final
 class JobPageRow:
@@ -346,7 +364,22 @@ class Store:
         *,
         archive_retention: float | Literal["forever"] | None = None,
         dead_retention: float | Literal["forever"] | None = None,
+        concurrency_limit: int | None = None,
+        group_concurrency_limit: int | None = None,
+        rate_limit: int | None = None,
+        rate_period: float | None = None,
     ) -> Awaitable[QueueRow]: ...
+    def set_queue_limits(
+        self,
+        name: str,
+        *,
+        concurrency_limit: int | None = None,
+        group_concurrency_limit: int | None = None,
+        rate_limit: int | None = None,
+        rate_period: float | None = None,
+    ) -> Awaitable[QueueRow]:
+        """Replace every limit of the queue (those not given: no limit)."""
+
     def set_queue_retention(
         self,
         name: str,
@@ -393,6 +426,7 @@ class Store:
         keys: list[str | None] | None = None,
         on_duplicate: str | None = None,
         unique_for: float | None = None,
+        group: str | None = None,
     ) -> Awaitable[list[int]]:
         """Enqueue JSON (already serialized) in one statement: one text per job, or one
         JSON array text whose elements are the jobs. Returns the ids in order."""

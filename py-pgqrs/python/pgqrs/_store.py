@@ -121,6 +121,7 @@ async def produce(
     key: str | None = None,
     on_duplicate: OnDuplicate | None = None,
     unique_for: float | timedelta | None = None,
+    group: str | None = None,
 ) -> int:
     """Enqueue one job; returns its id.
 
@@ -134,6 +135,9 @@ async def produce(
     waiting or running (with ``unique_for``, seconds or a timedelta, also while one finished
     within that window): ``on_duplicate="existing"`` (the default) returns that job's id,
     ``"error"`` raises :class:`~pgqrs.errors.DuplicateJobError` carrying it.
+
+    ``group`` (a customer, a tenant…) counts the job against its group in a queue with a
+    ``group_concurrency_limit``: at most that many jobs of one group are leased at once.
     """
     ids = await _enqueue(
         store,
@@ -147,6 +151,7 @@ async def produce(
         key=key,
         on_duplicate=on_duplicate,
         unique_for=unique_for,
+        group=group,
     )
     return ids[0]
 
@@ -164,6 +169,7 @@ async def produce_batch(
     keys: Iterable[str | None] | None = None,
     on_duplicate: OnDuplicate | None = None,
     unique_for: float | timedelta | None = None,
+    group: str | None = None,
 ) -> list[int]:
     """Enqueue many jobs in one statement; returns their ids in order. Nothing is written if
     any payload is not serializable or too large. The options apply to every job.
@@ -171,7 +177,8 @@ async def produce_batch(
     ``keys`` gives each job a unique key (or ``None``), in order (see :func:`produce`): a job
     whose key is taken gets the holder's id in its place, and jobs of the batch sharing a key
     are one job. With ``on_duplicate="error"`` a taken key raises
-    :class:`~pgqrs.errors.DuplicateJobError` and no job of the batch is written.
+    :class:`~pgqrs.errors.DuplicateJobError` and no job of the batch is written. ``group``
+    puts every job of the batch in that group (see :func:`produce`).
     """
     items = payloads if isinstance(payloads, list) else list(payloads)
     return await _enqueue(
@@ -186,6 +193,7 @@ async def produce_batch(
         keys=keys if keys is None or isinstance(keys, (list, str)) else list(keys),
         on_duplicate=on_duplicate,
         unique_for=unique_for,
+        group=group,
     )
 
 
@@ -203,6 +211,7 @@ async def _enqueue(
     keys: Any = None,
     on_duplicate: str | None = None,
     unique_for: float | timedelta | None = None,
+    group: str | None = None,
 ) -> list[int]:
     if not isinstance(store, Store):
         raise TypeError(f"expected a pgqrs.Store, got {type(store).__name__}")
@@ -218,4 +227,5 @@ async def _enqueue(
         keys=keys,
         on_duplicate=on_duplicate,
         unique_for=to_seconds(unique_for, "unique_for"),
+        group=group,
     )

@@ -236,7 +236,8 @@ def to_retention(value: Retention | None, what: str) -> float | Literal["forever
 
 @dataclass(frozen=True)
 class QueueInfo:
-    """A queue, with how long it keeps its archive and its dead letters."""
+    """A queue, with how long it keeps its archive and its dead letters, and its
+    concurrency and rate limits."""
 
     id: int
     name: str
@@ -245,15 +246,29 @@ class QueueInfo:
     """Seconds completed jobs stay in the archive; None: kept forever."""
     dead_retention: float | None
     """Seconds dead letters are kept; None: kept forever."""
+    concurrency_limit: int | None = None
+    """At most this many jobs of the queue leased at once; None: no limit."""
+    group_concurrency_limit: int | None = None
+    """At most this many jobs of one group leased at once; None: no limit."""
+    rate_limit: tuple[int, float] | None = None
+    """At most ``jobs`` started per ``seconds``, as ``(jobs, seconds)``; None: no limit."""
 
     @classmethod
     def _from(cls, row: _pgqrs.QueueRow) -> QueueInfo:
+        rate = (
+            (row.rate_limit, row.rate_period)
+            if row.rate_limit is not None and row.rate_period is not None
+            else None
+        )
         return cls(
             id=row.id,
             name=row.name,
             created_at=from_us(row.created_at_us),
             archive_retention=row.archive_retention,
             dead_retention=row.dead_retention,
+            concurrency_limit=row.concurrency_limit,
+            group_concurrency_limit=row.group_concurrency_limit,
+            rate_limit=rate,
         )
 
 
@@ -388,6 +403,8 @@ class Job:
     finished_at: datetime | None
     """When it was archived or died; None before."""
     last_error: str | None
+    group: str | None = None
+    """Its group (``produce(..., group=...)``); None: none."""
 
     @property
     def waiting(self) -> bool:
@@ -410,6 +427,7 @@ class Job:
             worker_id=row.worker_id,
             finished_at=opt_from_us(row.finished_at_us),
             last_error=row.last_error,
+            group=row.group,
         )
 
 

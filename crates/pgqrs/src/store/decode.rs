@@ -85,6 +85,12 @@ pub(crate) fn queue_info(r: &impl Cols) -> Result<QueueInfo> {
         created_at: r.time(2)?,
         archive_retention: crate::Retention::from_stored(r.opt_i64(3)?),
         dead_retention: crate::Retention::from_stored(r.opt_i64(4)?),
+        limits: crate::QueueLimits::from_stored(
+            r.opt_i64(5)?,
+            r.opt_i64(6)?,
+            r.opt_i64(7)?,
+            r.opt_i64(8)?,
+        ),
     })
 }
 
@@ -242,5 +248,6 @@ pub(crate) fn job_in(r: &impl Cols, queue: String) -> Result<Job> {
         worker_id: r.opt_i64(10)?,
         finished_at: r.opt_time(11)?,
         last_error: r.opt_string(12)?,
+        group: r.opt_string(13)?,
     })
 }

@@ -77,6 +77,8 @@ pub(crate) struct EnqueueParams<'a> {
     pub priority: i16,
     /// The handler timeout of each job, in whole milliseconds; `None`: no timeout of its own.
     pub timeout_ms: Option<i64>,
+    /// The group of every job (see [`QueueLimits::group_concurrency`](crate::QueueLimits)).
+    pub group: Option<String>,
 }
 
 /// A caller's own sqlx connection, for an enqueue that runs in the caller's transaction
@@ -128,6 +130,7 @@ pub(crate) struct NewQueue<'a> {
     pub name: &'a str,
     pub archive_retention: Retention,
     pub dead_retention: Retention,
+    pub limits: crate::QueueLimits,
 }
 
 /// The keys of a keyed enqueue ([`Backend::enqueue_unique`]): one key (or none) per payload
@@ -171,6 +174,22 @@ pub(crate) struct ClaimParams<'a> {
     pub limit: usize,
     pub lease: Duration,
     pub worker_id: Option<i64>,
+}
+
+/// What a claim got, and which limit (if any) held it back.
+#[derive(Debug, Default)]
+pub(crate) struct Claim {
+    pub jobs: Vec<Message>,
+    pub throttle: crate::flow::Throttle,
+}
+
+impl From<Vec<Message>> for Claim {
+    fn from(jobs: Vec<Message>) -> Self {
+        Claim {
+            jobs,
+            throttle: crate::flow::Throttle::None,
+        }
+    }
 }
 
 /// A worker registering itself.
@@ -226,6 +245,9 @@ pub(crate) trait Backend: JobAdmin + Send + Sync + 'static {
 
     // queues
     async fn create_queue(&self, q: NewQueue<'_>) -> Result<QueueInfo>;
+    /// Replace the queue's limits (and start its rate window afresh); the queue as it is
+    /// then, or [`Error::QueueNotFound`].
+    async fn set_queue_limits(&self, name: &str, limits: crate::QueueLimits) -> Result<QueueInfo>;
     /// Change the retention settings given (`None`: unchanged); the queue as it is then, or
     /// [`Error::QueueNotFound`].
     async fn set_queue_retention(
@@ -245,9 +267,9 @@ pub(crate) trait Backend: JobAdmin + Send + Sync + 'static {
         if let Some(id) = self.queue_ids().get(name) {
             return Ok(id);
         }
-        let id = self.get_queue(name).await?.id;
-        self.queue_ids().put(name, id);
-        Ok(id)
+        let q = self.get_queue(name).await?;
+        self.queue_ids().learn(&q);
+        Ok(q.id)
     }
 
     // jobs
@@ -264,17 +286,38 @@ pub(crate) trait Backend: JobAdmin + Send + Sync + 'static {
         on: On<'_>,
     ) -> Result<Vec<Placed>>;
     /// Claim from the queue with this id: [`claim_jobs`](Self::claim_jobs) resolves the name.
+    /// The plain claim of a queue without limits.
     async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>>;
-    /// Claim up to `p.limit` ready jobs of `p.queue`, in id order (see [`QueueIds::claim`]).
-    async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Vec<Message>> {
+    /// Claim from a queue with limits (see `flow.rs`): serialized per queue, within what the
+    /// limits (read in the same transaction) leave.
+    async fn claim_limited(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Claim>;
+    /// Claim up to `p.limit` ready jobs of `p.queue`, in id order (see [`QueueIds::claim`]),
+    /// through the limited path when the queue has limits.
+    async fn claim_jobs(&self, p: ClaimParams<'_>) -> Result<Claim> {
+        let p = &p;
         self.queue_ids()
             .claim(
                 p.queue,
-                || async { Ok(self.get_queue(p.queue).await?.id) },
-                |id| self.claim_in(id, &p),
+                || self.get_queue(p.queue),
+                |id, limited| async move {
+                    if limited {
+                        self.claim_limited(id, p).await
+                    } else {
+                        Ok(self.claim_in(id, p).await?.into())
+                    }
+                },
             )
             .await
     }
+    /// Leases of `queue` ended: if it has limits, wake its idle workers (this process's at
+    /// once; other processes' through the backend's notifications, if it has them).
+    fn capacity_freed(&self, queue: &str) {
+        if self.queue_ids().limited(queue) {
+            self.wake_queue(queue);
+        }
+    }
+    /// Wake the idle workers of `queue` (see [`capacity_freed`](Self::capacity_freed)).
+    fn wake_queue(&self, queue: &str);
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>>;
     async fn fail_jobs(&self, failures: &[Failure]) -> Result<Vec<bool>>;
     async fn extend_leases(&self, leases: &[Lease], by: Duration) -> Result<Vec<bool>>;
@@ -468,13 +511,27 @@ impl Wakers {
     }
 }
 
-/// Cache of queue name → id. A deleted queue is forgotten by the process that deletes it;
-/// other processes find out from the foreign-key error on their next enqueue.
+/// Cache of queue name → id, and whether the queue has limits (which claim path it takes).
+/// A deleted queue is forgotten by the process that deletes it; other processes find out
+/// from the foreign-key error on their next enqueue. Whether a queue has limits is read
+/// again after [`LIMITS_REFRESH`](crate::LIMITS_REFRESH) by a claim.
 #[derive(Default)]
-pub(crate) struct QueueIds(std::sync::RwLock<std::collections::HashMap<String, i64>>);
+pub(crate) struct QueueIds(std::sync::RwLock<std::collections::HashMap<String, CachedQueue>>);
+
+#[derive(Clone, Copy)]
+pub(crate) struct CachedQueue {
+    id: i64,
+    limited: bool,
+    /// When `limited` was read.
+    at: std::time::Instant,
+}
 
 impl QueueIds {
     pub(crate) fn get(&self, name: &str) -> Option<i64> {
+        self.entry(name).map(|c| c.id)
+    }
+
+    fn entry(&self, name: &str) -> Option<CachedQueue> {
         self.0
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -482,11 +539,21 @@ impl QueueIds {
             .copied()
     }
 
-    pub(crate) fn put(&self, name: &str, id: i64) {
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), id);
+    /// Whether the queue had limits when last read.
+    pub(crate) fn limited(&self, name: &str) -> bool {
+        self.entry(name).is_some_and(|c| c.limited)
+    }
+
+    /// Remember a queue as read now.
+    pub(crate) fn learn(&self, q: &QueueInfo) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(
+            q.name.clone(),
+            CachedQueue {
+                id: q.id,
+                limited: q.limits.any(),
+                at: std::time::Instant::now(),
+            },
+        );
     }
 
     pub(crate) fn forget(&self, name: &str) {
@@ -496,40 +563,47 @@ impl QueueIds {
             .remove(name);
     }
 
-    /// Claim from `queue` through its cached id. When nothing is ready, check that the cached
-    /// id still names the queue: another store may have deleted it (then the claim fails with
+    /// Claim from `queue` through its cached id, by the path its limits say (`claim(id,
+    /// limited)`). When nothing is ready, check that the cached id still names the queue:
+    /// another store may have deleted it (then the claim fails with
     /// [`Error::QueueNotFound`]) or deleted and re-created it (then the claim is retried with
-    /// the new id). The check costs one read, on empty claims only.
+    /// the new id). The check costs one read, on empty claims only; whether the queue has
+    /// limits is read again at most every [`LIMITS_REFRESH`](crate::LIMITS_REFRESH).
     pub(crate) async fn claim<L, LF, C, CF>(
         &self,
         queue: &str,
         lookup: L,
         claim: C,
-    ) -> Result<Vec<Message>>
+    ) -> Result<Claim>
     where
         L: Fn() -> LF,
-        LF: std::future::Future<Output = Result<i64>>,
-        C: Fn(i64) -> CF,
-        CF: std::future::Future<Output = Result<Vec<Message>>>,
+        LF: std::future::Future<Output = Result<QueueInfo>>,
+        C: Fn(i64, bool) -> CF,
+        CF: std::future::Future<Output = Result<Claim>>,
     {
-        let cached = self.get(queue);
-        let id = match cached {
-            Some(id) => id,
+        let cached = self
+            .entry(queue)
+            .filter(|c| c.at.elapsed() < crate::flow::LIMITS_REFRESH);
+        let (id, limited) = match cached {
+            Some(c) => (c.id, c.limited),
             None => {
-                let id = lookup().await?;
-                self.put(queue, id);
-                id
+                let q = lookup().await?;
+                self.learn(&q);
+                (q.id, q.limits.any())
             }
         };
-        let msgs = claim(id).await?;
-        if !msgs.is_empty() || cached.is_none() {
-            return Ok(msgs);
+        let got = claim(id, limited).await?;
+        if !got.jobs.is_empty() || cached.is_none() || got.throttle != crate::flow::Throttle::None {
+            return Ok(got);
         }
         match lookup().await {
-            Ok(fresh) if fresh == id => Ok(msgs),
             Ok(fresh) => {
-                self.put(queue, fresh);
-                claim(fresh).await
+                self.learn(&fresh);
+                if fresh.id == id && fresh.limits.any() == limited {
+                    Ok(got)
+                } else {
+                    claim(fresh.id, fresh.limits.any()).await
+                }
             }
             Err(e) => {
                 self.forget(queue);
@@ -570,6 +644,7 @@ pub(crate) const INDEXES: &[&str] = &[
     "pgqrs_archive_unique",
     "pgqrs_dead_failed",
     "pgqrs_workflow_runs_finished",
+    "pgqrs_jobs_group",
 ];
 
 /// Text appended to the last error of a job whose final attempt's lease expired.

@@ -9,6 +9,7 @@ pub mod deadlines;
 pub mod flow;
 pub mod inspect;
 pub mod jobs;
+pub mod limits;
 pub mod queues;
 pub mod quickstart;
 pub mod retention;

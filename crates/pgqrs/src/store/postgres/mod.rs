@@ -549,13 +549,34 @@ impl Backend for PgBackend {
                 self.stmt(&self.q.create_queue)
                     .bind(q.name)
                     .bind(q.archive_retention.stored())
-                    .bind(q.dead_retention.stored()),
+                    .bind(q.dead_retention.stored())
+                    .bind(q.limits.stored().0)
+                    .bind(q.limits.stored().1)
+                    .bind(q.limits.stored().2)
+                    .bind(q.limits.stored().3),
             )
             .await?;
         match row {
             Some(r) => decode::queue_info(&r),
             None => Err(Error::QueueAlreadyExists {
                 queue: q.name.to_string(),
+            }),
+        }
+    }
+
+    async fn set_queue_limits(&self, name: &str, limits: crate::QueueLimits) -> Result<QueueInfo> {
+        let (c, g, rj, rp) = limits.stored();
+        let q = self
+            .stmt(&self.q.set_queue_limits)
+            .bind(name)
+            .bind(c)
+            .bind(g)
+            .bind(rj)
+            .bind(rp);
+        match self.opt(q).await? {
+            Some(r) => decode::queue_info(&r),
+            None => Err(Error::QueueNotFound {
+                queue: name.to_string(),
             }),
         }
     }
@@ -690,6 +711,7 @@ impl Backend for PgBackend {
             max_attempts,
             priority,
             timeout_ms,
+            group,
         } = p;
         let (at, delay): (Option<DateTime<Utc>>, f64) = match visibility {
             Visibility::Now => (None, 0.0),
@@ -718,7 +740,8 @@ impl Backend for PgBackend {
                 .bind(queue)
                 .bind(notify)
                 .bind(priority)
-                .bind(timeout_ms);
+                .bind(timeout_ms)
+                .bind(group.as_deref());
             let ids = match caller.as_deref_mut() {
                 Some(c) => q.fetch_all(c).await,
                 None => q.fetch_all(&self.pool).await,
@@ -767,6 +790,124 @@ impl Backend for PgBackend {
             )
             .await?;
         decode::claimed(&rows, p.queue)
+    }
+
+    async fn claim_limited(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Claim> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let Some(row) = self
+            .stmt(&self.q.lock_limits)
+            .bind(queue_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?
+        else {
+            // Deleted meanwhile: the caller looks the name up again.
+            return Ok(Claim::default());
+        };
+        let limits = crate::QueueLimits::from_stored(
+            row.opt_i64(0)?,
+            row.opt_i64(1)?,
+            row.opt_i64(2)?,
+            row.opt_i64(3)?,
+        );
+        let window = crate::flow::Window {
+            start_us: row.opt_i64(4)?,
+            taken: row.i64(5)?,
+        };
+        let now_us = row.i64(6)?;
+        let mut want = p.limit as i64;
+        let mut throttle = crate::flow::Throttle::None;
+        let rate = limits
+            .rate
+            .map(|r| crate::flow::allowance(r, window, now_us));
+        if let Some(a) = rate {
+            if let Some(wait) = a.wait {
+                tx.commit().await.map_err(|e| self.err(e))?;
+                return Ok(Claim {
+                    jobs: Vec::new(),
+                    throttle: crate::flow::Throttle::Rate(wait),
+                });
+            }
+            if a.jobs <= want {
+                want = a.jobs;
+                throttle = crate::flow::Throttle::Rate(Duration::ZERO);
+            }
+        }
+        if let Some(limit) = limits.concurrency {
+            let live: i64 = self
+                .query_scalar(self.q.count_live.clone())
+                .bind(queue_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            let free = limit - live;
+            if free <= 0 {
+                tx.commit().await.map_err(|e| self.err(e))?;
+                return Ok(Claim {
+                    jobs: Vec::new(),
+                    throttle: crate::flow::Throttle::Concurrency,
+                });
+            }
+            if free <= want {
+                want = free;
+                throttle = crate::flow::Throttle::Concurrency;
+            }
+        }
+        let q = match limits.group_concurrency {
+            Some(g) => self
+                .stmt(&self.q.claim_grouped)
+                .bind(queue_id)
+                .bind(want)
+                .bind(secs(p.lease))
+                .bind(p.worker_id)
+                .bind(g),
+            None => self
+                .stmt(&self.q.claim)
+                .bind(queue_id)
+                .bind(want)
+                .bind(secs(p.lease))
+                .bind(p.worker_id),
+        };
+        let rows = q.fetch_all(&mut *tx).await.map_err(|e| self.err(e))?;
+        if let Some(a) = rate {
+            if !rows.is_empty() {
+                self.stmt(&self.q.save_window)
+                    .bind(queue_id)
+                    .bind(a.window.start_us)
+                    .bind(a.window.taken + rows.len() as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        let jobs = decode::claimed(&rows, p.queue)?;
+        // A limit held the claim back only if it got all the limit left.
+        if (jobs.len() as i64) < want {
+            throttle = crate::flow::Throttle::None;
+        }
+        Ok(Claim { jobs, throttle })
+    }
+
+    fn wake_queue(&self, queue: &str) {
+        self.wakers.wake(queue);
+        if self.cfg.notify && self.notifier.leading_edge(queue) {
+            let (pool, channel, queue) = (
+                self.pool.clone(),
+                self.notifier.channel.clone(),
+                queue.to_string(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(channel)
+                    .bind(queue)
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::debug!(error = %e, "NOTIFY of freed capacity failed; workers fall back to polling");
+                }
+            });
+        }
     }
 
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>> {

@@ -92,7 +92,11 @@ const FORBIDDEN: &[&str] = &[
 /// differs from a leased one only by `leased_at`, which no index holds: a page of delayed jobs
 /// reads past the leased jobs of the priorities it crosses, through the claim index or in one
 /// scan, whichever is cheaper (with every job leased, the scan).
-const MAY_SCAN_JOBS: &[&str] = &["list_delayed"];
+///
+/// Counting a limited queue's live leases reads every leased (and delayed) job of the queue by
+/// nature: in a queue under a concurrency limit those are at most the limit (plus the delayed
+/// jobs), but with every job leased, as in the second state here, one scan is the cheapest.
+const MAY_SCAN_JOBS: &[&str] = &["list_delayed", "count_live"];
 
 /// Statements whose ORDER BY their index must serve as it is: a claim reads the rows it takes
 /// in the index's order (priority, visible, id) and stops, never sorts what it found; a prune
@@ -102,6 +106,10 @@ const IN_INDEX_ORDER: &[&str] = &["claim", "prune_archive", "prune_dead", "prune
 /// Statements of the job path, which never read the archive (or the dead letters): however
 /// large those grow, a claim or a completion costs the same. (A completion inserts into the
 /// archive, one index entry per job: logarithmic in its size, never a scan.)
+/// The claim of a queue without limits: the same statement as before flow control, which
+/// reads neither the queue's row (its limits) nor the index of grouped jobs.
+const UNLIMITED_CLAIM: &str = "claim";
+
 const NEVER_READ_HISTORY: &[&str] = &[
     "claim",
     "archive",
@@ -113,6 +121,8 @@ const NEVER_READ_HISTORY: &[&str] = &[
     "rescue",
     "enqueue_one",
     "enqueue_many",
+    "count_live",
+    "claim_grouped",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,6 +147,7 @@ async fn plans_hold_whatever_the_statistics_say() {
             name: "q",
             archive_retention: crate::Retention::days(7),
             dead_retention: crate::Retention::days(30),
+            limits: crate::QueueLimits::new(),
         })
         .await
         .expect("queue");
@@ -146,8 +157,10 @@ async fn plans_hold_whatever_the_statistics_say() {
     exec(
         &mut c,
         &format!(
-            "INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, priority)
-                 SELECT {qid}, '{{}}', 3, g % 3 FROM generate_series(1, {JOBS}) g;
+            "INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, priority, group_key)
+                 SELECT {qid}, '{{}}', 3, g % 3,
+                        CASE WHEN g % 2 = 0 THEN 'customer-' || (g % 100) END
+                 FROM generate_series(1, {JOBS}) g;
              INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at)
                  SELECT g + 10000000, {qid}, '{{}}', 1, now(), now() - (g / 100) * interval '1 minute'
                  FROM generate_series(1, {ROWS}) g;
@@ -186,6 +199,37 @@ async fn plans_hold_whatever_the_statistics_say() {
             sql: q.claim.as_str(),
             args: format!("{qid}, 50, 30, NULL"),
             uses: &[&["pgqrs_jobs_claim"], &["pgqrs_jobs_pkey"]],
+        },
+        Case {
+            name: "lock_limits",
+            sql: q.lock_limits.as_str(),
+            args: format!("{qid}"),
+            uses: &[&["pgqrs_queues_pkey"]],
+        },
+        Case {
+            name: "count_live",
+            sql: q.count_live.as_str(),
+            args: format!("{qid}"),
+            // The leases per priority (claim index) and the final attempts (exhausted index).
+            uses: &[&["pgqrs_jobs_claim"], &["pgqrs_jobs_exhausted"]],
+        },
+        Case {
+            name: "claim_grouped",
+            sql: q.claim_grouped.as_str(),
+            args: format!("{qid}, 50, 30, NULL, 2"),
+            // The groups, their leases and ready jobs through the group index; the jobs
+            // without a group per priority through the claim index.
+            uses: &[
+                &["pgqrs_jobs_group"],
+                &["pgqrs_jobs_claim"],
+                &["pgqrs_jobs_pkey"],
+            ],
+        },
+        Case {
+            name: "save_window",
+            sql: q.save_window.as_str(),
+            args: format!("{qid}, 1700000000000000, 3"),
+            uses: &[&["pgqrs_queues_pkey"]],
         },
         Case {
             name: "archive",
@@ -232,13 +276,15 @@ async fn plans_hold_whatever_the_statistics_say() {
         Case {
             name: "enqueue_one",
             sql: q.enqueue_one.as_str(),
-            args: format!("{qid}, '{{}}', 3, NULL, 0, 'ch', 'q', false, 0, NULL"),
+            args: format!("{qid}, '{{}}', 3, NULL, 0, 'ch', 'q', false, 0, NULL, NULL"),
             uses: &[&["pgqrs_queues_pkey"]],
         },
         Case {
             name: "enqueue_many",
             sql: q.enqueue_many.as_str(),
-            args: format!("{qid}, '{{\"{{}}\",\"{{}}\"}}', 3, NULL, 0, 'ch', 'q', false, 0, NULL"),
+            args: format!(
+                "{qid}, '{{\"{{}}\",\"{{}}\"}}', 3, NULL, 0, 'ch', 'q', false, 0, NULL, NULL"
+            ),
             uses: &[&["pgqrs_queues_pkey"]],
         },
         Case {
@@ -246,7 +292,7 @@ async fn plans_hold_whatever_the_statistics_say() {
             sql: q.enqueue_unique.as_str(),
             args: format!(
                 "{qid}, '{{\"{{}}\",\"{{}}\"}}', 3, NULL, 0, 'ch', 'q', false, 0, \
-                 '{{\"a\",NULL}}', 3600, false, NULL"
+                 '{{\"a\",NULL}}', 3600, false, NULL, NULL"
             ),
             // The keys through the partial indexes, which hold keyed jobs only.
             uses: &[
@@ -466,6 +512,11 @@ async fn plans_hold_whatever_the_statistics_say() {
                     })
                 {
                     bad.push("a scan of the archive or the dead letters");
+                }
+                if case.name == UNLIMITED_CLAIM
+                    && (plan.contains("pgqrs_jobs_group") || plan.contains("pgqrs_queues"))
+                {
+                    bad.push("a read of the limits or of the group index");
                 }
                 let missing: Vec<&[&str]> = case
                     .uses

@@ -10,7 +10,8 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_priorities.sql")),
     (7, include_str!("migrations/0007_unique_jobs.sql")),
     (8, include_str!("migrations/0008_retention.sql")),
-    // 9 and 10 are another line of work's; numbers may be skipped, they apply in order.
+    // 9 is another line of work's; numbers may be skipped, they apply in order.
+    (10, include_str!("migrations/0010_flow_control.sql")),
     (11, include_str!("migrations/0011_sql_enqueue.sql")),
 ];
 
@@ -63,7 +64,7 @@ macro_rules! job_cols {
             ", payload, ",
             job_state!(),
             ", priority::int, attempts, max_attempts, enqueued_at, visible_at, leased_at,
-            worker_id, NULL::timestamptz, last_error"
+            worker_id, NULL::timestamptz, last_error, group_key"
         )
     };
 }
@@ -124,20 +125,124 @@ queries! {
     schema_version = "SELECT max(version) FROM {s}.pgqrs_schema_version";
     version_table_exists = "SELECT to_regclass(format('%s.pgqrs_schema_version', $1::text)) IS NOT NULL";
 
-    create_queue = "INSERT INTO {s}.pgqrs_queues (name, archive_retention, dead_retention)
-        VALUES ($1, $2, $3)
+    create_queue = "INSERT INTO {s}.pgqrs_queues (name, archive_retention, dead_retention,
+            concurrency_limit, group_concurrency_limit, rate_limit, rate_period_ms)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (name) DO NOTHING
-        RETURNING id, name, created_at, archive_retention, dead_retention";
-    get_queue = "SELECT id, name, created_at, archive_retention, dead_retention
+        RETURNING id, name, created_at, archive_retention, dead_retention,
+            concurrency_limit::bigint, group_concurrency_limit::bigint, rate_limit::bigint, rate_period_ms";
+    get_queue = "SELECT id, name, created_at, archive_retention, dead_retention,
+            concurrency_limit::bigint, group_concurrency_limit::bigint, rate_limit::bigint, rate_period_ms
         FROM {s}.pgqrs_queues WHERE name = $1";
-    list_queues = "SELECT id, name, created_at, archive_retention, dead_retention
+    list_queues = "SELECT id, name, created_at, archive_retention, dead_retention,
+            concurrency_limit::bigint, group_concurrency_limit::bigint, rate_limit::bigint, rate_period_ms
         FROM {s}.pgqrs_queues ORDER BY name";
     // $2/$4: whether to set the archive/dead retention to $3/$5 (NULL: forever).
     set_queue_retention = "UPDATE {s}.pgqrs_queues
         SET archive_retention = CASE WHEN $2 THEN $3::bigint ELSE archive_retention END,
             dead_retention = CASE WHEN $4 THEN $5::bigint ELSE dead_retention END
         WHERE name = $1
-        RETURNING id, name, created_at, archive_retention, dead_retention";
+        RETURNING id, name, created_at, archive_retention, dead_retention,
+            concurrency_limit::bigint, group_concurrency_limit::bigint, rate_limit::bigint, rate_period_ms";
+    // Replaces every limit; the rate window starts afresh.
+    set_queue_limits = "UPDATE {s}.pgqrs_queues
+        SET concurrency_limit = $2, group_concurrency_limit = $3, rate_limit = $4,
+            rate_period_ms = $5, rate_window_start = NULL, rate_window_count = 0
+        WHERE name = $1
+        RETURNING id, name, created_at, archive_retention, dead_retention,
+            concurrency_limit::bigint, group_concurrency_limit::bigint, rate_limit::bigint, rate_period_ms";
+
+    // Flow control (`flow.rs`): a claim of a queue with limits, in one transaction.
+    // 1. Lock the queue's row (`FOR NO KEY UPDATE`: limited claims of the queue wait for one
+    //    another; enqueues, which take `FOR KEY SHARE`, do not) and read its limits, its rate
+    //    window and the time after the lock was granted.
+    lock_limits = "SELECT concurrency_limit::bigint, group_concurrency_limit::bigint,
+            rate_limit::bigint, rate_period_ms,
+            (EXTRACT(EPOCH FROM rate_window_start) * 1000000)::bigint, rate_window_count::bigint,
+            (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint
+        FROM {s}.pgqrs_queues WHERE id = $1 FOR NO KEY UPDATE";
+    // 2. The live leases, in a statement after the lock (its snapshot sees every lease
+    //    committed before): per priority present (a loose index scan, as in `claim`), the
+    //    range of the claim index after now, plus the final attempts (exhausted index). Reads
+    //    the queue's leased and delayed jobs, not its ready ones.
+    count_live = "WITH RECURSIVE p(pr) AS (
+            (SELECT priority FROM {s}.pgqrs_jobs
+             WHERE queue_id = $1 AND attempts < max_attempts
+             ORDER BY priority DESC LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.priority FROM {s}.pgqrs_jobs j
+                    WHERE j.queue_id = $1 AND j.attempts < j.max_attempts AND j.priority < p.pr
+                    ORDER BY j.priority DESC LIMIT 1)
+            FROM p WHERE p.pr IS NOT NULL
+        )
+        SELECT (SELECT count(*) FROM p CROSS JOIN LATERAL (
+                    SELECT 1 FROM {s}.pgqrs_jobs
+                    WHERE queue_id = $1 AND priority = p.pr AND visible_at > now()
+                          AND attempts < max_attempts AND leased_at IS NOT NULL) l)
+             + (SELECT count(*) FROM {s}.pgqrs_jobs
+                WHERE queue_id = $1 AND attempts >= max_attempts AND visible_at > now()
+                      AND leased_at IS NOT NULL)";
+    // 3a. With a group limit ($5): the groups present (`g`, a loose scan of the group index),
+    //    each group's free places (`free`: the limit less its live leases, the group index's
+    //    range after now), up to that many of its ready jobs in visible order (`gc`), and the
+    //    ready jobs without a group per priority (`uc`, the claim index); of those, the first
+    //    $2 in claim order. A group at its limit reads no ready job, so a flood of one group
+    //    never hides the others' jobs.
+    claim_grouped = "WITH RECURSIVE g(k) AS (
+            (SELECT group_key FROM {s}.pgqrs_jobs
+             WHERE queue_id = $1 AND group_key IS NOT NULL ORDER BY group_key LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.group_key FROM {s}.pgqrs_jobs j
+                    WHERE j.queue_id = $1 AND j.group_key IS NOT NULL AND j.group_key > g.k
+                    ORDER BY j.group_key LIMIT 1)
+            FROM g WHERE g.k IS NOT NULL
+        ), free AS (
+            SELECT g.k, $5 - (SELECT count(*) FROM {s}.pgqrs_jobs j
+                              WHERE j.queue_id = $1 AND j.group_key = g.k
+                                    AND j.visible_at > now() AND j.leased_at IS NOT NULL) AS n
+            FROM g WHERE g.k IS NOT NULL
+        ), gc AS (
+            SELECT r.* FROM free CROSS JOIN LATERAL (
+                SELECT id, priority, visible_at FROM {s}.pgqrs_jobs j
+                WHERE j.queue_id = $1 AND j.group_key = free.k AND j.visible_at <= now()
+                      AND j.attempts < j.max_attempts
+                ORDER BY j.visible_at, j.id
+                LIMIT greatest(least(free.n, $2), 0)
+                FOR UPDATE SKIP LOCKED
+            ) r
+        ), p(pr) AS (
+            (SELECT priority FROM {s}.pgqrs_jobs
+             WHERE queue_id = $1 AND attempts < max_attempts
+             ORDER BY priority DESC LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.priority FROM {s}.pgqrs_jobs j
+                    WHERE j.queue_id = $1 AND j.attempts < j.max_attempts AND j.priority < p.pr
+                    ORDER BY j.priority DESC LIMIT 1)
+            FROM p WHERE p.pr IS NOT NULL
+        ), uc AS (
+            SELECT r.* FROM p CROSS JOIN LATERAL (
+                SELECT id, priority, visible_at FROM {s}.pgqrs_jobs
+                WHERE queue_id = $1 AND priority = p.pr AND visible_at <= now()
+                      AND attempts < max_attempts AND group_key IS NULL
+                ORDER BY visible_at, id
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            ) r
+        ), c AS (
+            SELECT id FROM (SELECT * FROM gc UNION ALL SELECT * FROM uc) x
+            ORDER BY priority DESC, visible_at, id LIMIT $2
+        )
+        UPDATE {s}.pgqrs_jobs j
+        SET attempts = j.attempts + 1, lease_token = nextval('{s}.pgqrs_lease_tokens'),
+            visible_at = now() + make_interval(secs => $3), leased_at = now(), worker_id = $4
+        WHERE j.id = ANY (ARRAY(SELECT id FROM c))
+        RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, j.visible_at,
+                  j.last_error, j.lease_token, j.priority::int, j.timeout_ms";
+    // 3b. Without a group limit: `claim` itself, for the jobs the limits leave.
+    // 4. The rate window after the claim ($2: its start in microseconds, $3: jobs taken).
+    save_window = "UPDATE {s}.pgqrs_queues
+        SET rate_window_start = to_timestamp($2::float8 / 1000000), rate_window_count = $3
+        WHERE id = $1";
     lock_queue = "SELECT id FROM {s}.pgqrs_queues WHERE name = $1 FOR UPDATE";
     count_leased = "SELECT count(*) FROM {s}.pgqrs_jobs
         WHERE queue_id = $1 AND leased_at IS NOT NULL AND visible_at > now()";
@@ -165,16 +270,16 @@ queries! {
     enqueue_one = "WITH q AS (
             SELECT id FROM {s}.pgqrs_queues WHERE id = $1 FOR KEY SHARE
         ), ins AS (
-            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority, timeout_ms)
-            SELECT q.id, $2::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9, $10 FROM q
+            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority, timeout_ms, group_key)
+            SELECT q.id, $2::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9, $10, $11 FROM q
             RETURNING id
         )
         SELECT id, (SELECT pg_notify($6, $7) WHERE $8) FROM ins";
     enqueue_many = "WITH q AS (
             SELECT id FROM {s}.pgqrs_queues WHERE id = $1 FOR KEY SHARE
         ), ins AS (
-            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority, timeout_ms)
-            SELECT q.id, p::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9, $10
+            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority, timeout_ms, group_key)
+            SELECT q.id, p::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9, $10, $11
             FROM q, unnest($2::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n
             RETURNING id
         )
@@ -209,8 +314,8 @@ queries! {
             UNION ALL
             SELECT k, id FROM arch WHERE k NOT IN (SELECT k FROM live)
         ), ins AS (
-            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, max_attempts, visible_at, priority, unique_key, timeout_ms)
-            SELECT t.id, q.id, t.p::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9, t.k, $13::bigint
+            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, max_attempts, visible_at, priority, unique_key, timeout_ms, group_key)
+            SELECT t.id, q.id, t.p::json, $3, COALESCE($4, now() + make_interval(secs => $5)), $9, t.k, $13::bigint, $14::text
             FROM q, t
             WHERE (t.k IS NULL OR t.k NOT IN (SELECT k FROM held))
                   AND NOT ($12 AND EXISTS (SELECT 1 FROM held))
@@ -261,10 +366,10 @@ queries! {
             DELETE FROM {s}.pgqrs_jobs j
             WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
             RETURNING j.id, j.queue_id, j.payload, j.attempts, j.enqueued_at, j.last_error, j.priority,
-                      j.unique_key
+                      j.unique_key, j.group_key
         ), a AS (
-            INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, last_error, priority, unique_key)
-            SELECT id, queue_id, payload, attempts, enqueued_at, last_error, priority, unique_key FROM d
+            INSERT INTO {s}.pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, last_error, priority, unique_key, group_key)
+            SELECT id, queue_id, payload, attempts, enqueued_at, last_error, priority, unique_key, group_key FROM d
         )
         SELECT id FROM d";
     delete = "DELETE FROM {s}.pgqrs_jobs j
@@ -281,10 +386,11 @@ queries! {
             DELETE FROM {s}.pgqrs_jobs j
             WHERE j.id = ANY($1::bigint[]) AND j.lease_token = ANY($2::bigint[]) AND j.leased_at IS NOT NULL
             RETURNING j.id, j.queue_id, j.payload, j.attempts, j.max_attempts, j.enqueued_at, j.priority,
-                      j.unique_key, j.timeout_ms, ($3::text[])[array_position($2::bigint[], j.lease_token)] AS err
+                      j.unique_key, j.timeout_ms, j.group_key,
+                      ($3::text[])[array_position($2::bigint[], j.lease_token)] AS err
         ), a AS (
-            INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms)
-            SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err, priority, unique_key, timeout_ms FROM d
+            INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms, group_key)
+            SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, err, priority, unique_key, timeout_ms, group_key FROM d
         )
         SELECT id FROM d";
     extend = "UPDATE {s}.pgqrs_jobs j SET visible_at = now() + make_interval(secs => $3)
@@ -302,35 +408,35 @@ queries! {
                 WHERE queue_id = $1 AND visible_at <= now() AND attempts >= max_attempts
                 FOR UPDATE SKIP LOCKED))
             RETURNING id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority,
-                      unique_key, timeout_ms
+                      unique_key, timeout_ms, group_key
         )
-        INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms)
+        INSERT INTO {s}.pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms, group_key)
         SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at,
-               concat_ws(E'\\n', last_error, $2::text), priority, unique_key, timeout_ms FROM d";
+               concat_ws(E'\\n', last_error, $2::text), priority, unique_key, timeout_ms, group_key FROM d";
     dead_letters = "SELECT d.id, d.payload, d.attempts, d.last_error, d.enqueued_at, d.failed_at
         FROM {s}.pgqrs_dead d WHERE d.queue_id = $1 ORDER BY d.id LIMIT $2";
     // A requeued dead letter gets its key back, unless a job of the queue holds the key now:
     // then it stays a dead letter (not counted), to be requeued after that job is done. The
     // dead letters are locked first, so two concurrent requeues move each one once.
     requeue_dead = "WITH d AS (
-            SELECT id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms
+            SELECT id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms, group_key
             FROM {s}.pgqrs_dead WHERE id = ANY($2::bigint[]) AND queue_id = $1
             ORDER BY id FOR UPDATE
         ), ins AS (
-            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms)
-            SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, unique_key, timeout_ms
+            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms, group_key)
+            SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, unique_key, timeout_ms, group_key
             FROM d ORDER BY id
             ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
             RETURNING id
         )
         DELETE FROM {s}.pgqrs_dead WHERE id = ANY (ARRAY(SELECT id FROM ins))";
     requeue_all_dead = "WITH d AS (
-            SELECT id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms
+            SELECT id, queue_id, payload, max_attempts, enqueued_at, last_error, priority, unique_key, timeout_ms, group_key
             FROM {s}.pgqrs_dead WHERE queue_id = $1
             ORDER BY id FOR UPDATE
         ), ins AS (
-            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms)
-            SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, unique_key, timeout_ms
+            INSERT INTO {s}.pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms, group_key)
+            SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, now(), last_error, priority, unique_key, timeout_ms, group_key
             FROM d ORDER BY id
             ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
             RETURNING id
@@ -420,12 +526,12 @@ queries! {
         UNION ALL
         SELECT id, ", queue_name!(), ", payload, 'archived'::text, priority::int, attempts,
                NULL::int, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
-               archived_at, last_error
+               archived_at, last_error, group_key
         FROM {s}.pgqrs_archive WHERE id = $1
         UNION ALL
         SELECT id, ", queue_name!(), ", payload, 'dead'::text, priority::int, attempts,
                max_attempts, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
-               failed_at, last_error
+               failed_at, last_error, group_key
         FROM {s}.pgqrs_dead WHERE id = $1");
     list_ready = list_pending!("visible_at <= now() AND attempts < max_attempts");
     list_delayed = list_pending!("visible_at > now() AND leased_at IS NULL");
@@ -435,14 +541,14 @@ queries! {
     // Newest first, after `($2, $3)`: a backward range of the (queue_id, archived_at) index.
     list_archived = "SELECT id, queue_id, payload, 'archived'::text, priority::int, attempts,
                NULL::int, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
-               archived_at, last_error
+               archived_at, last_error, group_key
         FROM {s}.pgqrs_archive
         WHERE queue_id = $1 AND archived_at <= $2 AND (archived_at < $2 OR id < $3)
         ORDER BY archived_at DESC, id DESC LIMIT $4";
     // By id after `$2`: a range of the (queue_id, id) index.
     list_dead = "SELECT id, queue_id, payload, 'dead'::text, priority::int, attempts,
                max_attempts, enqueued_at, NULL::timestamptz, NULL::timestamptz, NULL::bigint,
-               failed_at, last_error
+               failed_at, last_error, group_key
         FROM {s}.pgqrs_dead WHERE queue_id = $1 AND id > $2 ORDER BY id LIMIT $3";
     // The actions: by primary key, only while the job is waiting. A claim that locked the row
     // first makes these wait for it and then re-check the condition on the claimed row.

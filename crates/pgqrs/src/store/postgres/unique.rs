@@ -159,6 +159,7 @@ impl PgBackend {
                 .bind(window)
                 .bind(u.only_new)
                 .bind(p.timeout_ms)
+                .bind(p.group.as_deref())
                 .fetch_all(&mut *c)
                 .await
                 .map_err(|e| self.err(e))?;

@@ -296,7 +296,7 @@ impl<E: Engine> SqliteBackend<E> {
     ) -> Result<Vec<i64>> {
         let mut ids = Vec::with_capacity(p.payloads.len());
         for chunk in p.payloads.chunks(INSERT_CHUNK) {
-            let mut args = Vec::with_capacity(6 + chunk.len());
+            let mut args = Vec::with_capacity(7 + chunk.len());
             args.extend(
                 [
                     queue_id,
@@ -308,6 +308,7 @@ impl<E: Engine> SqliteBackend<E> {
                 .map(Arg::Int),
             );
             args.push(p.timeout_ms.into());
+            args.push(p.group.as_deref().into());
             args.extend(chunk.iter().map(|s| Arg::Text(s)));
             let rows = tx.rows(enqueue(chunk.len()), &args).await;
             for r in rows.map_err(|e| self.queue_gone(e, p.queue))? {
@@ -413,11 +414,26 @@ impl<E: Engine> Backend for SqliteBackend<E> {
             now_us().into(),
             q.archive_retention.stored().into(),
             q.dead_retention.stored().into(),
+            q.limits.stored().0.into(),
+            q.limits.stored().1.into(),
+            q.limits.stored().2.into(),
+            q.limits.stored().3.into(),
         ];
         match first(self.write(CREATE_QUEUE, &args).await?) {
             Some(r) => decode::queue_info(&r),
             None => Err(Error::QueueAlreadyExists {
                 queue: q.name.to_string(),
+            }),
+        }
+    }
+
+    async fn set_queue_limits(&self, name: &str, limits: crate::QueueLimits) -> Result<QueueInfo> {
+        let (c, g, rj, rp) = limits.stored();
+        let args = [name.into(), c.into(), g.into(), rj.into(), rp.into()];
+        match first(self.write(SET_QUEUE_LIMITS, &args).await?) {
+            Some(r) => decode::queue_info(&r),
+            None => Err(Error::QueueNotFound {
+                queue: name.to_string(),
             }),
         }
     }
@@ -598,34 +614,19 @@ impl<E: Engine> Backend for SqliteBackend<E> {
     /// Claims priority by priority, highest first (see `CLAIM` in `queries.rs`); the
     /// lookups run on the writer, so they see every committed job.
     async fn claim_in(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Vec<Message>> {
-        let now = now_us();
-        let until = now.saturating_add(us(p.lease));
-        let mut msgs: Vec<Message> = Vec::new();
-        let mut below: Option<i64> = None;
-        while msgs.len() < p.limit {
-            let rows = match below {
-                None => self.write(TOP_PRIORITY, &[queue_id.into()]).await?,
-                Some(b) => {
-                    self.write(NEXT_PRIORITY, &[queue_id.into(), b.into()])
-                        .await?
-                }
-            };
-            let Some(priority) = rows.first().map(|r| r.i64(0)).transpose()? else {
-                break;
-            };
-            let args = [
-                queue_id.into(),
-                now.into(),
-                until.into(),
-                ((p.limit - msgs.len()) as i64).into(),
-                p.worker_id.into(),
-                priority.into(),
-            ];
-            // Each take comes back in id order, all of one priority, below the ones before.
-            msgs.extend(decode::claimed(&self.write(CLAIM, &args).await?, p.queue)?);
-            below = Some(priority);
-        }
-        Ok(msgs)
+        claim_by_priority(&mut self.e.writer().await?, queue_id, p, p.limit, now_us()).await
+    }
+
+    /// The limits and the live leases are read in the write transaction that claims, so no
+    /// other writer (claim, completion, another process) comes between.
+    async fn claim_limited(&self, queue_id: i64, p: &ClaimParams<'_>) -> Result<Claim> {
+        let mut tx = self.e.begin().await?;
+        let r = claim_limited(&mut tx, queue_id, p).await;
+        tx.finish(r).await
+    }
+
+    fn wake_queue(&self, queue: &str) {
+        self.e.wakers().wake(queue);
     }
 
     async fn complete_jobs(&self, leases: &[Lease], how: Completion) -> Result<Vec<bool>> {
@@ -884,4 +885,193 @@ impl<E: Engine> Backend for SqliteBackend<E> {
         let rows = self.read(LIST_RUNS, &args).await?;
         rows.iter().map(decode::workflow_run).collect()
     }
+}
+
+/// [`Backend::claim_in`] on `c` (the writer, or a transaction on it): up to `limit` jobs,
+/// priority by priority, highest first.
+async fn claim_by_priority<C: Conn>(
+    c: &mut C,
+    queue_id: i64,
+    p: &ClaimParams<'_>,
+    limit: usize,
+    now: i64,
+) -> Result<Vec<Message>> {
+    let until = now.saturating_add(us(p.lease));
+    let mut msgs: Vec<Message> = Vec::new();
+    let mut below: Option<i64> = None;
+    while msgs.len() < limit {
+        let rows = match below {
+            None => c.rows(TOP_PRIORITY, &[queue_id.into()]).await?,
+            Some(b) => c.rows(NEXT_PRIORITY, &[queue_id.into(), b.into()]).await?,
+        };
+        let Some(priority) = rows.first().map(|r| r.i64(0)).transpose()? else {
+            break;
+        };
+        let args = [
+            queue_id.into(),
+            now.into(),
+            until.into(),
+            ((limit - msgs.len()) as i64).into(),
+            p.worker_id.into(),
+            priority.into(),
+        ];
+        // Each take comes back in id order, all of one priority, below the ones before.
+        msgs.extend(decode::claimed(&c.rows(CLAIM, &args).await?, p.queue)?);
+        below = Some(priority);
+    }
+    Ok(msgs)
+}
+
+/// The live leases of the queue at `now`: per priority present (the claim index's range
+/// after now), plus the final attempts.
+async fn count_live<C: Conn>(c: &mut C, queue_id: i64, now: i64) -> Result<i64> {
+    let mut live = one(c
+        .rows(COUNT_LIVE_FINAL, &[queue_id.into(), now.into()])
+        .await?)?
+    .i64(0)?;
+    let mut below: Option<i64> = None;
+    loop {
+        let rows = match below {
+            None => c.rows(TOP_PRIORITY, &[queue_id.into()]).await?,
+            Some(b) => c.rows(NEXT_PRIORITY, &[queue_id.into(), b.into()]).await?,
+        };
+        let Some(priority) = rows.first().map(|r| r.i64(0)).transpose()? else {
+            return Ok(live);
+        };
+        let args = [queue_id.into(), now.into(), priority.into()];
+        live += one(c.rows(COUNT_LIVE_AT, &args).await?)?.i64(0)?;
+        below = Some(priority);
+    }
+}
+
+/// A group-limited claim of up to `want` jobs (see `claim_grouped` in the PostgreSQL
+/// backend): each group's free places filled from its ready jobs in visible order, and the
+/// ready jobs without a group, the first `want` of them in claim order.
+async fn claim_grouped<C: Conn>(
+    c: &mut C,
+    queue_id: i64,
+    p: &ClaimParams<'_>,
+    want: i64,
+    group_limit: i64,
+    now: i64,
+) -> Result<Vec<Message>> {
+    // (priority, visible_at, id) of every candidate.
+    let mut cand: Vec<(i64, i64, i64)> = Vec::new();
+    let mut after = String::new();
+    loop {
+        let rows = c
+            .rows(NEXT_GROUP, &[queue_id.into(), after.as_str().into()])
+            .await?;
+        let Some(group) = rows.first().map(|r| r.string(0)).transpose()? else {
+            break;
+        };
+        let args = [queue_id.into(), now.into(), group.as_str().into()];
+        let live = one(c.rows(COUNT_GROUP_LIVE, &args).await?)?.i64(0)?;
+        let free = (group_limit - live).min(want);
+        if free > 0 {
+            let args = [
+                queue_id.into(),
+                now.into(),
+                group.as_str().into(),
+                free.into(),
+            ];
+            for r in c.rows(GROUP_READY, &args).await? {
+                cand.push((r.i64(1)?, r.i64(2)?, r.i64(0)?));
+            }
+        }
+        after = group;
+    }
+    let mut below: Option<i64> = None;
+    loop {
+        let rows = match below {
+            None => c.rows(TOP_PRIORITY, &[queue_id.into()]).await?,
+            Some(b) => c.rows(NEXT_PRIORITY, &[queue_id.into(), b.into()]).await?,
+        };
+        let Some(priority) = rows.first().map(|r| r.i64(0)).transpose()? else {
+            break;
+        };
+        let args = [queue_id.into(), now.into(), priority.into(), want.into()];
+        for r in c.rows(UNGROUPED_READY, &args).await? {
+            cand.push((r.i64(1)?, r.i64(2)?, r.i64(0)?));
+        }
+        below = Some(priority);
+    }
+    cand.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    cand.truncate(usize::try_from(want).unwrap_or(0));
+    if cand.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args: Vec<Arg<'_>> = vec![
+        now.into(),
+        now.saturating_add(us(p.lease)).into(),
+        p.worker_id.into(),
+    ];
+    args.extend(cand.iter().map(|c| Arg::Int(c.2)));
+    let rows = c.rows(claim_ids(cand.len()), &args).await?;
+    decode::claimed(&rows, p.queue)
+}
+
+/// [`Backend::claim_limited`] in the write transaction `tx`.
+async fn claim_limited<C: Conn>(tx: &mut C, queue_id: i64, p: &ClaimParams<'_>) -> Result<Claim> {
+    use crate::flow::{allowance, Throttle, Window};
+    let Some(row) = first(tx.rows(GET_LIMITS, &[queue_id.into()]).await?) else {
+        return Ok(Claim::default());
+    };
+    let limits = crate::QueueLimits::from_stored(
+        row.opt_i64(0)?,
+        row.opt_i64(1)?,
+        row.opt_i64(2)?,
+        row.opt_i64(3)?,
+    );
+    let window = Window {
+        start_us: row.opt_i64(4)?,
+        taken: row.i64(5)?,
+    };
+    let now = now_us();
+    let mut want = p.limit as i64;
+    let mut throttle = Throttle::None;
+    let rate = limits.rate.map(|r| allowance(r, window, now));
+    if let Some(a) = rate {
+        if let Some(wait) = a.wait {
+            return Ok(Claim {
+                jobs: Vec::new(),
+                throttle: Throttle::Rate(wait),
+            });
+        }
+        if a.jobs <= want {
+            want = a.jobs;
+            throttle = Throttle::Rate(Duration::ZERO);
+        }
+    }
+    if let Some(limit) = limits.concurrency {
+        let free = limit - count_live(tx, queue_id, now).await?;
+        if free <= 0 {
+            return Ok(Claim {
+                jobs: Vec::new(),
+                throttle: Throttle::Concurrency,
+            });
+        }
+        if free <= want {
+            want = free;
+            throttle = Throttle::Concurrency;
+        }
+    }
+    let jobs = match limits.group_concurrency {
+        Some(g) => claim_grouped(tx, queue_id, p, want, g, now).await?,
+        None => claim_by_priority(tx, queue_id, p, want as usize, now).await?,
+    };
+    if let Some(a) = rate {
+        if !jobs.is_empty() {
+            let args = [
+                queue_id.into(),
+                a.window.start_us.into(),
+                (a.window.taken + jobs.len() as i64).into(),
+            ];
+            tx.exec(SAVE_WINDOW, &args).await?;
+        }
+    }
+    if (jobs.len() as i64) < want {
+        throttle = Throttle::None;
+    }
+    Ok(Claim { jobs, throttle })
 }

@@ -7,8 +7,9 @@
 use sqlx::{Connection, Row, SqliteConnection};
 
 use super::queries::{
-    CLAIM, LIST_ARCHIVED, LIST_DEAD, LIST_DELAYED, LIST_LEASED, LIST_READY, MIGRATIONS,
-    NEXT_PRIORITY, PRUNE_ARCHIVE, PRUNE_DEAD, PRUNE_RUNS, PRUNE_RUN_STEPS, TOP_PRIORITY,
+    CLAIM, COUNT_GROUP_LIVE, COUNT_LIVE_AT, COUNT_LIVE_FINAL, GROUP_READY, LIST_ARCHIVED,
+    LIST_DEAD, LIST_DELAYED, LIST_LEASED, LIST_READY, MIGRATIONS, NEXT_GROUP, NEXT_PRIORITY,
+    PRUNE_ARCHIVE, PRUNE_DEAD, PRUNE_RUNS, PRUNE_RUN_STEPS, TOP_PRIORITY, UNGROUPED_READY,
 };
 
 async fn exec(c: &mut SqliteConnection, sql: &str) {
@@ -162,7 +163,11 @@ async fn claim_reads_the_claim_index_in_order() {
         .zip(args)
         {
             let plan = plan_of(&mut c, sql, args).await;
-            if !plan.contains("pgqrs_jobs_claim") || plan.contains("TEMP B-TREE") {
+            // The claim of a queue without limits never reads the index of grouped jobs.
+            if !plan.contains("pgqrs_jobs_claim")
+                || plan.contains("TEMP B-TREE")
+                || plan.contains("pgqrs_jobs_group")
+            {
                 failures.push(format!("{name} ({state}):\n{plan}"));
             }
         }
@@ -229,6 +234,111 @@ async fn prunes_read_the_age_indexes_in_order() {
             name == "CLAIM" && (plan.contains("pgqrs_archive") || plan.contains("pgqrs_dead"));
         if !plan.contains(index) || plan.contains("TEMP B-TREE") || reads_history {
             failures.push(format!("{name}:\n{plan}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A statement argument of the group-limited claim's plans.
+enum A {
+    I(i64),
+    T(&'static str),
+}
+
+/// The statements of a claim under limits read ranges of existing indexes in their order,
+/// in both states a queue swings between: the groups, their live leases and ready jobs
+/// through the partial index of grouped jobs; the live leases and the jobs without a group
+/// per priority through the claim index; the final attempts through the exhausted index.
+#[tokio::test]
+async fn limited_claim_reads_ranges_of_indexes() {
+    let mut c = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+    for (_, sql) in MIGRATIONS {
+        exec(&mut c, sql).await;
+    }
+    exec(
+        &mut c,
+        "INSERT INTO pgqrs_queues (name, created_at) VALUES ('q', 0);
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)
+         INSERT INTO pgqrs_jobs (queue_id, payload, max_attempts, enqueued_at, visible_at, priority, group_key)
+         SELECT 1, '{}', 3, 0, 0, n % 3, CASE WHEN n % 2 = 0 THEN 'customer-' || (n % 100) END
+         FROM g;",
+    )
+    .await;
+    let states = [
+        (
+            "all ready",
+            "UPDATE pgqrs_jobs SET attempts = 0, leased_at = NULL, visible_at = 0",
+        ),
+        (
+            "all leased",
+            "UPDATE pgqrs_jobs SET attempts = 1, leased_at = 1, visible_at = 9000000000000000",
+        ),
+    ];
+    let now = 1_000_000;
+    let cases: [(&str, &str, Vec<A>, &str); 6] = [
+        (
+            "NEXT_GROUP",
+            NEXT_GROUP,
+            vec![A::I(1), A::T("")],
+            "pgqrs_jobs_group",
+        ),
+        (
+            "COUNT_GROUP_LIVE",
+            COUNT_GROUP_LIVE,
+            vec![A::I(1), A::I(now), A::T("customer-2")],
+            "pgqrs_jobs_group",
+        ),
+        (
+            "GROUP_READY",
+            GROUP_READY,
+            vec![A::I(1), A::I(now), A::T("customer-2"), A::I(50)],
+            "pgqrs_jobs_group",
+        ),
+        (
+            "UNGROUPED_READY",
+            UNGROUPED_READY,
+            vec![A::I(1), A::I(now), A::I(0), A::I(50)],
+            "pgqrs_jobs_claim",
+        ),
+        (
+            "COUNT_LIVE_AT",
+            COUNT_LIVE_AT,
+            vec![A::I(1), A::I(now), A::I(0)],
+            "pgqrs_jobs_claim",
+        ),
+        (
+            "COUNT_LIVE_FINAL",
+            COUNT_LIVE_FINAL,
+            vec![A::I(1), A::I(now)],
+            "pgqrs_jobs_exhausted",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (state, sql) in states {
+        exec(&mut c, sql).await;
+        exec(&mut c, "ANALYZE").await;
+        for (name, sql, args, index) in &cases {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+            for a in args {
+                q = match a {
+                    A::I(v) => q.bind(*v),
+                    A::T(t) => q.bind(*t),
+                };
+            }
+            let plan: Vec<String> = q
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+            let plan = plan.join("\n");
+            if !plan.contains(index)
+                || plan.contains("TEMP B-TREE")
+                || plan.lines().any(|l| l.trim() == "SCAN pgqrs_jobs")
+            {
+                failures.push(format!("{name} ({state}):\n{plan}"));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_priorities.sql")),
     (5, include_str!("migrations/0005_unique_jobs.sql")),
     (6, include_str!("migrations/0006_retention.sql")),
+    (8, include_str!("migrations/0008_flow_control.sql")),
 ];
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgqrs_schema_version (
@@ -34,21 +35,85 @@ pub(super) const OBJECT_EXISTS: &str =
     "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'index') AND name = ?";
 
 pub(super) const CREATE_QUEUE: &str = "INSERT INTO pgqrs_queues
-        (name, created_at, archive_retention, dead_retention) VALUES (?, ?, ?, ?)
+        (name, created_at, archive_retention, dead_retention, concurrency_limit,
+         group_concurrency_limit, rate_limit, rate_period_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (name) DO NOTHING
-    RETURNING id, name, created_at, archive_retention, dead_retention";
+    RETURNING id, name, created_at, archive_retention, dead_retention,
+        concurrency_limit, group_concurrency_limit, rate_limit, rate_period_ms";
 pub(super) const QUEUE_ID: &str = "SELECT id FROM pgqrs_queues WHERE name = ?";
-pub(super) const GET_QUEUE: &str = "SELECT id, name, created_at, archive_retention, dead_retention
+pub(super) const GET_QUEUE: &str = "SELECT id, name, created_at, archive_retention, dead_retention,
+        concurrency_limit, group_concurrency_limit, rate_limit, rate_period_ms
     FROM pgqrs_queues WHERE name = ?";
 pub(super) const LIST_QUEUES: &str =
-    "SELECT id, name, created_at, archive_retention, dead_retention
+    "SELECT id, name, created_at, archive_retention, dead_retention,
+        concurrency_limit, group_concurrency_limit, rate_limit, rate_period_ms
     FROM pgqrs_queues ORDER BY name";
 /// `?2`/`?4`: whether to set the archive/dead retention to `?3`/`?5` (NULL: forever).
 pub(super) const SET_QUEUE_RETENTION: &str = "UPDATE pgqrs_queues
     SET archive_retention = CASE WHEN ?2 THEN ?3 ELSE archive_retention END,
         dead_retention = CASE WHEN ?4 THEN ?5 ELSE dead_retention END
     WHERE name = ?1
-    RETURNING id, name, created_at, archive_retention, dead_retention";
+    RETURNING id, name, created_at, archive_retention, dead_retention,
+        concurrency_limit, group_concurrency_limit, rate_limit, rate_period_ms";
+/// Replaces every limit; the rate window starts afresh.
+pub(super) const SET_QUEUE_LIMITS: &str = "UPDATE pgqrs_queues
+    SET concurrency_limit = ?2, group_concurrency_limit = ?3, rate_limit = ?4,
+        rate_period_ms = ?5, rate_window_start = NULL, rate_window_count = 0
+    WHERE name = ?1
+    RETURNING id, name, created_at, archive_retention, dead_retention,
+        concurrency_limit, group_concurrency_limit, rate_limit, rate_period_ms";
+
+// Flow control (`flow.rs`): a claim of a queue with limits, in one write transaction (which
+// serializes it with every other writer). The queue's limits and rate window:
+pub(super) const GET_LIMITS: &str = "SELECT concurrency_limit, group_concurrency_limit,
+    rate_limit, rate_period_ms, rate_window_start, rate_window_count
+    FROM pgqrs_queues WHERE id = ?1";
+/// The live leases of one priority (`?3`): the claim index's range after now (`?2`).
+pub(super) const COUNT_LIVE_AT: &str = "SELECT count(*) FROM pgqrs_jobs
+    WHERE queue_id = ?1 AND attempts < max_attempts AND priority = ?3 AND visible_at > ?2
+          AND leased_at IS NOT NULL";
+/// The live leases of final attempts (the exhausted index).
+pub(super) const COUNT_LIVE_FINAL: &str = "SELECT count(*) FROM pgqrs_jobs
+    WHERE queue_id = ?1 AND attempts >= max_attempts AND visible_at > ?2
+          AND leased_at IS NOT NULL";
+/// The group after `?2` (the first with `''`, below every group): one descent of the group
+/// index each, a loose index scan.
+pub(super) const NEXT_GROUP: &str = "SELECT group_key FROM pgqrs_jobs
+    WHERE queue_id = ?1 AND group_key IS NOT NULL AND group_key > ?2
+    ORDER BY group_key LIMIT 1";
+/// The live leases of one group (`?3`): the group index's range after now (`?2`).
+pub(super) const COUNT_GROUP_LIVE: &str = "SELECT count(*) FROM pgqrs_jobs
+    WHERE queue_id = ?1 AND group_key = ?3 AND visible_at > ?2 AND leased_at IS NOT NULL";
+/// Up to `?4` ready jobs of one group (`?3`), in visible order: the group index's range up
+/// to now. Rows: id, priority, visible_at.
+pub(super) const GROUP_READY: &str = "SELECT id, priority, visible_at FROM pgqrs_jobs
+    WHERE queue_id = ?1 AND group_key = ?3 AND visible_at <= ?2 AND attempts < max_attempts
+    ORDER BY visible_at, id LIMIT ?4";
+/// Up to `?4` ready jobs without a group of one priority (`?3`), in claim order.
+pub(super) const UNGROUPED_READY: &str = "SELECT id, priority, visible_at FROM pgqrs_jobs
+    WHERE queue_id = ?1 AND priority = ?3 AND visible_at <= ?2 AND attempts < max_attempts
+          AND group_key IS NULL
+    ORDER BY visible_at, id LIMIT ?4";
+/// The rate window after a claim: `?2` its start, `?3` jobs taken.
+pub(super) const SAVE_WINDOW: &str =
+    "UPDATE pgqrs_queues SET rate_window_start = ?2, rate_window_count = ?3 WHERE id = ?1";
+
+/// Lease the jobs picked by a group-limited claim: `?1` now, `?2` lease until, `?3` worker,
+/// then `n` ids.
+pub(super) fn claim_ids(n: usize) -> Sql {
+    Sql::built(
+        format!(
+            "UPDATE pgqrs_jobs
+            SET attempts = attempts + 1, lease_token = lease_token + 1,
+                visible_at = ?2, leased_at = ?1, worker_id = ?3
+            WHERE id IN ({})
+            RETURNING id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error,
+                      lease_token, priority, timeout_ms",
+            numbered(4, n)
+        ),
+        false,
+    )
+}
 
 // Retention: the oldest rows first, through the index that orders each table by age (`?2`
 // the cut-off time, `?3` rows per statement). One short write each: the writer lock is held
@@ -135,11 +200,11 @@ pub(super) fn for_leases(template: &str, n: usize) -> Sql {
     Sql::built(template.replace("{held}", &held), n <= KEEP_PREPARED_UP_TO)
 }
 
-pub(super) const ARCHIVE: &str = "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error, priority, unique_key)
-    SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error, priority, unique_key FROM pgqrs_jobs
+pub(super) const ARCHIVE: &str = "INSERT INTO pgqrs_archive (id, queue_id, payload, attempts, enqueued_at, archived_at, last_error, priority, unique_key, group_key)
+    SELECT id, queue_id, payload, attempts, enqueued_at, ?, last_error, priority, unique_key, group_key FROM pgqrs_jobs
     WHERE id IN ({held})";
-pub(super) const BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, unique_key, timeout_ms)
-    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ?, priority, unique_key, timeout_ms FROM pgqrs_jobs
+pub(super) const BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, unique_key, timeout_ms, group_key)
+    SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?, ?, priority, unique_key, timeout_ms, group_key FROM pgqrs_jobs
     WHERE id IN ({held})";
 pub(super) const DELETE: &str = "DELETE FROM pgqrs_jobs WHERE id IN ({held}) RETURNING id";
 pub(super) const EXTEND: &str =
@@ -153,36 +218,37 @@ pub(super) const RETRY: &str = "UPDATE pgqrs_jobs
     WHERE id IN ({held}) RETURNING id";
 
 /// Multi-row insert: `?1` queue, `?2` max attempts, `?3` enqueued at, `?4` visible at, `?5`
-/// priority, `?6` timeout (ms), then one payload per row. Kept prepared for one row only.
+/// priority, `?6` timeout (ms), `?7` group, then one payload per row. Kept prepared for one
+/// row only.
 pub(super) fn enqueue(n: usize) -> Sql {
     let mut s = String::from(
-        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, priority, timeout_ms, payload) VALUES ",
+        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, priority, timeout_ms, group_key, payload) VALUES ",
     );
     for i in 0..n {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&format!("(?1, ?2, ?3, ?4, ?5, ?6, ?{})", i + 7));
+        s.push_str(&format!("(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?{})", i + 8));
     }
     s.push_str(" RETURNING id");
     Sql::built(s, n == 1)
 }
 
 /// Unique jobs, multi-row insert: `?1` queue, `?2` max attempts, `?3` enqueued at, `?4`
-/// visible at, `?5` priority, `?6` timeout (ms), then a payload and a key (or NULL) per row.
-/// Kept prepared for one row only.
+/// visible at, `?5` priority, `?6` timeout (ms), `?7` group, then a payload and a key (or
+/// NULL) per row. Kept prepared for one row only.
 pub(super) fn enqueue_keyed(n: usize) -> Sql {
     let mut s = String::from(
-        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, priority, timeout_ms, payload, unique_key) VALUES ",
+        "INSERT INTO pgqrs_jobs (queue_id, max_attempts, enqueued_at, visible_at, priority, timeout_ms, group_key, payload, unique_key) VALUES ",
     );
     for i in 0..n {
         if i > 0 {
             s.push(',');
         }
         s.push_str(&format!(
-            "(?1, ?2, ?3, ?4, ?5, ?6, ?{}, ?{})",
-            2 * i + 7,
-            2 * i + 8
+            "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?{}, ?{})",
+            2 * i + 8,
+            2 * i + 9
         ));
     }
     s.push_str(" RETURNING id");
@@ -231,10 +297,10 @@ fn placeholders(rows: usize, cols: usize) -> String {
 
 pub(super) const RESCUE_SELECT: &str = "SELECT id FROM pgqrs_jobs
     WHERE queue_id = ? AND visible_at <= ? AND attempts >= max_attempts LIMIT 1";
-pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, unique_key, timeout_ms)
+pub(super) const RESCUE_BURY: &str = "INSERT INTO pgqrs_dead (id, queue_id, payload, attempts, max_attempts, enqueued_at, failed_at, last_error, priority, unique_key, timeout_ms, group_key)
     SELECT id, queue_id, payload, attempts, max_attempts, enqueued_at, ?2,
            CASE WHEN last_error IS NULL THEN ?3 ELSE last_error || char(10) || ?3 END, priority,
-           unique_key, timeout_ms
+           unique_key, timeout_ms, group_key
     FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
 pub(super) const RESCUE_DELETE: &str =
     "DELETE FROM pgqrs_jobs WHERE queue_id = ?1 AND visible_at <= ?2 AND attempts >= max_attempts";
@@ -246,8 +312,8 @@ pub(super) const DEAD_LETTERS: &str =
 // requeueing them all, an older dead letter with the key is requeued): then it stays a dead
 // letter, to be requeued after that job is done. The deletes remove only the dead letters
 // that are jobs again (ids are never reused).
-pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms)
-    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, unique_key, timeout_ms
+pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms, group_key)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, unique_key, timeout_ms, group_key
     FROM pgqrs_dead d WHERE d.queue_id = ?1
         AND (d.unique_key IS NULL OR (
             NOT EXISTS (SELECT 1 FROM pgqrs_jobs j
@@ -256,8 +322,8 @@ pub(super) const REQUEUE_DEAD_ALL: &str = "INSERT INTO pgqrs_jobs (id, queue_id,
                         WHERE d2.queue_id = ?1 AND d2.unique_key = d.unique_key)))";
 pub(super) const DELETE_DEAD_ALL: &str = "DELETE FROM pgqrs_dead WHERE queue_id = ?1
     AND EXISTS (SELECT 1 FROM pgqrs_jobs j WHERE j.id = pgqrs_dead.id)";
-pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms)
-    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, unique_key, timeout_ms
+pub(super) const REQUEUE_DEAD_ONE: &str = "INSERT INTO pgqrs_jobs (id, queue_id, payload, attempts, max_attempts, enqueued_at, visible_at, last_error, priority, unique_key, timeout_ms, group_key)
+    SELECT id, queue_id, payload, 0, max_attempts, enqueued_at, ?2, last_error, priority, unique_key, timeout_ms, group_key
     FROM pgqrs_dead d WHERE d.queue_id = ?1 AND d.id = ?3
         AND (d.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM pgqrs_jobs j
                                                  WHERE j.queue_id = ?1 AND j.unique_key = d.unique_key))";
@@ -356,7 +422,7 @@ macro_rules! job_cols {
             "id, queue_id, payload, ",
             job_state!(),
             ", priority, attempts, max_attempts, enqueued_at, visible_at, leased_at, worker_id,
-            NULL, last_error"
+            NULL, last_error, group_key"
         )
     };
 }
@@ -367,15 +433,15 @@ pub(super) const GET_JOB: &str = "SELECT j.id, q.name, j.payload,
              WHEN j.visible_at > ?2 AND j.leased_at IS NULL THEN 'delayed'
              ELSE 'leased' END,
         j.priority, j.attempts, j.max_attempts, j.enqueued_at, j.visible_at, j.leased_at,
-        j.worker_id, NULL, j.last_error
+        j.worker_id, NULL, j.last_error, j.group_key
     FROM pgqrs_jobs j JOIN pgqrs_queues q ON q.id = j.queue_id WHERE j.id = ?1
     UNION ALL
     SELECT a.id, q.name, a.payload, 'archived', a.priority, a.attempts, NULL, a.enqueued_at,
-        NULL, NULL, NULL, a.archived_at, a.last_error
+        NULL, NULL, NULL, a.archived_at, a.last_error, a.group_key
     FROM pgqrs_archive a JOIN pgqrs_queues q ON q.id = a.queue_id WHERE a.id = ?1
     UNION ALL
     SELECT d.id, q.name, d.payload, 'dead', d.priority, d.attempts, d.max_attempts,
-        d.enqueued_at, NULL, NULL, NULL, d.failed_at, d.last_error
+        d.enqueued_at, NULL, NULL, NULL, d.failed_at, d.last_error, d.group_key
     FROM pgqrs_dead d JOIN pgqrs_queues q ON q.id = d.queue_id WHERE d.id = ?1";
 
 pub(super) const QUEUE_NAME: &str = "SELECT name FROM pgqrs_queues WHERE id = ?";
@@ -441,13 +507,13 @@ pub(super) const LIST_LEASED: ListPending = list_pending!(
 
 /// Newest first after `(?2, ?3)`: a backward range of the (queue_id, archived_at) index.
 pub(super) const LIST_ARCHIVED: &str = "SELECT id, queue_id, payload, 'archived', priority,
-        attempts, NULL, enqueued_at, NULL, NULL, NULL, archived_at, last_error
+        attempts, NULL, enqueued_at, NULL, NULL, NULL, archived_at, last_error, group_key
     FROM pgqrs_archive
     WHERE queue_id = ?1 AND archived_at <= ?2 AND (archived_at < ?2 OR id < ?3)
     ORDER BY archived_at DESC, id DESC LIMIT ?4";
 /// By id after `?2`: a range of the (queue_id, id) index.
 pub(super) const LIST_DEAD: &str = "SELECT id, queue_id, payload, 'dead', priority, attempts,
-        max_attempts, enqueued_at, NULL, NULL, NULL, failed_at, last_error
+        max_attempts, enqueued_at, NULL, NULL, NULL, failed_at, last_error, group_key
     FROM pgqrs_dead WHERE queue_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
 
 // The actions: one statement on the writer, by primary key, only while the job is waiting.

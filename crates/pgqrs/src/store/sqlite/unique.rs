@@ -96,7 +96,7 @@ impl<E: Engine> SqliteBackend<E> {
             .filter(|&i| out[i] == Placed::NotWritten)
             .collect();
         for chunk in new.chunks(KEY_CHUNK) {
-            let mut args = Vec::with_capacity(6 + 2 * chunk.len());
+            let mut args = Vec::with_capacity(7 + 2 * chunk.len());
             args.extend(
                 [
                     queue_id,
@@ -108,6 +108,7 @@ impl<E: Engine> SqliteBackend<E> {
                 .map(Arg::Int),
             );
             args.push(p.timeout_ms.into());
+            args.push(p.group.as_deref().into());
             for &i in chunk {
                 args.push(Arg::Text(&p.payloads[i]));
                 args.push(u.keys[i].as_deref().into());
