@@ -158,7 +158,7 @@ BEGIN
     -- Numbers and nesting: only a payload that may hold a long integer or an exponent, or
     -- more brackets than max_depth, needs the look past its strings (cheap tests first).
     IF v_text ~ '[0-9]{19}|[0-9.][eE]'
-       OR length(v_text) - length(translate(v_text, '[{', '')) > cfg.max_depth THEN
+       OR length(v_text) - length(replace(replace(v_text, '[', ''), '{', '')) > cfg.max_depth THEN
         -- Strings out of the way, only the structure and the scalars are left.
         v_bare := regexp_replace(v_text, '"[^"\\]*(\\.[^"\\]*)*"', '""', 'g');
         IF v_bare ~ '[0-9]{19}|[eE]' THEN
