@@ -113,7 +113,7 @@ pub async fn defaults_and_options_match_the_builder(db: &TestDb) {
 /// The library's bounds, at their edges, and every bad option: SQLSTATE 22023 with the
 /// option's name; an unknown queue: 42704.
 pub async fn bad_input_is_refused_like_the_library(db: &TestDb) {
-    let store = store_with_queue(db, "max_payload_bytes=250").await;
+    let store = store_with_queue(db, "").await;
     let bad = "22023";
     ok(db, "'1', priority => 32767").await;
     ok(db, "'1', priority => -32768").await;
@@ -195,13 +195,28 @@ pub async fn bad_input_is_refused_like_the_library(db: &TestDb) {
         "unique_for",
     )
     .await;
-    // The payload: the store's max_payload_bytes (250 here), and what reads back as written.
-    let big = format!("'\"{}\"'", "x".repeat(249));
-    refused(db, &big, bad, "exceeds the maximum of 250 bytes").await;
-    ok(db, &format!("'\"{}\"'", "x".repeat(248))).await;
+    // The payload must read back as written.
     let deep = |n: usize| format!("'{}{}'", "[".repeat(n), "]".repeat(n));
     ok(db, &deep(pgqrs::MAX_DEPTH)).await;
     refused(db, &deep(pgqrs::MAX_DEPTH + 1), bad, "nested more than 100").await;
+    // Brackets and digits inside strings (escaped quotes too) are text, not structure.
+    ok(
+        db,
+        &format!(
+            r#"'["{}", "\" 99999999999999999999999 1e400"]'"#,
+            "[".repeat(150)
+        ),
+    )
+    .await;
+    let mixed = |n: usize| format!("'{}1{}'", r#"{"a": ["#.repeat(n), "]}".repeat(n));
+    ok(db, &mixed(pgqrs::MAX_DEPTH / 2)).await;
+    refused(
+        db,
+        &mixed(pgqrs::MAX_DEPTH / 2 + 1),
+        bad,
+        "nested more than 100",
+    )
+    .await;
     ok(
         db,
         "'[18446744073709551615, -9223372036854775808, 1e308, 1e-400]'",
@@ -220,9 +235,16 @@ pub async fn bad_input_is_refused_like_the_library(db: &TestDb) {
         }
         Ok(id) => panic!("made job {id} in no queue"),
     }
+    // The size limit is the installing store's max_payload_bytes: installing again from a
+    // store with another one changes it.
+    let small = db.store_with("max_payload_bytes=250").await;
+    let big = format!("'\"{}\"'", "x".repeat(249));
+    refused(db, &big, bad, "exceeds the maximum of 250 bytes").await;
+    ok(db, &format!("'\"{}\"'", "x".repeat(248))).await;
+    small.close().await;
     // Nothing refused was written.
     let (ready, ..) = counts(&store, "q").await;
-    assert_eq!(ready, 11, "the accepted calls only");
+    assert_eq!(ready, 13, "the accepted calls only");
 }
 
 /// Unique keys: the holder's id (on_duplicate 'existing', the default), or unique_violation

@@ -145,40 +145,50 @@ BEGIN
         RAISE EXCEPTION 'pgqrs_enqueue: payload of % bytes exceeds the maximum of % bytes (store large data elsewhere and enqueue a reference)',
             octet_length(v_text), cfg.max_payload_bytes USING ERRCODE = '22023';
     END IF;
+    -- The escapes, left to right (a pair, another \u escape, or any other one such as an
+    -- escaped backslash, so that "\\ud800" is not taken for one).
     IF strpos(v_text, '\u') > 0 AND EXISTS (
         SELECT 1 FROM regexp_matches(v_text,
-            '\\(u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)', 'g') AS m(e)
+            '\\(u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|[^u])', 'g') AS m(e)
         WHERE m.e[1] ~ '^u[dD][89a-fA-F][0-9a-fA-F]{2}$')
     THEN
         RAISE EXCEPTION 'pgqrs_enqueue: invalid payload: holds a string with a lone UTF-16 surrogate escape (\ud800-\udfff not in a pair), which is not valid text; remove it'
             USING ERRCODE = '22023';
     END IF;
-    -- Strings out of the way, only the structure and the scalars are left.
-    v_bare := regexp_replace(v_text, '"(\\.|[^"\\])*"', '""', 'g');
-    FOR v_token IN
-        SELECT m[1] FROM regexp_matches(v_bare, '(-?[0-9][0-9.eE+-]*)', 'g') AS m
-        WHERE length(m[1]) > 18 OR m[1] ~ '[eE]'
-    LOOP
-        IF v_token ~ '[.eE]' THEN
-            IF abs(v_token::numeric) > 1.7976931348623157e308 THEN
-                RAISE EXCEPTION 'pgqrs_enqueue: invalid payload: holds the number %, beyond the range of a 64-bit float; send it as a string',
-                    left(v_token, 40) USING ERRCODE = '22023';
-            END IF;
-        ELSIF v_token::numeric NOT BETWEEN -9223372036854775808 AND 18446744073709551615 THEN
-            RAISE EXCEPTION 'pgqrs_enqueue: invalid payload: holds an integer of % digits, outside the 64-bit range (-9223372036854775808 to 18446744073709551615) that is read back exactly; send it as a string',
-                length(ltrim(v_token, '-')) USING ERRCODE = '22023';
+    -- Numbers and nesting: only a payload that may hold a long integer or an exponent, or
+    -- more brackets than max_depth, needs the look past its strings (cheap tests first).
+    IF v_text ~ '[0-9]{19}|[0-9.][eE]'
+       OR length(v_text) - length(replace(replace(v_text, '[', ''), '{', '')) > cfg.max_depth THEN
+        -- Strings out of the way, only the structure and the scalars are left.
+        v_bare := regexp_replace(v_text, '"[^"\\]*(\\.[^"\\]*)*"', '""', 'g');
+        IF v_bare ~ '[0-9]{19}|[eE]' THEN
+            FOR v_token IN
+                SELECT m[1] FROM regexp_matches(v_bare, '(-?[0-9][0-9.eE+-]*)', 'g') AS m
+                WHERE length(m[1]) > 18 OR m[1] ~ '[eE]'
+            LOOP
+                IF v_token ~ '[.eE]' THEN
+                    IF abs(v_token::numeric) > 1.7976931348623157e308 THEN
+                        RAISE EXCEPTION 'pgqrs_enqueue: invalid payload: holds the number %, beyond the range of a 64-bit float; send it as a string',
+                            left(v_token, 40) USING ERRCODE = '22023';
+                    END IF;
+                ELSIF v_token::numeric NOT BETWEEN -9223372036854775808 AND 18446744073709551615 THEN
+                    RAISE EXCEPTION 'pgqrs_enqueue: invalid payload: holds an integer of % digits, outside the 64-bit range (-9223372036854775808 to 18446744073709551615) that is read back exactly; send it as a string',
+                        length(ltrim(v_token, '-')) USING ERRCODE = '22023';
+                END IF;
+            END LOOP;
         END IF;
-    END LOOP;
-    -- Nesting: each pass removes the innermost (empty) brackets; after max_depth passes a
-    -- payload nested at most that deep has none left.
-    v_bare := regexp_replace(v_bare, '[^][{}]', '', 'g');
-    FOR v_round IN 1..cfg.max_depth LOOP
-        EXIT WHEN v_bare = '';
-        v_bare := regexp_replace(v_bare, '\[\]|\{\}', '', 'g');
-    END LOOP;
-    IF v_bare <> '' THEN
-        RAISE EXCEPTION 'pgqrs_enqueue: invalid payload: nested more than % levels deep; flatten it',
-            cfg.max_depth USING ERRCODE = '22023';
+        -- Nesting: keep the brackets (what is left besides them is a fixed set of
+        -- characters), then each pass removes the innermost pairs; after max_depth passes a
+        -- payload nested at most that deep has none left.
+        v_bare := translate(v_bare, '0123456789+-.eE,:" truefalsn' || E'\t\n\r', '');
+        FOR v_round IN 1..cfg.max_depth LOOP
+            EXIT WHEN v_bare = '';
+            v_bare := regexp_replace(v_bare, '\[\]|\{\}', '', 'g');
+        END LOOP;
+        IF v_bare <> '' THEN
+            RAISE EXCEPTION 'pgqrs_enqueue: invalid payload: nested more than % levels deep; flatten it',
+                cfg.max_depth USING ERRCODE = '22023';
+        END IF;
     END IF;
 
     -- The queue's row, held (FOR KEY SHARE) until the transaction ends, as the library's
