@@ -108,6 +108,13 @@ pub async fn defaults_and_options_match_the_builder(db: &TestDb) {
     }
     let past = ok(db, "'5', at => now() - interval '1 minute'").await;
     assert_eq!(admin.get_job(past).await.unwrap().state, JobState::Ready);
+    // The group, as the builder's `group`.
+    let grouped = ok(db, "'6', group_key => 'customer-7'").await;
+    let job = admin.get_job(grouped).await.unwrap();
+    assert_eq!(job.group.as_deref(), Some("customer-7"));
+    let keyed = ok(db, "'7', key => 'g', group_key => 'customer-8'").await;
+    let job = admin.get_job(keyed).await.unwrap();
+    assert_eq!(job.group.as_deref(), Some("customer-8"));
 }
 
 /// The library's bounds, at their edges, and every bad option: SQLSTATE 22023 with the
@@ -161,6 +168,14 @@ pub async fn bad_input_is_refused_like_the_library(db: &TestDb) {
     )
     .await;
     refused(db, "'1', key => ''", bad, "key").await;
+    refused(db, "'1', group_key => ''", bad, "group_key").await;
+    refused(
+        db,
+        &format!("'1', group_key => '{}'", "g".repeat(pgqrs::MAX_KEY_BYTES + 1)),
+        bad,
+        "group_key",
+    )
+    .await;
     ok(
         db,
         &format!("'1', key => '{}'", "k".repeat(pgqrs::MAX_KEY_BYTES)),
@@ -297,7 +312,7 @@ pub async fn install_writes_the_settings(db: &TestDb) {
     let schema = db.schema().unwrap();
     db.exec_raw(&format!(
         "DROP FUNCTION \"{schema}\".pgqrs_enqueue(text, json, interval, timestamptz, integer, \
-         integer, interval, text, interval, text)"
+         integer, interval, text, interval, text, text)"
     ))
     .await;
     let e = pgqrs::admin(&store).verify().await.unwrap_err();

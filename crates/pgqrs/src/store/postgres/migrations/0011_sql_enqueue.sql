@@ -16,6 +16,8 @@
 --   unique_for interval               a finished job holds its key this long (needs key)
 --   on_duplicate text                 'existing' (default) or 'error' (raises
 --                                     unique_violation, SQLSTATE 23505; needs key)
+--   group_key text                    the job's group, for a queue's group concurrency
+--                                     limit (the library's `group`)
 --
 -- One source of truth: the defaults and bounds (max_attempts, max_payload_bytes, priority,
 -- delay, timeout, key and unique_for limits, the payload's nesting depth) are not written
@@ -36,7 +38,8 @@ CREATE OR REPLACE FUNCTION {s}.pgqrs_enqueue(
     timeout      interval    DEFAULT NULL,
     key          text        DEFAULT NULL,
     unique_for   interval    DEFAULT NULL,
-    on_duplicate text        DEFAULT NULL
+    on_duplicate text        DEFAULT NULL,
+    group_key    text        DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -131,6 +134,10 @@ BEGIN
         RAISE EXCEPTION 'pgqrs_enqueue: invalid key: must be 1 to % bytes long (got % bytes); a longer identity can be hashed into a key',
             cfg.max_key_bytes, octet_length(pgqrs_enqueue.key) USING ERRCODE = '22023';
     END IF;
+    IF octet_length(pgqrs_enqueue.group_key) NOT BETWEEN 1 AND cfg.max_key_bytes THEN
+        RAISE EXCEPTION 'pgqrs_enqueue: invalid group_key: must be 1 to % bytes long (got % bytes); leave it NULL for a job without a group',
+            cfg.max_key_bytes, octet_length(pgqrs_enqueue.group_key) USING ERRCODE = '22023';
+    END IF;
     IF pgqrs_enqueue.unique_for IS NOT NULL
        AND (pgqrs_enqueue.unique_for <= interval '0'
             OR extract(epoch FROM pgqrs_enqueue.unique_for) * 1000 > cfg.max_unique_for_ms) THEN
@@ -200,8 +207,8 @@ BEGIN
     END IF;
 
     IF pgqrs_enqueue.key IS NULL THEN
-        INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority, timeout_ms)
-        VALUES (qid, pgqrs_enqueue.payload, v_attempts, v_visible, v_priority, v_timeout)
+        INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority, timeout_ms, group_key)
+        VALUES (qid, pgqrs_enqueue.payload, v_attempts, v_visible, v_priority, v_timeout, pgqrs_enqueue.group_key)
         RETURNING id INTO v_id;
     ELSE
         -- As the library's keyed enqueue: the job holding the key (waiting or running, or
@@ -224,8 +231,8 @@ BEGIN
                 END IF;
                 RETURN v_id;
             END IF;
-            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority, timeout_ms, unique_key)
-            VALUES (qid, pgqrs_enqueue.payload, v_attempts, v_visible, v_priority, v_timeout, pgqrs_enqueue.key)
+            INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority, timeout_ms, unique_key, group_key)
+            VALUES (qid, pgqrs_enqueue.payload, v_attempts, v_visible, v_priority, v_timeout, pgqrs_enqueue.key, pgqrs_enqueue.group_key)
             ON CONFLICT (queue_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
             RETURNING id INTO v_id;
             EXIT WHEN v_id IS NOT NULL;
