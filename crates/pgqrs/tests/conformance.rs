@@ -111,6 +111,14 @@ macro_rules! conformance {
                 unique_for_race_with_completions,
                 keyed_job_keeps_key_and_timeout_when_dead,
             }
+            schedules {
+                schedule_lifecycle,
+                schedule_bad_input,
+                schedule_fires_each_tick_once,
+                missed_ticks_policy,
+                many_firers_one_job_per_tick,
+                worker_fires_schedules,
+            }
             quickstart { seed_example }
         );
     };

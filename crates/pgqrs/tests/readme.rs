@@ -1,6 +1,6 @@
-//! The README's Rust examples are `examples/quickstart.rs` and `examples/workflow.rs`, word for
-//! word except for the connection string; this test checks that, then runs both examples on
-//! every backend.
+//! The README's Rust examples are `examples/quickstart.rs`, `examples/schedules.rs` and
+//! `examples/workflow.rs`, word for word except for the connection string; this test checks
+//! that, then runs the examples on every backend.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -38,10 +38,10 @@ fn readme_rust_examples_are_the_example_files() {
     let blocks = readme_rust_blocks();
     assert_eq!(
         blocks.len(),
-        2,
-        "README has a job-queue and a workflow Rust example"
+        3,
+        "README has a job-queue, a schedules and a workflow Rust example"
     );
-    for (block, name) in blocks.iter().zip(["quickstart", "workflow"]) {
+    for (block, name) in blocks.iter().zip(["quickstart", "schedules", "workflow"]) {
         assert!(
             block.contains(README_DSN),
             "README {name} example connects to {README_DSN}"
@@ -91,6 +91,7 @@ fn run_example(name: &str, dsn: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     match name {
         "quickstart" => assert!(stdout.contains("Processing: Object"), "{stdout}"),
+        "schedules" => assert!(stdout.contains("Tick: {\"kind\":\"beat\"}"), "{stdout}"),
         _ => assert!(stdout.contains("Result: Processed 3 lines"), "{stdout}"),
     }
 }
@@ -137,7 +138,7 @@ fn drop_schema(dsn: &str) {
 fn readme_examples_run_on_every_backend() {
     let dir = std::env::temp_dir().join(format!("pgqrs-readme-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for name in ["quickstart", "workflow"] {
+    for name in ["quickstart", "schedules", "workflow"] {
         let db = dir.join(format!("{name}.db"));
         run_example(name, &format!("sqlite://{}", db.display()));
         #[cfg(feature = "postgres")]

@@ -13,6 +13,7 @@ pub mod queues;
 pub mod quickstart;
 pub mod retention;
 pub mod retry;
+pub mod schedules;
 pub mod schema;
 pub mod unique;
 pub mod wakeup;
