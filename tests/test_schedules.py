@@ -132,9 +132,7 @@ async def test_fire_due_trigger_and_workflow_schedule(store: pgqrs.Store) -> Non
     assert isinstance(fired, pgqrs.Fired)
     assert len(fired.job_ids) == 1 and fired.run_ids == []
 
-    await admin.create_schedule(
-        "runs", "q", every=3600, workflow="report", payload={"day": 1}
-    )
+    await admin.create_schedule("runs", "q", every=3600, workflow="report", payload={"day": 1})
     fired = await admin.trigger_schedule("runs")
     assert len(fired.job_ids) == len(fired.run_ids) == 1
     run = await admin.workflow_run(fired.run_ids[0])

@@ -12,8 +12,8 @@ use crate::convert::{
 };
 use crate::errors::{exc, to_py, validation};
 use crate::rows::{
-    retention_secs, rows, ArchivedJobRow, DeadLetterRow, JobPageOut, JobRow, MessageRow,
-    FiredRow, MetricsRow, PrunedRow, QueueRow, RunRow, ScheduleRow, StepRow, WorkerRow,
+    retention_secs, rows, ArchivedJobRow, DeadLetterRow, FiredRow, JobPageOut, JobRow, MessageRow,
+    MetricsRow, PrunedRow, QueueRow, RunRow, ScheduleRow, StepRow, WorkerRow,
 };
 use crate::runtime::{awaitable, native_call};
 use crate::worker::{WorkerOptions, WorkerSession};

@@ -82,8 +82,8 @@ pub use retention::{
 };
 pub use retry::{Backoff, RetryPolicy};
 pub use schedule::{
-    catch_up_from, interval_from_secs, Fired, ScheduleInfo, ScheduleOptions, MAX_CATCH_UP, MAX_SCHEDULE_INTERVAL,
-    MIN_SCHEDULE_INTERVAL, MISSED_TICK_GRACE,
+    catch_up_from, interval_from_secs, Fired, ScheduleInfo, ScheduleOptions, MAX_CATCH_UP,
+    MAX_SCHEDULE_INTERVAL, MIN_SCHEDULE_INTERVAL, MISSED_TICK_GRACE,
 };
 pub use session::{idle_wait, Claimed, SessionOptions, WorkerSession, WorkerStats};
 pub use store::{connect_with, Store};

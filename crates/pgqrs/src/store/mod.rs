@@ -17,9 +17,9 @@ use chrono::{DateTime, Utc};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::job_state::{Job, JobState};
+use crate::schedule::{Fired, ScheduleInfo};
 use crate::types::*;
 use crate::types::{Prunable, Retention};
-use crate::schedule::{Fired, ScheduleInfo};
 
 mod connect;
 mod decode;

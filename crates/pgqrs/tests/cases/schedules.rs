@@ -205,9 +205,21 @@ pub async fn schedule_bad_input(db: &TestDb) {
             }
         );
     }
-    assert_err!(pgqrs::interval_from_secs(-5.0), Error::Validation { field: "every", .. });
-    assert_err!(pgqrs::interval_from_secs(f64::NAN), Error::Validation { field: "every", .. });
-    assert_err!(pgqrs::catch_up_from(-1), Error::Validation { field: "catch_up", .. });
+    assert_err!(
+        pgqrs::interval_from_secs(-5.0),
+        Error::Validation { field: "every", .. }
+    );
+    assert_err!(
+        pgqrs::interval_from_secs(f64::NAN),
+        Error::Validation { field: "every", .. }
+    );
+    assert_err!(
+        pgqrs::catch_up_from(-1),
+        Error::Validation {
+            field: "catch_up",
+            ..
+        }
+    );
     assert!(admin.list_schedules().await.unwrap().is_empty());
 }
 
@@ -226,11 +238,19 @@ pub async fn schedule_fires_each_tick_once(db: &TestDb) {
     let wait = (s.next_at - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(wait + ms(50)).await;
     assert_eq!(admin.fire_due_schedules().await.unwrap(), 1);
-    assert_eq!(admin.fire_due_schedules().await.unwrap(), 0, "the tick is taken");
+    assert_eq!(
+        admin.fire_due_schedules().await.unwrap(),
+        0,
+        "the tick is taken"
+    );
     let jobs = ready_jobs(&store, "q").await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].payload, json!({"n": 1}));
-    assert_eq!(jobs[0].visible_at, Some(s.next_at), "a job records its tick");
+    assert_eq!(
+        jobs[0].visible_at,
+        Some(s.next_at),
+        "a job records its tick"
+    );
     let after = admin.get_schedule("tick").await.unwrap();
     assert_eq!(after.last_tick_at, Some(s.next_at));
     assert!(after.next_at > s.next_at && after.next_at > Utc::now() - TimeDelta::seconds(1));
@@ -243,7 +263,10 @@ pub async fn schedule_fires_each_tick_once(db: &TestDb) {
     assert_eq!(fired.job_ids.len(), 1);
     assert!(fired.run_ids.is_empty());
     let still = admin.get_schedule("tick").await.unwrap();
-    assert_eq!((still.next_at, still.last_tick_at), (p.next_at, p.last_tick_at));
+    assert_eq!(
+        (still.next_at, still.last_tick_at),
+        (p.next_at, p.last_tick_at)
+    );
     assert_eq!(ready_jobs(&store, "q").await.len(), 2);
     // Resumed: from the next tick after now; the pause's ticks are not fired.
     let r = admin.resume_schedule("tick").await.unwrap();
@@ -378,7 +401,11 @@ pub async fn many_firers_one_job_per_tick(db: &TestDb) {
         .filter_map(|j| j.visible_at)
         .collect();
     let distinct: HashSet<_> = seconds.iter().collect();
-    assert_eq!(distinct.len(), seconds.len(), "one job per tick: {seconds:?}");
+    assert_eq!(
+        distinct.len(),
+        seconds.len(),
+        "one job per tick: {seconds:?}"
+    );
     assert!(
         (2..=5).contains(&seconds.len()),
         "a tick each second for ~3 s: {seconds:?}"
@@ -397,10 +424,7 @@ pub async fn worker_fires_schedules(db: &TestDb) {
     let store = db.store_with_queue("q").await;
     let admin = pgqrs::admin(&store);
     admin.create_queue("other").await.unwrap();
-    let (stop, task) = spawn_worker(
-        &store,
-        pgqrs::worker("other").handle(|_m| async { Ok(()) }),
-    );
+    let (stop, task) = spawn_worker(&store, pgqrs::worker("other").handle(|_m| async { Ok(()) }));
     admin
         .create_schedule(
             "tick",
