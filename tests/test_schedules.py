@@ -156,3 +156,20 @@ async def test_running_worker_fires_every_schedule(store: pgqrs.Store) -> None:
     finally:
         w.stop()
         await run
+
+
+async def test_worker_can_leave_schedules_to_others(store: pgqrs.Store) -> None:
+    """``fire_schedules=False``: the worker fires nothing; ``fire_due_schedules`` still does."""
+    admin = pgqrs.admin(store)
+    await admin.create_queue("q")
+    w = pgqrs.worker(store, "q", lambda m: None, fire_schedules=False)
+    run = asyncio.create_task(w.run())
+    try:
+        await admin.create_queue("quiet")
+        await admin.create_schedule("tick", "quiet", cron="* * * * * *")
+        await asyncio.sleep(1.5)
+        assert await ready_payloads(store, "quiet") == []
+        assert await admin.fire_due_schedules() == 1
+    finally:
+        w.stop()
+        await run

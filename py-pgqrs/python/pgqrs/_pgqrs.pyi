@@ -524,6 +524,7 @@ class WorkerOptions:
         claim_ahead_timeout: float | None = None,
         prune_interval: float | None = None,
         job_timeout: float | None = None,
+        fire_schedules: bool | None = None,
     ) -> WorkerOptions: ...
 
 @final
