@@ -862,6 +862,38 @@ mod tests {
     }
 
     #[test]
+    fn any_text_is_a_schedule_or_a_typed_error_never_a_panic() {
+        use proptest::test_runner::TestRunner;
+        let now = t("2026-03-29T00:30:00Z");
+        let mut runner = TestRunner::default();
+        runner
+            .run(
+                &("[0-9*/,LW#?A-Za-z@ -]{0,40}", "\\PC{0,40}", 0u32..5),
+                |(expr, tz, n)| {
+                    match parse_cron(&expr) {
+                        Ok(c) => {
+                            let ticks = Ticks::Cron {
+                                cron: Box::new(c),
+                                tz: chrono_tz::Europe::Paris,
+                            };
+                            if let Ok(next) = ticks.next_after(now) {
+                                assert!(next > now, "{expr:?}: {next}");
+                                let p = plan(&ticks, next, n, next + TimeDelta::hours(3));
+                                assert!(p.is_ok_and(|p| p.next_at > next), "{expr:?}");
+                            }
+                        }
+                        Err(e) => assert!(e.to_string().contains("give"), "{expr:?}: {e}"),
+                    }
+                    if let Err(e) = parse_tz(&tz) {
+                        assert!(e.to_string().contains("IANA"), "{tz:?}: {e}");
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+
+    #[test]
     fn interval_ticks_count_from_the_anchor() {
         let anchor = t("2026-01-01T00:00:00Z");
         let e = Ticks::Every {
