@@ -45,6 +45,7 @@ SAMPLES: dict[str, Any] = {
     "called": "process",
     "error": "ValueError: boom",
     "key": "invoice-42",
+    "name": "nightly",
 }
 
 
@@ -84,6 +85,8 @@ def test_tree_shape() -> None:
         e.PoolTimeoutError: e.DatabaseError,
         e.BusyError: e.DatabaseError,
         e.StoreClosedError: e.DatabaseError,
+        e.ScheduleNotFoundError: e.ScheduleError,
+        e.ScheduleAlreadyExistsError: e.ScheduleError,
         e.WorkflowNotFoundError: e.WorkflowError,
         e.NonDeterministicError: e.WorkflowError,
         e.WorkflowCancelledError: e.WorkflowError,

@@ -67,6 +67,8 @@ ROWS = (
     _pgqrs.JobRow,
     _pgqrs.JobPageRow,
     _pgqrs.PrunedRow,
+    _pgqrs.ScheduleRow,
+    _pgqrs.FiredRow,
 )
 
 

@@ -50,6 +50,8 @@ exceptions!(
     SchemaTooNewError,
     SchemaInvalidError,
     StoreClosedError,
+    ScheduleNotFoundError,
+    ScheduleAlreadyExistsError,
     WorkflowNotFoundError,
     NonDeterministicError,
     WorkflowCancelledError,
@@ -155,6 +157,14 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
             kw.set_item("recorded", recorded)?;
             kw.set_item("called", called)?;
             exc::NonDeterministicError::type_object(py)
+        }
+        Error::ScheduleNotFound { name } => {
+            kw.set_item("name", name)?;
+            exc::ScheduleNotFoundError::type_object(py)
+        }
+        Error::ScheduleAlreadyExists { name } => {
+            kw.set_item("name", name)?;
+            exc::ScheduleAlreadyExistsError::type_object(py)
         }
         Error::WorkflowCancelled { run_id } => {
             kw.set_item("run_id", *run_id)?;

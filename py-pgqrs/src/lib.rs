@@ -74,6 +74,8 @@ fn _pgqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<rows::Claimed>()?;
     m.add_class::<rows::QueueRow>()?;
     m.add_class::<rows::PrunedRow>()?;
+    m.add_class::<rows::ScheduleRow>()?;
+    m.add_class::<rows::FiredRow>()?;
     m.add_class::<rows::MetricsRow>()?;
     m.add_class::<rows::DeadLetterRow>()?;
     m.add_class::<rows::ArchivedJobRow>()?;

@@ -128,6 +128,65 @@ impl From<pgqrs::QueueInfo> for QueueRow {
     }
 }
 
+/// A schedule.
+#[pyclass(module = "pgqrs._pgqrs", frozen, get_all)]
+pub struct ScheduleRow {
+    pub id: i64,
+    pub name: String,
+    pub queue: String,
+    pub cron: Option<String>,
+    /// Seconds.
+    pub every: Option<f64>,
+    pub timezone: Option<String>,
+    pub payload_json: String,
+    pub workflow: Option<String>,
+    pub priority: i16,
+    pub max_attempts: Option<i32>,
+    pub catch_up: u32,
+    pub paused: bool,
+    pub next_at_us: i64,
+    pub last_tick_at_us: Option<i64>,
+    pub created_at_us: i64,
+}
+
+impl From<pgqrs::ScheduleInfo> for ScheduleRow {
+    fn from(s: pgqrs::ScheduleInfo) -> Self {
+        ScheduleRow {
+            id: s.id,
+            name: s.name,
+            queue: s.queue,
+            cron: s.cron,
+            every: s.every.map(|d| d.as_secs_f64()),
+            timezone: s.timezone,
+            payload_json: json_text(&s.payload),
+            workflow: s.workflow,
+            priority: s.priority,
+            max_attempts: s.max_attempts,
+            catch_up: s.catch_up,
+            paused: s.paused,
+            next_at_us: us(s.next_at),
+            last_tick_at_us: s.last_tick_at.map(us),
+            created_at_us: us(s.created_at),
+        }
+    }
+}
+
+/// What firing a schedule made.
+#[pyclass(module = "pgqrs._pgqrs", frozen, get_all)]
+pub struct FiredRow {
+    pub job_ids: Vec<i64>,
+    pub run_ids: Vec<i64>,
+}
+
+impl From<pgqrs::Fired> for FiredRow {
+    fn from(f: pgqrs::Fired) -> Self {
+        FiredRow {
+            job_ids: f.job_ids,
+            run_ids: f.run_ids,
+        }
+    }
+}
+
 /// What a prune deleted, per table.
 #[pyclass(module = "pgqrs._pgqrs", frozen, get_all)]
 pub struct PrunedRow {

@@ -12,8 +12,8 @@ use crate::convert::{
 };
 use crate::errors::{exc, to_py, validation};
 use crate::rows::{
-    retention_secs, rows, ArchivedJobRow, DeadLetterRow, JobPageOut, JobRow, MessageRow,
-    MetricsRow, PrunedRow, QueueRow, RunRow, StepRow, WorkerRow,
+    retention_secs, rows, ArchivedJobRow, DeadLetterRow, FiredRow, JobPageOut, JobRow, MessageRow,
+    MetricsRow, PrunedRow, QueueRow, RunRow, ScheduleRow, StepRow, WorkerRow,
 };
 use crate::runtime::{awaitable, native_call};
 use crate::worker::{WorkerOptions, WorkerSession};
@@ -654,6 +654,128 @@ impl Store {
     ) -> PyResult<Bound<'py, PyAny>> {
         let id = int("run id", id)?;
         native_call!(self, py, |s| pgqrs::admin(&s).cancel_workflow(id).await)
+    }
+
+    /// Create a schedule; options not given take the core's defaults, and the core checks
+    /// them all (the Python layer only encodes the payload).
+    #[pyo3(signature = (
+        name, queue, *, cron=None, every=None, timezone=None, payload_json=None,
+        catch_up=None, workflow=None, priority=None, max_attempts=None
+    ))]
+    #[allow(clippy::too_many_arguments)] // keyword-only options, each forwarded by name
+    fn create_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+        queue: &Bound<'py, PyAny>,
+        cron: Option<&Bound<'py, PyAny>>,
+        every: Option<f64>,
+        timezone: Option<&Bound<'py, PyAny>>,
+        payload_json: Option<String>,
+        catch_up: Option<&Bound<'py, PyAny>>,
+        workflow: Option<&Bound<'py, PyAny>>,
+        priority: Option<&Bound<'py, PyAny>>,
+        max_attempts: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("schedule name", name)?;
+        let queue = text("queue name", queue)?;
+        let mut o = pgqrs::ScheduleOptions::new();
+        if let Some(c) = cron {
+            o = o.set_cron(text("cron", c)?);
+        }
+        if let Some(e) = every {
+            o = o.set_every(pgqrs::interval_from_secs(e).map_err(to_py)?);
+        }
+        if let Some(tz) = timezone {
+            o = o.timezone(text("timezone", tz)?);
+        }
+        if let Some(p) = payload_json {
+            o = o.payload_json(p);
+        }
+        if let Some(n) = catch_up {
+            o = o.catch_up(pgqrs::catch_up_from(int("catch_up", n)?).map_err(to_py)?);
+        }
+        if let Some(w) = workflow {
+            o = o.workflow(text("workflow name", w)?);
+        }
+        if let Some(p) = priority {
+            o = o.priority(int("priority", p)?);
+        }
+        if let Some(n) = max_attempts {
+            o = o.max_attempts(count::<u32>("max_attempts", n)?);
+        }
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .create_schedule(&name, &queue, o)
+            .await
+            .map(ScheduleRow::from))
+    }
+
+    fn get_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("schedule name", name)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .get_schedule(&name)
+            .await
+            .map(ScheduleRow::from))
+    }
+
+    fn list_schedules<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .list_schedules()
+            .await
+            .map(rows::<_, ScheduleRow>))
+    }
+
+    fn pause_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("schedule name", name)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .pause_schedule(&name)
+            .await
+            .map(ScheduleRow::from))
+    }
+
+    fn resume_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("schedule name", name)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .resume_schedule(&name)
+            .await
+            .map(ScheduleRow::from))
+    }
+
+    fn delete_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("schedule name", name)?;
+        native_call!(self, py, |s| pgqrs::admin(&s).delete_schedule(&name).await)
+    }
+
+    fn trigger_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = text("schedule name", name)?;
+        native_call!(self, py, |s| pgqrs::admin(&s)
+            .trigger_schedule(&name)
+            .await
+            .map(FiredRow::from))
+    }
+
+    fn fire_due_schedules<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        native_call!(self, py, |s| pgqrs::admin(&s).fire_due_schedules().await)
     }
 }
 

@@ -28,6 +28,7 @@ pub struct WorkerOptions {
     claim_ahead_timeout: Option<Duration>,
     prune_interval: Option<Duration>,
     job_timeout: Option<Duration>,
+    fire_schedules: Option<bool>,
 }
 
 impl WorkerOptions {
@@ -70,6 +71,9 @@ impl WorkerOptions {
         if let Some(d) = self.job_timeout {
             b = b.job_timeout(d);
         }
+        if let Some(yes) = self.fire_schedules {
+            b = b.fire_schedules(yes);
+        }
         b
     }
 }
@@ -78,7 +82,7 @@ impl WorkerOptions {
 impl WorkerOptions {
     /// Checks what it can without a database (concurrency, batch size, durations).
     #[new]
-    #[pyo3(signature = (*, concurrency=None, batch_size=None, visibility_timeout=None, retry=None, poll_interval=None, shutdown_grace=None, heartbeat_interval=None, delete_on_success=None, flush_interval=None, claim_ahead_timeout=None, prune_interval=None, job_timeout=None))]
+    #[pyo3(signature = (*, concurrency=None, batch_size=None, visibility_timeout=None, retry=None, poll_interval=None, shutdown_grace=None, heartbeat_interval=None, delete_on_success=None, flush_interval=None, claim_ahead_timeout=None, prune_interval=None, job_timeout=None, fire_schedules=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         concurrency: Option<&Bound<'py, PyAny>>,
@@ -93,6 +97,7 @@ impl WorkerOptions {
         claim_ahead_timeout: Option<&Bound<'py, PyAny>>,
         prune_interval: Option<&Bound<'py, PyAny>>,
         job_timeout: Option<&Bound<'py, PyAny>>,
+        fire_schedules: Option<bool>,
     ) -> PyResult<Self> {
         let options = WorkerOptions {
             concurrency: concurrency.map(|n| count("concurrency", n)).transpose()?,
@@ -107,6 +112,7 @@ impl WorkerOptions {
             claim_ahead_timeout: opt_secs_any("claim_ahead_timeout", claim_ahead_timeout)?,
             prune_interval: opt_secs_any("prune_interval", prune_interval)?,
             job_timeout: opt_secs_any("job_timeout", job_timeout)?,
+            fire_schedules,
         };
         options.builder(String::new()).validate().map_err(to_py)?;
         Ok(options)

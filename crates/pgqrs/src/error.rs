@@ -179,6 +179,20 @@ pub enum Error {
     #[error("the store is closed")]
     Closed,
 
+    /// No schedule has this name.
+    #[error("schedule {name:?} does not exist (list them with admin.list_schedules)")]
+    ScheduleNotFound {
+        /// The schedule name.
+        name: String,
+    },
+
+    /// A schedule with this name already exists.
+    #[error("schedule {name:?} already exists: pick another name, or delete it first")]
+    ScheduleAlreadyExists {
+        /// The schedule name.
+        name: String,
+    },
+
     /// A workflow run does not exist.
     #[error("workflow run {id} not found")]
     WorkflowNotFound {

@@ -61,6 +61,7 @@ mod limits;
 mod produce;
 mod retention;
 mod retry;
+mod schedule;
 mod session;
 mod store;
 mod types;
@@ -86,6 +87,10 @@ pub use retention::{
     DEFAULT_PRUNE_INTERVAL, DEFAULT_WORKFLOW_RETENTION, MAX_RETENTION, MIN_RETENTION,
 };
 pub use retry::{Backoff, RetryPolicy};
+pub use schedule::{
+    catch_up_from, interval_from_secs, Fired, ScheduleInfo, ScheduleOptions, MAX_CATCH_UP,
+    MAX_SCHEDULE_INTERVAL, MIN_SCHEDULE_INTERVAL, MISSED_TICK_GRACE,
+};
 pub use session::{idle_wait, Claimed, SessionOptions, WorkerSession, WorkerStats};
 pub use store::{connect_with, Store};
 pub use types::{

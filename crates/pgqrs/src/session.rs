@@ -27,6 +27,7 @@ use crate::handler::Outcome;
 use crate::limits::{validate_batch, validate_interval, validate_lease, MAX_BATCH};
 use crate::retention::{validate_prune_interval, Pruner, DEFAULT_PRUNE_INTERVAL};
 use crate::retry::{failure, RetryPolicy};
+use crate::schedule::Ticker;
 use crate::store::{
     hostname, validate_queue_name, Backend, Claim, ClaimParams, Completion, Failure, NewWorker,
     Store,
@@ -68,6 +69,11 @@ pub struct SessionOptions {
     /// from 1 ms to 7 days. A handler past its job's timeout is cancelled and the attempt
     /// recorded as failed (see [`EnqueueBuilder::timeout`](crate::EnqueueBuilder::timeout)).
     pub job_timeout: Option<Duration>,
+    /// Whether the worker fires the due ticks of the store's schedules (of every queue;
+    /// default true). It wakes at each schedule's next tick, and reads the schedules at least
+    /// every second to see those other processes create. See
+    /// [`Admin::create_schedule`](crate::Admin::create_schedule).
+    pub fire_schedules: bool,
 }
 
 impl SessionOptions {
@@ -128,7 +134,7 @@ impl Default for SessionOptions {
     /// The defaults of every worker: the store's lease, [`RetryPolicy::default`], archive on
     /// success, completions flushed every 2 ms or 500 jobs, a heartbeat every third of the
     /// lease (at most every 5 s), jobs claimed ahead given back after waiting 2 s, a prune
-    /// every minute.
+    /// every minute, schedules fired.
     fn default() -> Self {
         SessionOptions {
             visibility_timeout: None,
@@ -141,6 +147,7 @@ impl Default for SessionOptions {
             claim_ahead: 2,
             prune_interval: DEFAULT_PRUNE_INTERVAL,
             job_timeout: None,
+            fire_schedules: true,
         }
     }
 }
@@ -369,6 +376,7 @@ pub struct WorkerSession {
     hb_stop: watch::Sender<bool>,
     heartbeat: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     pruner: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    ticker: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     claiming_stopped: watch::Sender<bool>,
 }
 
@@ -448,6 +456,14 @@ impl WorkerSession {
             }
             .run(hb_stop_rx.clone()),
         );
+        let ticker = opts.fire_schedules.then(|| {
+            tokio::spawn(
+                Ticker {
+                    backend: backend.clone(),
+                }
+                .run(hb_stop_rx.clone()),
+            )
+        });
         let pruner = tokio::spawn(
             Pruner {
                 backend: backend.clone(),
@@ -472,6 +488,7 @@ impl WorkerSession {
             hb_stop,
             heartbeat: tokio::sync::Mutex::new(Some(heartbeat)),
             pruner: tokio::sync::Mutex::new(Some(pruner)),
+            ticker: tokio::sync::Mutex::new(ticker),
             claiming_stopped: watch::channel(false).0,
         })
     }
@@ -778,6 +795,9 @@ impl WorkerSession {
             let _ = h.await;
         }
         if let Some(h) = self.pruner.lock().await.take() {
+            let _ = h.await;
+        }
+        if let Some(h) = self.ticker.lock().await.take() {
             let _ = h.await;
         }
         let _ = self

@@ -116,6 +116,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Whether this worker fires the due ticks of the store's schedules (default true; see
+    /// [`SessionOptions::fire_schedules`]).
+    pub fn fire_schedules(mut self, yes: bool) -> Self {
+        self.session.fire_schedules = yes;
+        self
+    }
+
     /// Delete jobs on success instead of archiving them.
     pub fn delete_on_success(mut self, yes: bool) -> Self {
         self.session.delete_on_success = yes;

@@ -120,6 +120,14 @@ macro_rules! conformance {
                 freed_capacity_wakes_idle_workers,
                 limits_set_elsewhere_apply,
             }
+            schedules {
+                schedule_lifecycle,
+                schedule_bad_input,
+                schedule_fires_each_tick_once,
+                missed_ticks_policy,
+                many_firers_one_job_per_tick,
+                worker_fires_schedules,
+            }
             quickstart { seed_example }
             tx { commit_or_nothing, same_checks_and_defaults, keyed_in_transaction }
         );

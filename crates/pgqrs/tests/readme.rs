@@ -1,7 +1,7 @@
 //! The README's Rust examples are `examples/quickstart.rs`, `examples/tx_enqueue.rs`,
-//! `examples/limits.rs` and `examples/workflow.rs`, word for word except for the connection
-//! string; this test checks that, then runs them on every backend, except `tx_enqueue` (which
-//! uses sqlx's PostgreSQL pool): on PostgreSQL only.
+//! `examples/limits.rs`, `examples/schedules.rs` and `examples/workflow.rs`, word for word
+//! except for the connection string; this test checks that, then runs them on every backend,
+//! except `tx_enqueue` (which uses sqlx's PostgreSQL pool): on PostgreSQL only.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -39,12 +39,13 @@ fn readme_rust_examples_are_the_example_files() {
     let blocks = readme_rust_blocks();
     assert_eq!(
         blocks.len(),
-        4,
-        "README has a job-queue, an enqueue-in-a-transaction, a limits and a workflow Rust example"
+        5,
+        "README has a job-queue, an enqueue-in-a-transaction, a limits, a schedules and a \
+         workflow Rust example"
     );
     for (block, name) in blocks
         .iter()
-        .zip(["quickstart", "tx_enqueue", "limits", "workflow"])
+        .zip(["quickstart", "tx_enqueue", "limits", "schedules", "workflow"])
     {
         assert!(
             block.contains(README_DSN),
@@ -102,6 +103,7 @@ fn run_example(name: &str, dsn: &str) {
             stdout.contains("Claimed 2 jobs, one per customer"),
             "{stdout}"
         ),
+        "schedules" => assert!(stdout.contains("Tick: {\"kind\":\"beat\"}"), "{stdout}"),
         _ => assert!(stdout.contains("Result: Processed 3 lines"), "{stdout}"),
     }
 }
@@ -148,7 +150,7 @@ fn drop_schema(dsn: &str) {
 fn readme_examples_run_on_every_backend() {
     let dir = std::env::temp_dir().join(format!("pgqrs-readme-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for name in ["quickstart", "limits", "workflow"] {
+    for name in ["quickstart", "limits", "schedules", "workflow"] {
         let db = dir.join(format!("{name}.db"));
         run_example(name, &format!("sqlite://{}", db.display()));
         #[cfg(feature = "postgres")]

@@ -11,6 +11,7 @@ from pgqrs._store import Store, _at_us
 from pgqrs._types import (
     ArchivedJob,
     DeadLetter,
+    Fired,
     Job,
     JobPage,
     JobState,
@@ -18,6 +19,7 @@ from pgqrs._types import (
     QueueInfo,
     QueueMetrics,
     RunStatus,
+    ScheduleInfo,
     StepRecord,
     WorkerInfo,
     WorkflowRun,
@@ -259,6 +261,83 @@ class Admin:
         job as changed. A leased, archived or dead job raises
         :class:`~pgqrs.errors.JobStateError`."""
         return Job._from(await self._native.set_job_priority(job_id, priority))
+
+    async def create_schedule(
+        self,
+        name: str,
+        queue: str,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        timezone: str | None = None,
+        payload: Any = None,
+        catch_up: int | None = None,
+        workflow: str | Callable[..., Any] | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> ScheduleInfo:
+        """Make a job on ``queue`` at each tick of a cron expression or of an interval; give
+        exactly one of ``cron`` and ``every``.
+
+        ``cron``: 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds
+        first, read in ``timezone`` (an IANA name, default ``"UTC"``). ``every``: seconds or a
+        timedelta (at least 1 s), counted from now. Every running worker (of any queue) fires
+        due ticks, each tick making exactly one job however many run; :meth:`fire_due_schedules`
+        does it without a worker.
+
+        ``catch_up`` is the policy for ticks missed while no worker ran: 0 (the default) fires
+        only a tick at most 60 s late and skips the rest; ``n`` (up to 1,000) fires the ``n``
+        latest missed ticks, however late. ``workflow`` (a name or a ``@workflow`` function)
+        starts a run at each tick, with ``payload`` as its input, instead of a plain job.
+        Raises :class:`~pgqrs.errors.ScheduleAlreadyExistsError` if the name is taken, and
+        :class:`~pgqrs.errors.ValidationError` (saying how to fix it) for a bad expression,
+        time zone, interval or ``catch_up``.
+        """
+        wf = workflow if workflow is None or isinstance(workflow, str) else workflow_name(workflow)
+        row = await self._native.create_schedule(
+            name,
+            queue,
+            cron=cron,
+            every=to_seconds(every, "every"),
+            timezone=timezone,
+            payload_json=_json.dumps(payload, "payload"),
+            catch_up=catch_up,
+            workflow=wf,
+            priority=priority,
+            max_attempts=max_attempts,
+        )
+        return ScheduleInfo._from(row)
+
+    async def get_schedule(self, name: str) -> ScheduleInfo:
+        """A schedule; :class:`~pgqrs.errors.ScheduleNotFoundError` if there is none."""
+        return ScheduleInfo._from(await self._native.get_schedule(name))
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, by name."""
+        return [ScheduleInfo._from(r) for r in await self._native.list_schedules()]
+
+    async def pause_schedule(self, name: str) -> ScheduleInfo:
+        """Pause a schedule: no tick fires until :meth:`resume_schedule`."""
+        return ScheduleInfo._from(await self._native.pause_schedule(name))
+
+    async def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Resume a paused schedule from its first tick after now (the pause's ticks are
+        not fired)."""
+        return ScheduleInfo._from(await self._native.resume_schedule(name))
+
+    async def delete_schedule(self, name: str) -> None:
+        """Delete a schedule; the jobs it made stay."""
+        await self._native.delete_schedule(name)
+
+    async def trigger_schedule(self, name: str) -> Fired:
+        """Fire a schedule now, once, paused or not: one more job (or run); its ticks do not
+        move."""
+        return Fired._from(await self._native.trigger_schedule(name))
+
+    async def fire_due_schedules(self) -> int:
+        """Fire every due tick of every schedule now, as running workers do; returns how many
+        jobs were made. For programs that run no worker."""
+        return await self._native.fire_due_schedules()
 
     async def list_workers(self) -> list[WorkerInfo]:
         """Registered workers, newest first. See :meth:`WorkerInfo.is_healthy`."""

@@ -19,6 +19,7 @@ __all__ = [
     "Claimed",
     "Consumer",
     "DeadLetterRow",
+    "FiredRow",
     "JobPageRow",
     "JobRow",
     "MessageRow",
@@ -27,6 +28,7 @@ __all__ = [
     "QueueRow",
     "RetryRow",
     "RunRow",
+    "ScheduleRow",
     "StatsRow",
     "Step",
     "StepRow",
@@ -149,6 +151,48 @@ class QueueRow:
     @property
     def rate_period(self) -> float | None:
         """The rate limit's period in seconds."""
+
+@final
+class ScheduleRow:
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def cron(self) -> str | None: ...
+    @property
+    def every(self) -> float | None:
+        """Seconds."""
+
+    @property
+    def timezone(self) -> str | None: ...
+    @property
+    def payload_json(self) -> str: ...
+    @property
+    def workflow(self) -> str | None: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def max_attempts(self) -> int | None: ...
+    @property
+    def catch_up(self) -> int: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def next_at_us(self) -> int: ...
+    @property
+    def last_tick_at_us(self) -> int | None: ...
+    @property
+    def created_at_us(self) -> int: ...
+
+@final
+class FiredRow:
+    @property
+    def job_ids(self) -> list[int]: ...
+    @property
+    def run_ids(self) -> list[int]: ...
 
 @final
 class PrunedRow:
@@ -393,6 +437,27 @@ class Store:
         self, queue: str | None = None, older_than: float | None = None
     ) -> Awaitable[PrunedRow]: ...
     def delete_queue(self, name: str, *, force: bool = False) -> Awaitable[None]: ...
+    def create_schedule(
+        self,
+        name: str,
+        queue: str,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        timezone: str | None = None,
+        payload_json: str | None = None,
+        catch_up: int | None = None,
+        workflow: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> Awaitable[ScheduleRow]: ...
+    def get_schedule(self, name: str) -> Awaitable[ScheduleRow]: ...
+    def list_schedules(self) -> Awaitable[list[ScheduleRow]]: ...
+    def pause_schedule(self, name: str) -> Awaitable[ScheduleRow]: ...
+    def resume_schedule(self, name: str) -> Awaitable[ScheduleRow]: ...
+    def delete_schedule(self, name: str) -> Awaitable[None]: ...
+    def trigger_schedule(self, name: str) -> Awaitable[FiredRow]: ...
+    def fire_due_schedules(self) -> Awaitable[int]: ...
     def purge_queue(self, name: str) -> Awaitable[int]: ...
     def list_queues(self) -> Awaitable[list[QueueRow]]: ...
     def queue_metrics(self, name: str) -> Awaitable[MetricsRow]: ...
@@ -493,6 +558,7 @@ class WorkerOptions:
         claim_ahead_timeout: float | None = None,
         prune_interval: float | None = None,
         job_timeout: float | None = None,
+        fire_schedules: bool | None = None,
     ) -> WorkerOptions: ...
 
 @final

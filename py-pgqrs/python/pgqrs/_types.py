@@ -273,6 +273,70 @@ class QueueInfo:
 
 
 @dataclass(frozen=True)
+class ScheduleInfo:
+    """A schedule (see :meth:`pgqrs.Admin.create_schedule`)."""
+
+    id: int
+    name: str
+    queue: str
+    cron: str | None
+    """The cron expression, for a cron schedule."""
+    every: float | None
+    """The interval in seconds, for an interval schedule."""
+    timezone: str | None
+    """The IANA time zone of a cron schedule."""
+    payload: Any
+    """Each job's payload (each run's input, for a workflow schedule)."""
+    workflow: str | None
+    """The workflow each tick starts a run of; None: plain jobs."""
+    priority: int
+    max_attempts: int | None
+    """Each job's attempts; None: the store's default when the job is made."""
+    catch_up: int
+    """Missed ticks fired when workers run again (0: only a tick at most 60 s late)."""
+    paused: bool
+    next_at: datetime
+    """Its next tick (while paused: the one it had when paused)."""
+    last_tick_at: datetime | None
+    """The latest tick that made a job (``trigger_schedule`` does not count)."""
+    created_at: datetime
+
+    @classmethod
+    def _from(cls, row: _pgqrs.ScheduleRow) -> ScheduleInfo:
+        return cls(
+            id=row.id,
+            name=row.name,
+            queue=row.queue,
+            cron=row.cron,
+            every=row.every,
+            timezone=row.timezone,
+            payload=_json.loads(row.payload_json),
+            workflow=row.workflow,
+            priority=row.priority,
+            max_attempts=row.max_attempts,
+            catch_up=row.catch_up,
+            paused=row.paused,
+            next_at=from_us(row.next_at_us),
+            last_tick_at=opt_from_us(row.last_tick_at_us),
+            created_at=from_us(row.created_at_us),
+        )
+
+
+@dataclass(frozen=True)
+class Fired:
+    """What :meth:`Admin.trigger_schedule <pgqrs.Admin.trigger_schedule>` made."""
+
+    job_ids: list[int]
+    """The jobs made."""
+    run_ids: list[int]
+    """The workflow runs started (a workflow schedule), in the same order."""
+
+    @classmethod
+    def _from(cls, row: _pgqrs.FiredRow) -> Fired:
+        return cls(job_ids=list(row.job_ids), run_ids=list(row.run_ids))
+
+
+@dataclass(frozen=True)
 class Pruned:
     """What :meth:`Admin.prune <pgqrs.Admin.prune>` deleted, per table."""
 

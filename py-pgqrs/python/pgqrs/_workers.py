@@ -56,6 +56,7 @@ class Worker:
         claim_ahead_timeout: float | None = None,
         prune_interval: float | timedelta | None = None,
         job_timeout: float | timedelta | None = None,
+        fire_schedules: bool | None = None,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
@@ -73,6 +74,7 @@ class Worker:
             claim_ahead_timeout=claim_ahead_timeout,
             prune_interval=to_seconds(prune_interval, "prune_interval"),
             job_timeout=to_seconds(job_timeout, "job_timeout"),
+            fire_schedules=fire_schedules,
         )
         self.store = store
         self.queue = queue
@@ -233,6 +235,7 @@ def worker(
     claim_ahead_timeout: float | None = None,
     prune_interval: float | timedelta | None = None,
     job_timeout: float | timedelta | None = None,
+    fire_schedules: bool | None = None,
 ) -> Worker:
     """A long-running worker for ``queue``; start it with ``await w.run()``.
 
@@ -255,6 +258,9 @@ def worker(
     * ``job_timeout`` (default: no limit): the handler timeout of jobs produced without their
       own ``timeout``; a handler past it is cancelled and the attempt recorded as failed, then
       retried per ``retry``.
+    * ``fire_schedules`` (default True): whether the worker fires the due ticks of the
+      store's schedules, of every queue (see :meth:`Admin.create_schedule
+      <pgqrs.Admin.create_schedule>`).
     """
     return Worker(
         store,
@@ -272,4 +278,5 @@ def worker(
         claim_ahead_timeout=claim_ahead_timeout,
         prune_interval=prune_interval,
         job_timeout=job_timeout,
+        fire_schedules=fire_schedules,
     )

@@ -30,6 +30,9 @@ carries structured fields (``queue``, ``job_id``, ``run_id``, …) besides its m
     │   ├── PoolTimeoutError           during, after
     │   ├── BusyError
     │   └── StoreClosedError
+    ├── ScheduleError                  name
+    │   ├── ScheduleNotFoundError
+    │   └── ScheduleAlreadyExistsError
     ├── WorkflowError                  run_id
     │   ├── WorkflowNotFoundError
     │   ├── NonDeterministicError      position, recorded, called
@@ -67,6 +70,9 @@ __all__ = [
     "QueueError",
     "QueueInUseError",
     "QueueNotFoundError",
+    "ScheduleAlreadyExistsError",
+    "ScheduleError",
+    "ScheduleNotFoundError",
     "SchemaError",
     "SchemaInvalidError",
     "SchemaNotInstalledError",
@@ -285,6 +291,21 @@ class BusyError(DatabaseError):
 
 class StoreClosedError(DatabaseError):
     """The store was closed."""
+
+
+class ScheduleError(PgqrsError):
+    """An operation on a schedule failed."""
+
+    fields: tuple[str, ...] = ("name",)
+    name: str
+
+
+class ScheduleNotFoundError(ScheduleError, LookupError):
+    """No schedule has this name."""
+
+
+class ScheduleAlreadyExistsError(ScheduleError):
+    """A schedule with this name already exists; pick another name or delete it first."""
 
 
 class WorkflowError(PgqrsError):

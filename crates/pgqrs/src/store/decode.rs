@@ -197,6 +197,31 @@ pub(crate) fn workflow_run(r: &impl Cols) -> Result<WorkflowRun> {
     })
 }
 
+/// `id, name, queue, cron, every_ms, timezone, payload, workflow, priority, max_attempts,
+/// catch_up, paused, next_at, last_tick_at, created_at`
+pub(crate) fn schedule(r: &impl Cols) -> Result<crate::schedule::ScheduleInfo> {
+    let priority = r.i32(8)?;
+    Ok(crate::schedule::ScheduleInfo {
+        id: r.i64(0)?,
+        name: r.string(1)?,
+        queue: r.string(2)?,
+        cron: r.opt_string(3)?,
+        every: r
+            .opt_i64(4)?
+            .map(|ms| std::time::Duration::from_millis(ms.max(0) as u64)),
+        timezone: r.opt_string(5)?,
+        payload: r.json(6)?,
+        workflow: r.opt_string(7)?,
+        priority: i16::try_from(priority).map_err(|_| bad_value(8, priority))?,
+        max_attempts: r.opt_i32(9)?,
+        catch_up: r.i32(10)?.max(0) as u32,
+        paused: r.flag(11)?,
+        next_at: r.time(12)?,
+        last_tick_at: r.opt_time(13)?,
+        created_at: r.time(14)?,
+    })
+}
+
 /// `status, owner, lease still valid`
 pub(crate) fn run_lease(r: &impl Cols) -> Result<RunLease> {
     Ok(RunLease {

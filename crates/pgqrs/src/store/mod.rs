@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::job_state::{Job, JobState};
+use crate::schedule::{Fired, ScheduleInfo};
 use crate::types::*;
 use crate::types::{Prunable, Retention};
 
@@ -214,6 +215,49 @@ pub(crate) struct NewStep<'a> {
     pub retry_in: Option<Duration>,
 }
 
+/// A schedule to create ([`Backend::create_schedule`]), checked and resolved by the core.
+#[derive(Debug, Clone)]
+pub(crate) struct NewSchedule<'a> {
+    pub name: &'a str,
+    pub queue: &'a str,
+    /// One of `cron` (with `timezone`) and `every_ms`.
+    pub cron: Option<&'a str>,
+    pub every_ms: Option<i64>,
+    pub timezone: Option<&'a str>,
+    /// JSON text.
+    pub payload: &'a str,
+    pub workflow: Option<&'a str>,
+    pub priority: i16,
+    pub max_attempts: Option<i32>,
+    pub catch_up: i32,
+    /// The first tick.
+    pub next_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One firing of a schedule ([`Backend::fire_schedule`]): in one transaction, move the
+/// schedule to `next_at` if it still expects `expected_next_at` (and is not paused), then
+/// make one job per tick (a workflow run and its run request, for a workflow schedule).
+#[derive(Debug, Clone)]
+pub(crate) struct FireParams<'a> {
+    pub id: i64,
+    pub queue: &'a str,
+    /// `None`: fire regardless of the schedule's next tick and pause ("fire now").
+    pub expected_next_at: Option<DateTime<Utc>>,
+    /// `None`: unchanged.
+    pub next_at: Option<DateTime<Utc>>,
+    /// One job per tick, oldest first, each visible from its tick (or the database's now, if
+    /// earlier). May be empty (the schedule only moves on).
+    pub ticks: &'a [DateTime<Utc>],
+    /// JSON text: the job's payload, or the run's input.
+    pub payload: &'a str,
+    pub workflow: Option<&'a str>,
+    pub priority: i16,
+    pub max_attempts: i32,
+    /// `None`: unchanged.
+    pub last_tick_at: Option<DateTime<Utc>>,
+}
+
 /// Who holds a workflow run, as a cheap read (no write, no commit).
 #[derive(Debug, Clone)]
 pub(crate) struct RunLease {
@@ -371,6 +415,30 @@ pub(crate) trait Backend: JobAdmin + Send + Sync + 'static {
     async fn finish_run(&self, p: FinishRunParams<'_>) -> Result<bool>;
     async fn cancel_run(&self, id: i64) -> Result<bool>;
     async fn list_runs(&self, status: Option<RunStatus>, limit: i64) -> Result<Vec<WorkflowRun>>;
+
+    // schedules
+    /// [`Error::ScheduleAlreadyExists`] when the name is taken.
+    async fn create_schedule(&self, s: NewSchedule<'_>) -> Result<ScheduleInfo>;
+    /// The schedule, or [`Error::ScheduleNotFound`].
+    async fn get_schedule(&self, name: &str) -> Result<ScheduleInfo>;
+    /// Every schedule, by name.
+    async fn list_schedules(&self) -> Result<Vec<ScheduleInfo>>;
+    /// The first `limit` schedules not paused, by next tick.
+    async fn upcoming_schedules(&self, limit: i64) -> Result<Vec<ScheduleInfo>>;
+    /// Pause or resume (`next_at`: the tick to resume from); the schedule as changed, or
+    /// [`Error::ScheduleNotFound`]. Wakes the schedule tickers.
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_at: Option<DateTime<Utc>>,
+    ) -> Result<ScheduleInfo>;
+    /// Whether there was one.
+    async fn delete_schedule(&self, name: &str) -> Result<bool>;
+    /// See [`FireParams`]. `None` when the schedule is gone, paused, or no longer expects
+    /// `expected_next_at` (another firer took the tick): nothing was written then.
+    /// [`Error::QueueNotFound`] (nothing written) when its queue is gone.
+    async fn fire_schedule(&self, f: FireParams<'_>) -> Result<Option<Fired>>;
 
     /// Wait until jobs may have arrived in `queue` (an enqueue through this process, another
     /// connection's commit, a PostgreSQL NOTIFY), or `timeout` passes.
@@ -631,6 +699,7 @@ pub(crate) const TABLES: &[&str] = &[
     "pgqrs_workflow_runs",
     "pgqrs_workflow_steps",
     "pgqrs_settings",
+    "pgqrs_schedules",
 ];
 
 /// The indexes every backend's schema has.
@@ -645,6 +714,7 @@ pub(crate) const INDEXES: &[&str] = &[
     "pgqrs_dead_failed",
     "pgqrs_workflow_runs_finished",
     "pgqrs_jobs_group",
+    "pgqrs_schedules_next",
 ];
 
 /// Text appended to the last error of a job whose final attempt's lease expired.

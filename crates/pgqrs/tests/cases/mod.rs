@@ -14,6 +14,7 @@ pub mod queues;
 pub mod quickstart;
 pub mod retention;
 pub mod retry;
+pub mod schedules;
 pub mod schema;
 pub mod sql_enqueue;
 pub mod tx;

@@ -4,6 +4,7 @@ mod inspect;
 #[cfg(test)]
 mod plans;
 mod queries;
+mod schedules;
 mod unique;
 
 use std::collections::HashMap;
@@ -1020,6 +1021,51 @@ impl Backend for PgBackend {
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
         let rows = self.all(self.stmt(&self.q.list_workers)).await?;
         rows.iter().map(decode::worker_info).collect()
+    }
+
+    async fn create_schedule(&self, s: NewSchedule<'_>) -> Result<ScheduleInfo> {
+        self.insert_schedule(s).await
+    }
+
+    async fn get_schedule(&self, name: &str) -> Result<ScheduleInfo> {
+        match self.opt(self.stmt(&self.q.get_schedule).bind(name)).await? {
+            Some(r) => decode::schedule(&r),
+            None => Err(Error::ScheduleNotFound {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<ScheduleInfo>> {
+        let rows = self.all(self.stmt(&self.q.list_schedules)).await?;
+        rows.iter().map(decode::schedule).collect()
+    }
+
+    async fn upcoming_schedules(&self, limit: i64) -> Result<Vec<ScheduleInfo>> {
+        let rows = self
+            .all(self.stmt(&self.q.upcoming_schedules).bind(limit))
+            .await?;
+        rows.iter().map(decode::schedule).collect()
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_at: Option<DateTime<Utc>>,
+    ) -> Result<ScheduleInfo> {
+        self.pause_schedule(name, paused, next_at).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .opt(self.stmt(&self.q.delete_schedule).bind(name))
+            .await?
+            .is_some())
+    }
+
+    async fn fire_schedule(&self, f: FireParams<'_>) -> Result<Option<Fired>> {
+        self.fire(f).await
     }
 
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration) {

@@ -10,7 +10,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_priorities.sql")),
     (7, include_str!("migrations/0007_unique_jobs.sql")),
     (8, include_str!("migrations/0008_retention.sql")),
-    // 9 is another line of work's; numbers may be skipped, they apply in order.
+    (9, include_str!("migrations/0009_schedules.sql")),
     (10, include_str!("migrations/0010_flow_control.sql")),
     (11, include_str!("migrations/0011_sql_enqueue.sql")),
 ];
@@ -105,6 +105,14 @@ macro_rules! list_pending {
         ) j
         ORDER BY priority DESC, visible_at, id LIMIT $5"
         )
+    };
+}
+
+// The columns of `decode::schedule`.
+macro_rules! schedule_cols {
+    () => {
+        "id, name, queue, cron, every_ms, timezone, payload, workflow, priority::int,
+        max_attempts, catch_up, paused, next_at, last_tick_at, created_at"
     };
 }
 
@@ -564,4 +572,43 @@ queries! {
     set_job_priority = concat!(
         "UPDATE {s}.pgqrs_jobs SET priority = $2 WHERE id = $1 AND ", waiting!(),
         " RETURNING ", job_cols!(queue_name!()));
+
+    // Schedules. Creating or resuming one also tells the tickers of every process ($n the
+    // channel, $n+1 whether to notify): it may be due before their next read.
+    create_schedule = concat!(
+        "WITH ins AS (
+            INSERT INTO {s}.pgqrs_schedules (name, queue, cron, every_ms, timezone, payload,
+                workflow, priority, max_attempts, catch_up, next_at, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8, $9, $10, $11, $12)
+            ON CONFLICT (name) DO NOTHING
+            RETURNING ", schedule_cols!(), "
+        )
+        SELECT *, (SELECT pg_notify($13, ':schedules') WHERE $14) FROM ins");
+    get_schedule = concat!("SELECT ", schedule_cols!(), " FROM {s}.pgqrs_schedules WHERE name = $1");
+    list_schedules = concat!("SELECT ", schedule_cols!(), " FROM {s}.pgqrs_schedules ORDER BY name");
+    // The `pgqrs_schedules_next` index, in order.
+    upcoming_schedules = concat!(
+        "SELECT ", schedule_cols!(), " FROM {s}.pgqrs_schedules
+        WHERE NOT paused ORDER BY next_at LIMIT $1");
+    set_schedule_paused = concat!(
+        "WITH u AS (
+            UPDATE {s}.pgqrs_schedules SET paused = $2, next_at = COALESCE($3, next_at)
+            WHERE name = $1
+            RETURNING ", schedule_cols!(), "
+        )
+        SELECT *, (SELECT pg_notify($4, ':schedules') WHERE $5 AND NOT $2) FROM u");
+    delete_schedule = "DELETE FROM {s}.pgqrs_schedules WHERE name = $1 RETURNING id";
+    // One firing, first statement: take the tick ($2 the tick expected, NULL for "fire now").
+    // A concurrent firer of the same tick waits for this row's lock, then finds `next_at`
+    // changed and updates nothing.
+    take_tick = "UPDATE {s}.pgqrs_schedules
+        SET next_at = COALESCE($3, next_at), last_tick_at = COALESCE($4, last_tick_at)
+        WHERE id = $1 AND ($2::timestamptz IS NULL OR (next_at = $2 AND NOT paused))
+        RETURNING id";
+    queue_for_fire = "SELECT id FROM {s}.pgqrs_queues WHERE name = $1 FOR KEY SHARE";
+    // A tick's job: visible from its tick, or now if that is earlier (the firer's clock may
+    // be ahead of the database's).
+    fire_job = "INSERT INTO {s}.pgqrs_jobs (queue_id, payload, max_attempts, visible_at, priority)
+        VALUES ($1, $2::json, $3, LEAST($4, now()), $5) RETURNING id";
+    notify = "SELECT pg_notify($1, $2)";
 }

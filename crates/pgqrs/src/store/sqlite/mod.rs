@@ -16,6 +16,7 @@ mod inspect;
 #[cfg(all(test, feature = "sqlite"))]
 mod plans;
 mod queries;
+mod schedules;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlx;
 #[cfg(feature = "turso")]
@@ -27,7 +28,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use self::queries::*;
 use super::decode::{self, Cols};
@@ -797,6 +798,50 @@ impl<E: Engine> Backend for SqliteBackend<E> {
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
         let rows = self.read(LIST_WORKERS, &[]).await?;
         rows.iter().map(decode::worker_info).collect()
+    }
+
+    async fn create_schedule(&self, s: NewSchedule<'_>) -> Result<ScheduleInfo> {
+        self.insert_schedule(s).await
+    }
+
+    async fn get_schedule(&self, name: &str) -> Result<ScheduleInfo> {
+        match first(self.read(GET_SCHEDULE, &[name.into()]).await?) {
+            Some(r) => decode::schedule(&r),
+            None => Err(Error::ScheduleNotFound {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<ScheduleInfo>> {
+        let rows = self.read(LIST_SCHEDULES, &[]).await?;
+        rows.iter().map(decode::schedule).collect()
+    }
+
+    /// On the writer, so that it sees every committed firing.
+    async fn upcoming_schedules(&self, limit: i64) -> Result<Vec<ScheduleInfo>> {
+        let rows = self.write(UPCOMING_SCHEDULES, &[limit.into()]).await?;
+        rows.iter().map(decode::schedule).collect()
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_at: Option<DateTime<Utc>>,
+    ) -> Result<ScheduleInfo> {
+        self.pause_schedule(name, paused, next_at).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        Ok(!self
+            .write(DELETE_SCHEDULE, &[name.into()])
+            .await?
+            .is_empty())
+    }
+
+    async fn fire_schedule(&self, f: FireParams<'_>) -> Result<Option<Fired>> {
+        self.fire(f).await
     }
 
     async fn wait_for_jobs(&self, queue: &str, timeout: Duration) {

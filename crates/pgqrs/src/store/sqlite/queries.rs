@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_priorities.sql")),
     (5, include_str!("migrations/0005_unique_jobs.sql")),
     (6, include_str!("migrations/0006_retention.sql")),
+    (7, include_str!("migrations/0007_schedules.sql")),
     (8, include_str!("migrations/0008_flow_control.sql")),
 ];
 
@@ -539,3 +540,51 @@ pub(super) const SET_JOB_PRIORITY: &str = concat!(
     " RETURNING ",
     job_cols!()
 );
+
+// Schedules (the time logic is the core's: these only store and fire them).
+macro_rules! schedule_cols {
+    () => {
+        "id, name, queue, cron, every_ms, timezone, payload, workflow, priority, max_attempts,
+        catch_up, paused, next_at, last_tick_at, created_at"
+    };
+}
+pub(super) const CREATE_SCHEDULE: &str = concat!(
+    "INSERT INTO pgqrs_schedules (name, queue, cron, every_ms, timezone, payload, workflow,
+        priority, max_attempts, catch_up, next_at, created_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING ",
+    schedule_cols!()
+);
+pub(super) const GET_SCHEDULE: &str = concat!(
+    "SELECT ",
+    schedule_cols!(),
+    " FROM pgqrs_schedules WHERE name = ?1"
+);
+pub(super) const LIST_SCHEDULES: &str = concat!(
+    "SELECT ",
+    schedule_cols!(),
+    " FROM pgqrs_schedules ORDER BY name"
+);
+/// The `pgqrs_schedules_next` index, in order.
+pub(super) const UPCOMING_SCHEDULES: &str = concat!(
+    "SELECT ",
+    schedule_cols!(),
+    " FROM pgqrs_schedules WHERE paused = 0 ORDER BY next_at LIMIT ?1"
+);
+pub(super) const SET_SCHEDULE_PAUSED: &str = concat!(
+    "UPDATE pgqrs_schedules SET paused = ?2, next_at = COALESCE(?3, next_at) WHERE name = ?1
+    RETURNING ",
+    schedule_cols!()
+);
+pub(super) const DELETE_SCHEDULE: &str = "DELETE FROM pgqrs_schedules WHERE name = ?1 RETURNING id";
+/// One firing, first statement, in the write transaction: take the tick (`?2` the tick
+/// expected, NULL for "fire now"). A firer that lost the race finds `next_at` moved on.
+pub(super) const TAKE_TICK: &str = "UPDATE pgqrs_schedules
+    SET next_at = COALESCE(?3, next_at), last_tick_at = COALESCE(?4, last_tick_at)
+    WHERE id = ?1 AND (?2 IS NULL OR (next_at = ?2 AND paused = 0))
+    RETURNING id";
+/// A tick's job (`?4` its tick, `?6` now: visible from the earlier).
+pub(super) const FIRE_JOB: &str = "INSERT INTO pgqrs_jobs
+        (queue_id, payload, max_attempts, visible_at, priority, enqueued_at)
+    VALUES (?1, ?2, ?3, min(?4, ?6), ?5, ?6) RETURNING id";
