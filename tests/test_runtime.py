@@ -335,6 +335,9 @@ async def test_calls_are_polled_once_on_the_calling_thread(store: pgqrs.Store) -
 async def session_wait(store: pgqrs.Store) -> None:
     session = await store._native.worker_session("q")
     try:
-        await session.wait_for_jobs(30.0)
+        # Waits may end early (a commit the SQLite change watcher sees, such as this
+        # session's own registration, wakes idle workers): the caller cancels one that waits.
+        while True:
+            await session.wait_for_jobs(30.0)
     finally:
         await asyncio.shield(session.stop())

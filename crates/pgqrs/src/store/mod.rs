@@ -560,15 +560,19 @@ impl Wakers {
         }
     }
 
-    /// Wake every waiting worker of every queue.
+    /// Wake every waiting worker of every queue. Not the schedule tickers (their wake-up name
+    /// is not a queue name): news of some commit says nothing about the schedules, and a
+    /// ticker woken by every commit of a busy SQLite file would read them every few ms.
     pub(crate) fn wake_all(&self) {
-        for n in self
+        for (name, n) in self
             .by_queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
+            .iter()
         {
-            n.notify_waiters();
+            if name != crate::schedule::SCHEDULE_WAKE {
+                n.notify_waiters();
+            }
         }
     }
 
