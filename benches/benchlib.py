@@ -35,6 +35,15 @@ def parser(description: str, scenarios: Sequence[str]) -> argparse.ArgumentParse
     p.add_argument("--seconds", type=float, default=10.0, help="S4: how long to produce")
     p.add_argument("--steps", type=int, default=3, help="S5: steps per workflow")
     p.add_argument(
+        "--limit", type=int, help="S3: the queue's concurrency limit (default: none)"
+    )
+    p.add_argument(
+        "--groups",
+        type=int,
+        help="S3: spread the jobs over this many groups, each limited to --group-limit",
+    )
+    p.add_argument("--group-limit", type=int, default=1, help="S3: a group's concurrency limit")
+    p.add_argument(
         "--analyze",
         choices=["ready", "leased"],
         help="S3: take planner statistics of the filled table first (see analyze())",

@@ -19,22 +19,29 @@ import pgqrs
 from pgqrs.decorators import step, workflow
 
 QUEUE = "bench"
-SCENARIOS = ["s1", "s1u", "s2", "s3", "s4", "s5", "mem", "mem-worker"]
+SCENARIOS = ["s1", "s1u", "s2", "s3", "s4", "s5", "tick", "mem", "mem-worker"]
 
 
-async def setup(dsn: str) -> pgqrs.Store:
+async def setup(dsn: str, **limits: Any) -> pgqrs.Store:
+    """A store with the bench queue; ``limits``: the queue's concurrency limits, if any."""
     store = await pgqrs.connect(dsn)
     admin = pgqrs.admin(store)
     await admin.install()
     if QUEUE not in [q.name for q in await admin.list_queues()]:
-        await admin.create_queue(QUEUE)
+        await admin.create_queue(QUEUE, **limits)
     return store
 
 
-async def prefill(store: pgqrs.Store, count: int) -> None:
-    for start in range(0, count, 500):
+async def prefill(store: pgqrs.Store, count: int, groups: int | None = None) -> None:
+    """``count`` jobs, in batches of 500; with ``groups``, batch ``i`` in group ``i % groups``
+    (so every group's jobs are spread over the whole backlog)."""
+    for i, start in enumerate(range(0, count, 500)):
         n = min(500, count - start)
-        await pgqrs.produce_batch(store, QUEUE, [benchlib.payload(start + j) for j in range(n)])
+        payloads = [benchlib.payload(start + j) for j in range(n)]
+        if groups:
+            await pgqrs.produce_batch(store, QUEUE, payloads, group=f"g{i % groups}")
+        else:
+            await pgqrs.produce_batch(store, QUEUE, payloads)
 
 
 async def check_drained(store: pgqrs.Store, count: int) -> None:
@@ -115,8 +122,13 @@ async def drain(
 
 
 async def s3(a: Any) -> dict[str, Any]:
-    store = await setup(a.dsn)
-    await prefill(store, a.count)
+    limits: dict[str, Any] = {}
+    if a.limit:
+        limits["concurrency_limit"] = a.limit
+    if a.groups:
+        limits["group_concurrency_limit"] = a.group_limit
+    store = await setup(a.dsn, **limits)
+    await prefill(store, a.count, a.groups)
     if a.analyze:
         benchlib.analyze(a.dsn, a.analyze)
     elapsed = await drain(store, a.count, a.concurrency, a.batch)
@@ -163,6 +175,38 @@ async def s4(a: Any) -> dict[str, Any]:
     await producer.close()
     await store.close()
     return benchlib.latency_summary(latencies, total, a.seconds, calls)
+
+
+async def tick(a: Any) -> dict[str, Any]:
+    """A schedule ticking every second (cron ``* * * * * *``) and one worker of its queue,
+    which fires it (the default: every worker fires due ticks). Latency: from the tick's due
+    time to its job's handler starting. With ``catch_up=0`` a late firing makes the job of the
+    latest due tick, so the due time is the job's enqueue time rounded down to the second
+    (one clock: the database's and this process's, on one host)."""
+    store = await setup(a.dsn)
+    admin = pgqrs.admin(store)
+    latencies: list[float] = []
+    done = asyncio.Event()
+    wanted = int(a.seconds)
+
+    async def handler(msg: pgqrs.Message) -> None:
+        now = time.time()
+        due = int(msg.enqueued_at.timestamp())
+        latencies.append(now - due)
+        if len(latencies) >= wanted:
+            done.set()
+
+    w = pgqrs.worker(store, QUEUE, handler)
+    run = asyncio.ensure_future(w.run())
+    await asyncio.sleep(0.5)  # the worker is idle, its ticker asleep, when the schedule comes
+    await admin.create_schedule("bench-tick", QUEUE, cron="* * * * * *", payload={"t": "tick"})
+    try:
+        await asyncio.wait_for(done.wait(), a.seconds + 30)
+    finally:
+        w.stop()
+        await run
+    await store.close()
+    return benchlib.latency_summary(latencies, wanted, a.seconds)
 
 
 async def s5(a: Any) -> dict[str, Any]:
@@ -255,7 +299,7 @@ async def mem_worker(a: Any) -> dict[str, Any]:
 
 def main() -> None:
     a = benchlib.parser(__doc__ or "", SCENARIOS).parse_args()
-    fn = {"s1": s1, "s1u": s1u, "s2": s2, "s3": s3, "s4": s4, "s5": s5, "mem": mem}
+    fn = {"s1": s1, "s1u": s1u, "s2": s2, "s3": s3, "s4": s4, "s5": s5, "tick": tick, "mem": mem}
     fn["mem-worker"] = mem_worker
     benchlib.run_async(lambda: fn[a.scenario](a))
 

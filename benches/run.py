@@ -165,9 +165,24 @@ CASES = [
          {"count": 20000, "concurrency": 4, "batch": 50, "analyze": "leased"},
          {"count": 10000, "concurrency": 4, "batch": 50, "analyze": "leased"}, native=True,
          backends=("postgres", "sqlite"), systems=("pgqrs", "pgqrs-rust")),
+    # Not the seed's (issue 13): the c4 b50 drain of a queue with a concurrency limit of 100
+    # (the worker's own claim-ahead would hold more), and of jobs in 20 groups limited to 5
+    # each (the limited claim walks the groups). Against S3 c4 b50 of the same run.
+    Case("S3 c4 b50 limit 100", "S3 drain, concurrency limit 100: 4 consumers, batch 50", "s3",
+         THROUGHPUT, {"count": 20000, "concurrency": 4, "batch": 50, "limit": 100},
+         {"count": 10000, "concurrency": 4, "batch": 50, "limit": 100}, systems=("pgqrs",)),
+    Case("S3 c4 b50 groups", "S3 drain, 20 groups limited to 5 each: 4 consumers, batch 50",
+         "s3", THROUGHPUT,
+         {"count": 20000, "concurrency": 4, "batch": 50, "groups": 20, "group-limit": 5},
+         {"count": 10000, "concurrency": 4, "batch": 50, "groups": 20, "group-limit": 5},
+         systems=("pgqrs",)),
     Case("S4", "S4 enqueue → handler start, 200 jobs/s, worker concurrency 4", "s4", LATENCY,
          {"rate": 200, "seconds": 10, "concurrency": 4},
          {"rate": 200, "seconds": 3, "concurrency": 4}),
+    # Not the seed's (issue 13): a schedule ticking every second, fired by the one worker of
+    # its queue; how late after its due time each tick's job starts (target: p99 under 1 s).
+    Case("Tick", "scheduled tick → handler start, a cron tick every second", "tick", LATENCY,
+         {"seconds": 20}, {"seconds": 6}, systems=("pgqrs",)),
     Case("S5 seq", "S5 workflows (3 no-op steps), one at a time", "s5", WORKFLOW,
          {"count": 500, "concurrency": 1, "steps": 3},
          {"count": 100, "concurrency": 1, "steps": 3}),
