@@ -34,9 +34,7 @@ def parser(description: str, scenarios: Sequence[str]) -> argparse.ArgumentParse
     p.add_argument("--rate", type=float, default=200.0, help="S4: jobs per second")
     p.add_argument("--seconds", type=float, default=10.0, help="S4: how long to produce")
     p.add_argument("--steps", type=int, default=3, help="S5: steps per workflow")
-    p.add_argument(
-        "--limit", type=int, help="S3: the queue's concurrency limit (default: none)"
-    )
+    p.add_argument("--limit", type=int, help="S3: the queue's concurrency limit (default: none)")
     p.add_argument(
         "--groups",
         type=int,

@@ -43,10 +43,13 @@ fn readme_rust_examples_are_the_example_files() {
         "README has a job-queue, an enqueue-in-a-transaction, a limits, a schedules and a \
          workflow Rust example"
     );
-    for (block, name) in blocks
-        .iter()
-        .zip(["quickstart", "tx_enqueue", "limits", "schedules", "workflow"])
-    {
+    for (block, name) in blocks.iter().zip([
+        "quickstart",
+        "tx_enqueue",
+        "limits",
+        "schedules",
+        "workflow",
+    ]) {
         assert!(
             block.contains(README_DSN),
             "README {name} example connects to {README_DSN}"

@@ -171,7 +171,10 @@ pub async fn bad_input_is_refused_like_the_library(db: &TestDb) {
     refused(db, "'1', group_key => ''", bad, "group_key").await;
     refused(
         db,
-        &format!("'1', group_key => '{}'", "g".repeat(pgqrs::MAX_KEY_BYTES + 1)),
+        &format!(
+            "'1', group_key => '{}'",
+            "g".repeat(pgqrs::MAX_KEY_BYTES + 1)
+        ),
         bad,
         "group_key",
     )
