@@ -10,7 +10,8 @@ use crate::retention::{
 };
 use crate::store::{validate_queue_name, NewQueue, Store};
 use crate::types::*;
-use crate::workflow::{run_job_payload, to_json, Workflow, RUN_JOB_ATTEMPTS};
+use crate::types::{run_job_payload, RUN_JOB_ATTEMPTS};
+use crate::workflow::{to_json, Workflow};
 
 /// Administrative operations on a store. Get one with [`admin`].
 #[derive(Debug, Clone, Copy)]

@@ -16,10 +16,7 @@ use crate::error::{Error, Result};
 use crate::handler::{run_batch, Handler, Outcome};
 use crate::types::Message;
 
-/// Shortest job timeout: a millisecond.
-pub const MIN_JOB_TIMEOUT: Duration = Duration::from_millis(1);
-/// Longest job timeout: 7 days (the longest lease).
-pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+pub use crate::limits::{MAX_JOB_TIMEOUT, MIN_JOB_TIMEOUT};
 
 /// Check a job timeout (`field`: `timeout` at enqueue, `job_timeout` on a worker).
 pub(crate) fn validate_timeout(field: &'static str, d: Duration) -> Result<()> {

@@ -62,6 +62,7 @@ mod produce;
 mod retention;
 mod retry;
 mod schedule;
+mod schedule_admin;
 mod session;
 mod store;
 mod types;

@@ -154,6 +154,46 @@ pub(crate) fn validate_unique_for(d: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Deepest nesting of arrays and objects a payload may have.
+pub const MAX_DEPTH: usize = 100;
+
+/// Lowest job priority.
+pub const MIN_PRIORITY: i64 = i16::MIN as i64;
+/// Highest job priority.
+pub const MAX_PRIORITY: i64 = i16::MAX as i64;
+
+/// Shortest job timeout: a millisecond.
+pub const MIN_JOB_TIMEOUT: Duration = Duration::from_millis(1);
+/// Longest job timeout: 7 days (the longest lease).
+pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+
+/// An enqueue's defaults and bounds, by the names under which `install()` records them in
+/// PostgreSQL's settings table for the SQL function `pgqrs_enqueue` (migration 11), which
+/// reads them there rather than keeping copies: the store's `max_attempts` and
+/// `max_payload_bytes`, and the constants the builder checks against.
+#[cfg(feature = "postgres")]
+pub(crate) fn sql_enqueue_settings(
+    max_attempts: u32,
+    max_payload_bytes: usize,
+) -> [(&'static str, i64); 10] {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    [
+        ("enqueue.max_attempts", i64::from(max_attempts)),
+        (
+            "enqueue.max_payload_bytes",
+            i64::try_from(max_payload_bytes).unwrap_or(i64::MAX),
+        ),
+        ("enqueue.min_priority", MIN_PRIORITY),
+        ("enqueue.max_priority", MAX_PRIORITY),
+        ("enqueue.max_delay_ms", ms(MAX_DELAY)),
+        ("enqueue.min_timeout_ms", ms(MIN_JOB_TIMEOUT)),
+        ("enqueue.max_timeout_ms", ms(MAX_JOB_TIMEOUT)),
+        ("enqueue.max_key_bytes", MAX_KEY_BYTES as i64),
+        ("enqueue.max_unique_for_ms", ms(MAX_UNIQUE_FOR)),
+        ("enqueue.max_depth", MAX_DEPTH as i64),
+    ]
+}
+
 #[cfg(test)]
 mod key_tests {
     use super::*;

@@ -8,8 +8,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::store::{validate_queue_name, EnqueueParams, On, Store, Visibility};
 
-/// Deepest nesting of arrays and objects a payload may have.
-pub const MAX_DEPTH: usize = 100;
+pub use crate::limits::MAX_DEPTH;
 
 /// Refuse JSON text that could not be read back as it was written: nested deeper than
 /// [`MAX_DEPTH`], or holding a number outside the 64-bit ranges (see [`check_number`]). One
@@ -158,10 +157,7 @@ pub struct EnqueueBuilder {
     unique: crate::unique::UniqueOptions,
 }
 
-/// Lowest job priority.
-pub const MIN_PRIORITY: i64 = i16::MIN as i64;
-/// Highest job priority.
-pub const MAX_PRIORITY: i64 = i16::MAX as i64;
+pub use crate::limits::{MAX_PRIORITY, MIN_PRIORITY};
 
 /// A job priority as stored: from [`MIN_PRIORITY`] to [`MAX_PRIORITY`], or a typed error
 /// naming the range. Every priority a caller gives (enqueue, `set_job_priority`) goes
@@ -199,33 +195,6 @@ pub(crate) fn visibility(delay: Option<Duration>, at: Option<DateTime<Utc>>) -> 
         }
         (None, _) => Visibility::Now,
     })
-}
-
-/// An enqueue's defaults and bounds, by the names under which `install()` records them in
-/// PostgreSQL's settings table for the SQL function `pgqrs_enqueue` (migration 11), which
-/// reads them there rather than keeping copies: the store's `max_attempts` and
-/// `max_payload_bytes`, and the constants the builder checks against.
-#[cfg(feature = "postgres")]
-pub(crate) fn sql_enqueue_settings(cfg: &crate::Config) -> [(&'static str, i64); 10] {
-    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    [
-        ("enqueue.max_attempts", i64::from(cfg.max_attempts)),
-        (
-            "enqueue.max_payload_bytes",
-            i64::try_from(cfg.max_payload_bytes).unwrap_or(i64::MAX),
-        ),
-        ("enqueue.min_priority", MIN_PRIORITY),
-        ("enqueue.max_priority", MAX_PRIORITY),
-        ("enqueue.max_delay_ms", ms(crate::limits::MAX_DELAY)),
-        ("enqueue.min_timeout_ms", ms(crate::MIN_JOB_TIMEOUT)),
-        ("enqueue.max_timeout_ms", ms(crate::MAX_JOB_TIMEOUT)),
-        ("enqueue.max_key_bytes", crate::MAX_KEY_BYTES as i64),
-        (
-            "enqueue.max_unique_for_ms",
-            ms(crate::limits::MAX_UNIQUE_FOR),
-        ),
-        ("enqueue.max_depth", MAX_DEPTH as i64),
-    ]
 }
 
 /// Start building an enqueue.

@@ -33,11 +33,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::admin::Admin;
 use crate::error::{Error, Result};
-use crate::produce::validate_priority;
-use crate::store::{validate_name, validate_queue_name, Backend, FireParams, NewSchedule};
-use crate::workflow::RUN_JOB_ATTEMPTS;
+use crate::store::{Backend, FireParams};
+pub use crate::types::{Fired, ScheduleInfo};
+use crate::types::{RUN_JOB_ATTEMPTS, SCHEDULE_WAKE};
 
 /// How late the latest due tick of a schedule with `catch_up = 0` may be and still fire.
 pub const MISSED_TICK_GRACE: Duration = Duration::from_secs(60);
@@ -51,8 +50,6 @@ pub const MAX_SCHEDULE_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600)
 /// (those created through its own store wake it at once, and on PostgreSQL those of every
 /// process do).
 pub(crate) const SCHEDULE_REREAD: Duration = Duration::from_secs(1);
-/// The wake-up name of the schedule tickers (not a queue name: queue names have no `:`).
-pub(crate) const SCHEDULE_WAKE: &str = ":schedules";
 /// Schedules looked at per read.
 const SCHEDULE_BATCH: i64 = 100;
 
@@ -82,14 +79,14 @@ const SCHEDULE_BATCH: i64 = 100;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ScheduleOptions {
-    cron: Option<String>,
-    every: Option<Duration>,
-    timezone: Option<String>,
-    payload: Option<std::result::Result<String, String>>,
-    catch_up: Option<u32>,
-    workflow: Option<String>,
-    priority: Option<i64>,
-    max_attempts: Option<u32>,
+    pub(crate) cron: Option<String>,
+    pub(crate) every: Option<Duration>,
+    pub(crate) timezone: Option<String>,
+    pub(crate) payload: Option<std::result::Result<String, String>>,
+    pub(crate) catch_up: Option<u32>,
+    pub(crate) workflow: Option<String>,
+    pub(crate) priority: Option<i64>,
+    pub(crate) max_attempts: Option<u32>,
 }
 
 impl ScheduleOptions {
@@ -175,51 +172,6 @@ impl ScheduleOptions {
     }
 }
 
-/// A schedule as stored.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct ScheduleInfo {
-    /// Id (a schedule deleted and created again gets a new one).
-    pub id: i64,
-    /// Unique name.
-    pub name: String,
-    /// The queue its jobs go to.
-    pub queue: String,
-    /// The cron expression, for a cron schedule.
-    pub cron: Option<String>,
-    /// The interval, for an interval schedule.
-    pub every: Option<Duration>,
-    /// The time zone of a cron schedule.
-    pub timezone: Option<String>,
-    /// Each job's payload (each run's input).
-    pub payload: serde_json::Value,
-    /// The workflow each tick starts a run of, if any.
-    pub workflow: Option<String>,
-    /// Each job's priority.
-    pub priority: i16,
-    /// Each job's attempts; `None`: the store's default when the job is made.
-    pub max_attempts: Option<i32>,
-    /// Missed ticks fired when workers run again (see [`ScheduleOptions::catch_up`]).
-    pub catch_up: u32,
-    /// Paused: no tick fires until resumed.
-    pub paused: bool,
-    /// Its next tick (while paused: the one it had when paused).
-    pub next_at: DateTime<Utc>,
-    /// The latest tick that made a job, if any ([`Admin::trigger_schedule`] does not count).
-    pub last_tick_at: Option<DateTime<Utc>>,
-    /// When it was created (the start of an interval schedule's ticks).
-    pub created_at: DateTime<Utc>,
-}
-
-/// What a schedule made: one job per tick fired.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fired {
-    /// The ids of the jobs made, oldest tick first.
-    pub job_ids: Vec<i64>,
-    /// The workflow runs started, for workflow schedules, in the same order.
-    pub run_ids: Vec<i64>,
-}
-
 /// A schedule's ticks.
 #[derive(Debug, Clone)]
 pub(crate) enum Ticks {
@@ -240,11 +192,11 @@ pub(crate) fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// `t` without its fraction of a second.
-fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
-fn parse_cron(expr: &str) -> Result<croner::Cron> {
+pub(crate) fn parse_cron(expr: &str) -> Result<croner::Cron> {
     let fields = expr.split_whitespace().count();
     if expr.trim().starts_with('@') {
         // A nickname.
@@ -276,7 +228,7 @@ fn parse_cron(expr: &str) -> Result<croner::Cron> {
         })
 }
 
-fn parse_tz(name: &str) -> Result<chrono_tz::Tz> {
+pub(crate) fn parse_tz(name: &str) -> Result<chrono_tz::Tz> {
     chrono_tz::Tz::from_str(name).map_err(|_| {
         Error::validation(
             "timezone",
@@ -289,7 +241,7 @@ fn parse_tz(name: &str) -> Result<chrono_tz::Tz> {
     })
 }
 
-fn validate_every(every: Duration) -> Result<TimeDelta> {
+pub(crate) fn validate_every(every: Duration) -> Result<TimeDelta> {
     if every < MIN_SCHEDULE_INTERVAL || every > MAX_SCHEDULE_INTERVAL {
         return Err(Error::validation(
             "every",
@@ -305,7 +257,7 @@ fn validate_every(every: Duration) -> Result<TimeDelta> {
     Ok(TimeDelta::milliseconds(every.as_millis() as i64))
 }
 
-fn validate_catch_up(n: u32) -> Result<u32> {
+pub(crate) fn validate_catch_up(n: u32) -> Result<u32> {
     if n > MAX_CATCH_UP {
         return Err(Error::validation(
             "catch_up",
@@ -490,7 +442,11 @@ pub(crate) fn plan(
 
 /// Fire one due schedule at `now`: its jobs, or nothing when another firer got the tick
 /// first. A schedule whose queue is gone skips its due ticks (there is nowhere to put them).
-async fn fire_one(backend: &dyn Backend, s: &ScheduleInfo, now: DateTime<Utc>) -> Result<usize> {
+pub(crate) async fn fire_one(
+    backend: &dyn Backend,
+    s: &ScheduleInfo,
+    now: DateTime<Utc>,
+) -> Result<usize> {
     let ticks = Ticks::of(s)?;
     let p = plan(&ticks, s.next_at, s.catch_up, now)?;
     let payload = s.payload.to_string();
@@ -523,7 +479,7 @@ async fn fire_one(backend: &dyn Backend, s: &ScheduleInfo, now: DateTime<Utc>) -
     }
 }
 
-fn job_attempts(backend: &dyn Backend, s: &ScheduleInfo) -> i32 {
+pub(crate) fn job_attempts(backend: &dyn Backend, s: &ScheduleInfo) -> i32 {
     if s.workflow.is_some() {
         return RUN_JOB_ATTEMPTS as i32;
     }
@@ -603,198 +559,6 @@ impl Ticker {
                 _ = stop.changed() => return,
             }
         }
-    }
-}
-
-impl<'a> Admin<'a> {
-    /// Create a schedule: a job on `queue` (or a workflow run) at each tick of a cron
-    /// expression or of an interval. Running workers of any queue fire it; see
-    /// [`ScheduleOptions`] and, for ticks missed while no worker ran,
-    /// [`ScheduleOptions::catch_up`]. Names are free text like workflow names.
-    /// [`Error::ScheduleAlreadyExists`] if the name is taken.
-    pub async fn create_schedule(
-        self,
-        name: &str,
-        queue: &str,
-        options: ScheduleOptions,
-    ) -> Result<ScheduleInfo> {
-        validate_name("schedule name", name)?;
-        validate_queue_name(queue)?;
-        let now = to_micros(Utc::now());
-        let (ticks, cron, every_ms, tz) = match (&options.cron, options.every) {
-            (Some(_), Some(_)) => {
-                return Err(Error::validation(
-                    "cron",
-                    "give either cron or every, not both",
-                ))
-            }
-            (None, None) => {
-                return Err(Error::validation(
-                    "cron",
-                    "give a cron expression (cron=\"*/5 * * * *\") or an interval (every=30 \
-                     seconds)",
-                ))
-            }
-            (Some(c), None) => {
-                let tz_name = options.timezone.as_deref().unwrap_or("UTC");
-                let t = Ticks::Cron {
-                    cron: Box::new(parse_cron(c)?),
-                    tz: parse_tz(tz_name)?,
-                };
-                (t, Some(c.trim()), None, Some(tz_name))
-            }
-            (None, Some(e)) => {
-                if options.timezone.is_some() {
-                    return Err(Error::validation(
-                        "timezone",
-                        "applies to cron schedules only; an interval counts from the \
-                         schedule's creation: drop timezone, or use a cron expression",
-                    ));
-                }
-                let every = validate_every(e)?;
-                let t = Ticks::Every { every, anchor: now };
-                (t, None, Some(every.num_milliseconds()), None)
-            }
-        };
-        let catch_up = validate_catch_up(options.catch_up.unwrap_or(0))?;
-        let priority = validate_priority(options.priority.unwrap_or(0))?;
-        if let Some(w) = &options.workflow {
-            validate_name("workflow name", w)?;
-            if options.max_attempts.is_some() {
-                return Err(Error::validation(
-                    "max_attempts",
-                    "does not apply to workflow schedules (their jobs are run requests, \
-                     delivered until the run is taken): drop max_attempts",
-                ));
-            }
-        }
-        let max_attempts = match options.max_attempts {
-            Some(n) if n == 0 || n > i32::MAX as u32 => {
-                return Err(Error::validation(
-                    "max_attempts",
-                    format!("must be between 1 and {}, got {n}", i32::MAX),
-                ))
-            }
-            n => n.map(|n| n as i32),
-        };
-        let payload = match options.payload {
-            None => "null".to_string(),
-            Some(Ok(p)) => p,
-            Some(Err(e)) => return Err(Error::Serialization { message: e }),
-        };
-        if let Err(e) = serde_json::from_str::<&serde_json::value::RawValue>(&payload) {
-            return Err(Error::validation(
-                "payload",
-                format!("is not valid JSON ({e}); give a JSON value"),
-            ));
-        }
-        crate::produce::check_json(&payload, "payload")?;
-        let max = self.store.config().max_payload_bytes;
-        if payload.len() > max {
-            return Err(Error::PayloadTooLarge {
-                size: payload.len(),
-                max,
-            });
-        }
-        let next_at = to_micros(ticks.next_after(now)?);
-        let backend = self.store.backend_impl();
-        backend.get_queue(queue).await?;
-        backend
-            .create_schedule(NewSchedule {
-                name,
-                queue,
-                cron,
-                every_ms,
-                timezone: tz,
-                payload: &payload,
-                workflow: options.workflow.as_deref(),
-                priority,
-                max_attempts,
-                catch_up: catch_up as i32,
-                next_at,
-                created_at: now,
-            })
-            .await
-    }
-
-    /// A schedule, or [`Error::ScheduleNotFound`].
-    pub async fn get_schedule(self, name: &str) -> Result<ScheduleInfo> {
-        validate_name("schedule name", name)?;
-        self.store.backend_impl().get_schedule(name).await
-    }
-
-    /// Every schedule, by name.
-    pub async fn list_schedules(self) -> Result<Vec<ScheduleInfo>> {
-        self.store.backend_impl().list_schedules().await
-    }
-
-    /// Pause a schedule: no tick fires until [`resume_schedule`](Self::resume_schedule).
-    /// Returns it as changed.
-    pub async fn pause_schedule(self, name: &str) -> Result<ScheduleInfo> {
-        validate_name("schedule name", name)?;
-        self.store
-            .backend_impl()
-            .set_schedule_paused(name, true, None)
-            .await
-    }
-
-    /// Resume a paused schedule from its first tick after now (ticks of the pause are not
-    /// fired). Resuming one that is not paused changes nothing. Returns it as changed.
-    pub async fn resume_schedule(self, name: &str) -> Result<ScheduleInfo> {
-        validate_name("schedule name", name)?;
-        let backend = self.store.backend_impl();
-        let s = backend.get_schedule(name).await?;
-        if !s.paused {
-            return Ok(s);
-        }
-        let next = to_micros(Ticks::of(&s)?.next_after(Utc::now())?);
-        backend.set_schedule_paused(name, false, Some(next)).await
-    }
-
-    /// Delete a schedule (the jobs it made stay). [`Error::ScheduleNotFound`] if there is
-    /// none by that name.
-    pub async fn delete_schedule(self, name: &str) -> Result<()> {
-        validate_name("schedule name", name)?;
-        if self.store.backend_impl().delete_schedule(name).await? {
-            Ok(())
-        } else {
-            Err(Error::ScheduleNotFound {
-                name: name.to_string(),
-            })
-        }
-    }
-
-    /// Fire a schedule now, once, paused or not: one job (or run) beside its ticks, whose
-    /// times do not change.
-    pub async fn trigger_schedule(self, name: &str) -> Result<Fired> {
-        validate_name("schedule name", name)?;
-        let backend = self.store.backend_impl();
-        let s = backend.get_schedule(name).await?;
-        let payload = s.payload.to_string();
-        let now = [to_micros(Utc::now())];
-        let fired = backend
-            .fire_schedule(FireParams {
-                id: s.id,
-                queue: &s.queue,
-                expected_next_at: None,
-                next_at: None,
-                ticks: &now,
-                payload: &payload,
-                workflow: s.workflow.as_deref(),
-                priority: s.priority,
-                max_attempts: job_attempts(backend, &s),
-                last_tick_at: None,
-            })
-            .await?;
-        fired.ok_or(Error::ScheduleNotFound {
-            name: name.to_string(),
-        })
-    }
-
-    /// Fire every due tick of every schedule now, as a running worker does; how many jobs
-    /// were made. For programs that run no worker (a cron-driven script, a test).
-    pub async fn fire_due_schedules(self) -> Result<usize> {
-        Ok(fire_due(self.store.backend_impl(), Utc::now()).await?.0)
     }
 }
 

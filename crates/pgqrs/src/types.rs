@@ -412,3 +412,65 @@ pub(crate) enum Prunable {
     /// Finished workflow runs (by `finished_at`), with their steps; not per queue.
     WorkflowRuns,
 }
+
+/// A schedule as stored.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ScheduleInfo {
+    /// Id (a schedule deleted and created again gets a new one).
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// The queue its jobs go to.
+    pub queue: String,
+    /// The cron expression, for a cron schedule.
+    pub cron: Option<String>,
+    /// The interval, for an interval schedule.
+    pub every: Option<Duration>,
+    /// The time zone of a cron schedule.
+    pub timezone: Option<String>,
+    /// Each job's payload (each run's input).
+    pub payload: serde_json::Value,
+    /// The workflow each tick starts a run of, if any.
+    pub workflow: Option<String>,
+    /// Each job's priority.
+    pub priority: i16,
+    /// Each job's attempts; `None`: the store's default when the job is made.
+    pub max_attempts: Option<i32>,
+    /// Missed ticks fired when workers run again (see `ScheduleOptions::catch_up`).
+    pub catch_up: u32,
+    /// Paused: no tick fires until resumed.
+    pub paused: bool,
+    /// Its next tick (while paused: the one it had when paused).
+    pub next_at: DateTime<Utc>,
+    /// The latest tick that made a job, if any (`Admin::trigger_schedule` does not count).
+    pub last_tick_at: Option<DateTime<Utc>>,
+    /// When it was created (the start of an interval schedule's ticks).
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a schedule made: one job per tick fired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fired {
+    /// The ids of the jobs made, oldest tick first.
+    pub job_ids: Vec<i64>,
+    /// The workflow runs started, for workflow schedules, in the same order.
+    pub run_ids: Vec<i64>,
+}
+
+/// The wake-up name of the schedule tickers (not a queue name: queue names have no `:`).
+pub(crate) const SCHEDULE_WAKE: &str = ":schedules";
+
+/// The key of the run id in the payload of a job that asks for a workflow run.
+/// Attempts allowed to a job that asks for a workflow run (see `Admin::enqueue_workflow`).
+pub(crate) const RUN_JOB_ATTEMPTS: u32 = 100;
+
+pub(crate) const RUN_JOB_KEY: &str = "workflow_run";
+
+/// The payload of a job that asks for a workflow run.
+pub(crate) fn run_job_payload(run_id: i64) -> Value {
+    Value::Object(serde_json::Map::from_iter([(
+        RUN_JOB_KEY.to_string(),
+        Value::from(run_id),
+    )]))
+}

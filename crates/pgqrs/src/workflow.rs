@@ -39,7 +39,7 @@ use serde_json::Value;
 use crate::error::{BoxError, Error, Result};
 use crate::retry::RetryPolicy;
 use crate::store::{hostname, FinishRunParams, NewStep, Store};
-use crate::types::{RunStatus, StepRecord, StepStatus, WorkflowRun};
+use crate::types::{RunStatus, StepRecord, StepStatus, WorkflowRun, RUN_JOB_ATTEMPTS, RUN_JOB_KEY};
 
 /// An error that must not be retried: a step that returns it fails at once and fails its run.
 ///
@@ -743,21 +743,6 @@ impl WorkflowWorkerBuilder {
             async move { registry.execute_message(&store, msg).await }
         })
     }
-}
-
-/// Attempts allowed to a job that asks for a workflow run (see
-/// [`Admin::enqueue_workflow`](crate::Admin::enqueue_workflow)).
-pub(crate) const RUN_JOB_ATTEMPTS: u32 = 100;
-
-/// The key of the run id in the payload of a job that asks for a workflow run.
-const RUN_JOB_KEY: &str = "workflow_run";
-
-/// The payload of a job that asks for a workflow run.
-pub(crate) fn run_job_payload(run_id: i64) -> Value {
-    Value::Object(serde_json::Map::from_iter([(
-        RUN_JOB_KEY.to_string(),
-        Value::from(run_id),
-    )]))
 }
 
 /// The retry policy of workers that execute workflow runs: a run request is delivered again

@@ -199,9 +199,9 @@ pub(crate) fn workflow_run(r: &impl Cols) -> Result<WorkflowRun> {
 
 /// `id, name, queue, cron, every_ms, timezone, payload, workflow, priority, max_attempts,
 /// catch_up, paused, next_at, last_tick_at, created_at`
-pub(crate) fn schedule(r: &impl Cols) -> Result<crate::schedule::ScheduleInfo> {
+pub(crate) fn schedule(r: &impl Cols) -> Result<crate::types::ScheduleInfo> {
     let priority = r.i32(8)?;
-    Ok(crate::schedule::ScheduleInfo {
+    Ok(crate::types::ScheduleInfo {
         id: r.i64(0)?,
         name: r.string(1)?,
         queue: r.string(2)?,

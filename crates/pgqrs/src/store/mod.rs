@@ -17,9 +17,8 @@ use chrono::{DateTime, Utc};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::job_state::{Job, JobState};
-use crate::schedule::{Fired, ScheduleInfo};
 use crate::types::*;
-use crate::types::{Prunable, Retention};
+use crate::types::{Fired, Prunable, Retention, ScheduleInfo, SCHEDULE_WAKE};
 
 mod connect;
 mod decode;
@@ -570,7 +569,7 @@ impl Wakers {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            if name != crate::schedule::SCHEDULE_WAKE {
+            if name != SCHEDULE_WAKE {
                 n.notify_waiters();
             }
         }

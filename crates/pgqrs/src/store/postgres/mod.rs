@@ -466,7 +466,10 @@ impl PgBackend {
         }
         // Every install writes them again, so that the SQL function follows this pgqrs.
         if installed >= SQL_ENQUEUE_VERSION {
-            for (name, value) in crate::produce::sql_enqueue_settings(&self.cfg) {
+            for (name, value) in crate::limits::sql_enqueue_settings(
+                self.cfg.max_attempts,
+                self.cfg.max_payload_bytes,
+            ) {
                 self.stmt(&self.q.set_setting)
                     .bind(name)
                     .bind(value)

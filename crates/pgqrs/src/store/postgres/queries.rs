@@ -16,7 +16,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 /// The first version with the SQL enqueue function, which reads its defaults and bounds from
-/// the settings that `install()` writes ([`crate::produce::sql_enqueue_settings`]).
+/// the settings that `install()` writes ([`crate::limits::sql_enqueue_settings`]).
 pub(super) const SQL_ENQUEUE_VERSION: i64 = 11;
 
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS {s}.pgqrs_schema_version (

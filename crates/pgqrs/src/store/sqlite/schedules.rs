@@ -4,8 +4,7 @@
 //! tick taken.
 
 use super::*;
-use crate::schedule::{Fired, ScheduleInfo, SCHEDULE_WAKE};
-use crate::workflow::run_job_payload;
+use crate::types::{run_job_payload, Fired, ScheduleInfo, SCHEDULE_WAKE};
 
 impl<E: Engine> SqliteBackend<E> {
     pub(super) async fn insert_schedule(&self, s: NewSchedule<'_>) -> Result<ScheduleInfo> {
